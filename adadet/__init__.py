@@ -1,0 +1,2 @@
+"""adadet: Adaptive Depth Networks (ADN) for Detectron2."""
+__version__ = "0.1.0"

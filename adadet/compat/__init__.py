@@ -1,0 +1,1 @@
+"""What stands in for parts of detectron2 that a pure-Python install lacks."""
