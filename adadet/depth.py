@@ -1,0 +1,153 @@
+"""Depth settings: which stages skip their skippable sub-path.
+
+A depth setting holds one flag per stage, written as a string with one letter per stage
+(res2..res5 for ResNet, the 4 block groups for ViT): ``T`` = this stage skips its
+skippable sub-path, ``F`` = it runs every block. ``"FFFF"`` is the full super-net,
+``"TTTT"`` the smallest base-net, ``"TFFF"`` skips only res2's tail. The aliases
+``"super"`` and ``"base"`` name the two ends.
+
+Switching the depth of a built model only changes which blocks run and which norm set the
+mandatory blocks use: no rebuild, no weight copy.
+"""
+import contextlib
+import itertools
+from typing import Iterator, List, Sequence, Tuple, Union
+
+import torch.nn as nn
+
+SkipFlags = Tuple[bool, ...]
+DEPTH_ALIASES = {"super": "F", "base": "T"}
+#: The default chain evaluated by the per-depth evaluator: one more stage skips at each step.
+DEFAULT_EVAL_CHAIN = ("FFFF", "TFFF", "TTFF", "TTTF", "TTTT")
+
+
+def parse_depth(setting: Union[str, Sequence[bool]], num_stages: int = 4) -> SkipFlags:
+    """Turn a depth setting ("TFFF", "super", "base" or a sequence of bools) into skip flags."""
+    if not isinstance(setting, str):
+        flags = tuple(bool(flag) for flag in setting)
+        if len(flags) != num_stages:
+            raise ValueError(
+                f"Depth setting {list(setting)} has {len(flags)} flags; this backbone has "
+                f"{num_stages} stages, so give one flag per stage."
+            )
+        return flags
+    text = setting.strip()
+    if text.lower() in DEPTH_ALIASES:
+        return (DEPTH_ALIASES[text.lower()] == "T",) * num_stages
+    text = text.upper()
+    if len(text) != num_stages or any(letter not in "TF" for letter in text):
+        raise ValueError(
+            f"Invalid depth setting {setting!r}: expected {num_stages} letters, one per stage, "
+            f"each 'T' (skip that stage's skippable blocks) or 'F' (run them), e.g. "
+            f"{'F' * num_stages!r} for the super-net, {'T' * num_stages!r} for the base-net, "
+            f"or the aliases 'super' / 'base'."
+        )
+    return tuple(letter == "T" for letter in text)
+
+
+def depth_name(flags: Sequence[bool]) -> str:
+    """The canonical string of skip flags, e.g. (True, False, False, False) -> 'TFFF'."""
+    return "".join("T" if flag else "F" for flag in flags)
+
+
+def normalize_depth(setting: Union[str, Sequence[bool]], num_stages: int = 4) -> str:
+    """Validate a depth setting and return its canonical string ('super' -> 'FFFF')."""
+    return depth_name(parse_depth(setting, num_stages))
+
+
+def all_depths(num_stages: int = 4) -> List[str]:
+    """Every depth setting, from the super-net 'FF..F' to the base-net 'TT..T'."""
+    return [depth_name(flags) for flags in itertools.product((False, True), repeat=num_stages)]
+
+
+def expand_depth_list(settings: Union[str, Sequence[str]], num_stages: int = 4) -> List[str]:
+    """Validate a list of depth settings from a config; ``"all"`` (or ``["all"]``) gives all.
+
+    Raises ValueError naming the bad or duplicated entries.
+    """
+    if isinstance(settings, str):
+        settings = [settings]
+    if [s.lower() for s in settings] == ["all"]:
+        return all_depths(num_stages)
+    if not settings:
+        raise ValueError("The list of depth settings is empty: give at least one, e.g. ['FFFF'].")
+    names = [normalize_depth(s, num_stages) for s in settings]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(
+            f"Depth settings {list(settings)} name {duplicates} more than once "
+            "(aliases included: 'super' = 'FFFF', 'base' = 'TTTT'); list each setting once."
+        )
+    return names
+
+
+class AdaptiveDepthModule(nn.Module):
+    """Interface of a backbone whose stages can skip their skippable sub-paths.
+
+    Subclasses define ``num_adaptive_stages`` and ``_apply_skip_flags(flags)``.
+    """
+
+    num_adaptive_stages: int = 4
+
+    @property
+    def depth(self) -> str:
+        return depth_name(self._skip_flags)
+
+    @depth.setter
+    def depth(self, setting: Union[str, Sequence[bool]]) -> None:
+        self.set_depth(setting)
+
+    @property
+    def skip_flags(self) -> SkipFlags:
+        return self._skip_flags
+
+    def set_depth(self, setting: Union[str, Sequence[bool]]) -> None:
+        flags = parse_depth(setting, self.num_adaptive_stages)
+        self._skip_flags = flags
+        self._apply_skip_flags(flags)
+
+    def _apply_skip_flags(self, flags: SkipFlags) -> None:
+        raise NotImplementedError
+
+
+def adaptive_modules(model: nn.Module) -> List[AdaptiveDepthModule]:
+    """The adaptive-depth backbones inside ``model`` (unwrapping DistributedDataParallel)."""
+    model = getattr(model, "module", model)
+    found = [m for m in model.modules() if isinstance(m, AdaptiveDepthModule)]
+    if not found:
+        raise ValueError(
+            f"{type(model).__name__} has no adaptive-depth backbone: build it with an ADN "
+            "backbone (e.g. MODEL.BACKBONE.NAME: build_resnet_adn_fpn_backbone)."
+        )
+    return found
+
+
+def set_depth(model: nn.Module, setting: Union[str, Sequence[bool]]) -> str:
+    """Run ``model`` at ``setting`` from now on; returns the canonical setting string."""
+    name = None
+    for module in adaptive_modules(model):
+        module.set_depth(setting)
+        name = module.depth
+    return name
+
+
+def get_depth(model: nn.Module) -> str:
+    return adaptive_modules(model)[0].depth
+
+
+@contextlib.contextmanager
+def using_depth(model: nn.Module, setting: Union[str, Sequence[bool]]) -> Iterator[str]:
+    """Run ``model`` at ``setting`` inside the block, then restore the previous setting.
+
+    >>> with using_depth(model, "TTTT"):
+    ...     outputs = model(inputs)
+    """
+    modules = adaptive_modules(model)
+    previous = [m.skip_flags for m in modules]
+    try:
+        for module in modules:
+            module.set_depth(setting)
+        yield modules[0].depth
+    finally:
+        for module, flags in zip(modules, previous):
+            module.set_depth(flags)

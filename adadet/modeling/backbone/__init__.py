@@ -1,0 +1,2 @@
+from .fpn_adn import build_resnet_adn_fpn_backbone, build_retinanet_resnet_adn_fpn_backbone
+from .resnet_adn import AdaptiveStage, ResNetADN, build_resnet_adn_backbone, num_mandatory_blocks
