@@ -1,0 +1,97 @@
+"""What a depth setting costs: FLOPs (fvcore, 1 multiply-add = 1 FLOP, the protocol of the
+ImageNet tables in papers) and the parameters that actually take part in a forward pass."""
+from typing import Any, Dict, List, Sequence
+
+import torch
+import torch.nn as nn
+from fvcore.nn import FlopCountAnalysis
+
+
+
+def _quiet(analysis):
+    return analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+
+
+@torch.no_grad()
+def backbone_flops(backbone: nn.Module, image_size: Sequence[int] = (224, 224)) -> int:
+    """FLOPs of a backbone alone (e.g. the bottom-up ResNet-ADN) on one 3-channel image."""
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        image = torch.zeros(1, 3, *image_size, device=next(backbone.parameters()).device)
+        return int(_quiet(FlopCountAnalysis(backbone, (image,))).total())
+    finally:
+        backbone.train(was_training)
+
+
+class _TensorInterface(nn.Module):
+    """Tensors in, tensors out, for tracing a Detectron2 model: one image -> the fields of
+    its predicted Instances. (``detectron2.export.TracingAdapter`` does this in general,
+    but v0.6's ``detectron2.export`` cannot be imported without caffe2.)"""
+
+    def __init__(self, model: nn.Module, inputs: Dict[str, Any]):
+        super().__init__()
+        self.model = model
+        self.extra = {key: value for key, value in inputs.items() if key != "image"}
+
+    def forward(self, image):
+        (output,) = self.model([{"image": image, **self.extra}])
+        instances = output["instances"]
+        return tuple(
+            value.tensor if hasattr(value, "tensor") else value
+            for value in instances.get_fields().values()
+        )
+
+
+@torch.no_grad()
+def model_flops(model: nn.Module, inputs: List[Dict[str, Any]]) -> int:
+    """FLOPs of a whole Detectron2 model in inference on ``inputs`` (its usual list of dicts,
+    counted one image at a time).
+
+    The ROI heads' share depends on how many boxes the model keeps for the given image.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        return sum(
+            int(_quiet(FlopCountAnalysis(_TensorInterface(model, one), (one["image"],))).total())
+            for one in inputs
+        )
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def used_parameter_count(model: nn.Module, *inputs) -> int:
+    """Parameters of the modules that run in one forward pass of ``model(*inputs)``: skipped
+    blocks and the norm set not in use are not counted."""
+    ran = set()
+    handles = [
+        module.register_forward_hook(lambda module, args, output: ran.add(module))
+        for module in model.modules()
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        model(*inputs)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return sum(p.numel() for module in ran for p in module.parameters(recurse=False))
+
+
+def backbone_cost(backbone: nn.Module, image_size: Sequence[int] = (224, 224)) -> Dict[str, int]:
+    """FLOPs and used parameters of a backbone at its current depth on one image."""
+    image = torch.zeros(1, 3, *image_size, device=next(backbone.parameters()).device)
+    with torch.no_grad():
+        return {
+            "flops": backbone_flops(backbone, image_size),
+            "params": used_parameter_count(backbone, image),
+        }
+
+
+def model_cost(model: nn.Module, inputs: List[Dict[str, Any]]) -> Dict[str, int]:
+    """FLOPs and used parameters of a whole detector at its current depth on ``inputs``."""
+    with torch.no_grad():
+        return {"flops": model_flops(model, inputs), "params": used_parameter_count(model, inputs)}
