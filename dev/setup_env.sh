@@ -4,8 +4,9 @@
 #
 #   VENV    where the environment lives (default: .venv in the repository)
 #   PYTHON  the interpreter to base it on (default: python3). If that interpreter already
-#           imports a detectron2 built with its compiled ops, the environment sees its
-#           packages (--system-site-packages) and that detectron2 and torch are used untouched.
+#           imports a detectron2 built with its compiled ops (a user's own source build),
+#           adadet is installed into *that* environment and $VENV/bin/python just runs it:
+#           its detectron2 and torch are used untouched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -13,7 +14,7 @@ PYTHON=${PYTHON:-python3}
 STAMP="$VENV/.adadet-setup-stamp"
 inputs=(setup.py dev/setup_env.sh dev/constraints.txt dev/requirements-detectron2-compat.txt
         dev/install_detectron2.py adadet/compat/detectron2_c.py)
-digest=$(cat "${inputs[@]}" | sha256sum | cut -d' ' -f1)
+digest=$( (echo "$PYTHON"; cat "${inputs[@]}") | sha256sum | cut -d" " -f1)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$digest" ]; then
   echo "[adadet] environment $VENV is up to date"
   exit 0
@@ -29,8 +30,12 @@ PY
 
 if has_compiled_detectron2 "$PYTHON"; then
   mode=existing
-  echo "[adadet] $PYTHON has a detectron2 with compiled ops: using it (and its torch) untouched"
-  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv --system-site-packages "$VENV"
+  target=$("$PYTHON" -c 'import sys; print(sys.executable)')
+  echo "[adadet] $target has a detectron2 with compiled ops: using it (and its torch) untouched"
+  mkdir -p "$VENV/bin"
+  printf '#!/bin/sh\n# adadet runs in an existing environment (dev/setup_env.sh)\nexec "%s" "$@"\n' \
+    "$target" > "$VENV/bin/python"
+  chmod +x "$VENV/bin/python"
 else
   mode=compat
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"

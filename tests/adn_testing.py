@@ -1,4 +1,5 @@
 """Helpers shared by the tests."""
+from pathlib import Path
 
 
 def make_adn_cfg(depth=50, backbone="build_resnet_adn_fpn_backbone", norm="BN", **overrides):
@@ -26,3 +27,49 @@ def make_adn_cfg(depth=50, backbone="build_resnet_adn_fpn_backbone", norm="BN", 
             node = getattr(node, name)
         setattr(node, leaf, value)
     return cfg
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def make_project_cfg(config_name, **overrides):
+    """One of the project's YAML configs, on CPU with random init; ``overrides`` as above."""
+    from detectron2.config import get_cfg
+
+    from adadet import add_adn_config
+
+    cfg = get_cfg()
+    add_adn_config(cfg)
+    cfg.merge_from_file(str(CONFIGS / config_name))
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.WEIGHTS = ""
+    for key, value in overrides.items():
+        node = cfg
+        *path, leaf = key.split("__")
+        for name in path:
+            node = getattr(node, name)
+        setattr(node, leaf, value)
+    return cfg
+
+
+def synthetic_batch(num_images=2, height=128, width=160, num_classes=3, seed=0):
+    """Detectron2 training inputs: images with 1-2 boxes (and polygon masks) each."""
+    import torch
+    from detectron2.structures import Boxes, Instances, PolygonMasks
+
+    generator = torch.Generator().manual_seed(seed)
+    batch = []
+    for index in range(num_images):
+        image = torch.randint(0, 256, (3, height, width), generator=generator).float()
+        boxes, polygons = [], []
+        for k in range(1 + index % 2):
+            x0, y0 = 10 + 40 * k, 12 + 30 * k
+            x1, y1 = x0 + 50, y0 + 60
+            boxes.append([x0, y0, x1, y1])
+            polygons.append([[x0, y0, x1, y0, x1, y1, x0, y1]])
+        instances = Instances((height, width))
+        instances.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))
+        instances.gt_classes = torch.tensor([k % num_classes for k in range(len(boxes))])
+        instances.gt_masks = PolygonMasks(polygons)
+        batch.append({"image": image, "instances": instances, "height": height, "width": width})
+    return batch

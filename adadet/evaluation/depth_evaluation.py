@@ -1,0 +1,104 @@
+"""Evaluate one checkpoint at several depth settings: accuracy, FLOPs, parameters, latency.
+
+For each depth setting the caller's evaluation (Detectron2's ``inference_on_dataset`` with
+COCOEvaluator, through ``ADNTrainer.test_at_depth``) runs on the switched model while a
+timer records the latency of every forward call; the cost (FLOPs and used parameters of
+the whole detector) is counted on the first test image at its evaluated size.
+
+Results are nested ``{depth: {task: {metric: value}}, "cost": {...}}`` so that Detectron2's
+EvalHook flattens them into scalars like ``TTFF/bbox/AP`` for metrics.json and TensorBoard.
+"""
+import logging
+import statistics
+import time
+from collections import OrderedDict
+from typing import Any, Callable, Dict, List, Mapping, Sequence
+
+import torch
+import torch.nn as nn
+
+from ..depth import using_depth
+from .cost import model_cost
+
+logger = logging.getLogger(__name__)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+class ForwardTimer:
+    """Records the wall time of every forward call of a module (CUDA synchronised)."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+        self.seconds: List[float] = []
+        self._cuda = any(p.is_cuda for p in module.parameters())
+
+    def _sync(self):
+        if self._cuda:
+            torch.cuda.synchronize()
+
+    def _start(self, module, args):
+        self._sync()
+        self._started = time.perf_counter()
+
+    def _stop(self, module, args, output):
+        self._sync()
+        self.seconds.append(time.perf_counter() - self._started)
+
+    def __enter__(self) -> "ForwardTimer":
+        self._handles = [
+            self.module.register_forward_pre_hook(self._start),
+            self.module.register_forward_hook(self._stop),
+        ]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+    def median_ms(self) -> float:
+        return 1000.0 * statistics.median(self.seconds) if self.seconds else float("nan")
+
+
+def evaluate_depths(
+    detector: nn.Module,
+    depths: Sequence[str],
+    evaluate_at_depth: Callable[[str], Mapping[str, Any]],
+    cost_inputs: List[Dict[str, Any]],
+) -> "OrderedDict[str, Dict[str, Any]]":
+    """Evaluate ``detector`` at each of ``depths``.
+
+    Args:
+        detector: the bare Detectron2 model (not DDP-wrapped).
+        depths: canonical depth settings (``adadet.expand_depth_list``).
+        evaluate_at_depth: runs the accuracy evaluation with the model at the given depth
+            and returns Detectron2's results (``{task: {metric: value}}``).
+        cost_inputs: one test input (list of one dict, as the test loader yields) on which
+            FLOPs and used parameters are counted.
+
+    Returns:
+        ``OrderedDict(depth -> {task: {metric: value}, "cost": {...}})``; cost holds
+        ``gflops``, ``params_m`` (parameters used, millions), ``latency_ms`` (median per
+        forward call over the evaluation run) and ``images`` (forward calls timed).
+    """
+    device = next(detector.parameters()).device
+    results = OrderedDict()
+    for index, depth in enumerate(depths, start=1):
+        logger.info("Depth setting %s (%d/%d)", depth, index, len(depths))
+        with ForwardTimer(detector) as timer:
+            accuracy = evaluate_at_depth(depth)
+        with using_depth(detector, depth):
+            cost = model_cost(detector, cost_inputs)
+        results[depth] = OrderedDict(accuracy)
+        results[depth]["cost"] = {
+            "gflops": cost["flops"] / 1e9,
+            "params_m": cost["params"] / 1e6,
+            "latency_ms": timer.median_ms(),
+            "images": len(timer.seconds),
+        }
+    logger.info("Latency measured on %s", device_name(device))
+    return results
