@@ -1,3 +1,37 @@
-from .adn_checkpointer import ADNCheckpointer
+"""Weight loading for adadet models: :class:`ADNCheckpointer` loads official ADN,
+torchvision, Detectron2/MSRA and adadet checkpoints through ``MODEL.WEIGHTS``."""
 
-__all__ = ["ADNCheckpointer"]
+from .adn_checkpointer import SKIP_NORM_INIT_POLICIES, ADNCheckpointer
+from .errors import (
+    CheckpointError,
+    CheckpointFormatError,
+    CheckpointMismatchError,
+    CheckpointNotFoundError,
+    CheckpointReadError,
+    SkipNormsMissingError,
+    WeightsConfigError,
+)
+from .key_mapping import convert_torchvision_state_dict, detect_layout, unwrap_state_dict
+from .weights_config import (
+    TORCHVISION_WEIGHTS_CONFIG,
+    check_config_for_torchvision_weights,
+    torchvision_config_mismatches,
+)
+
+__all__ = [
+    "ADNCheckpointer",
+    "SKIP_NORM_INIT_POLICIES",
+    "CheckpointError",
+    "CheckpointFormatError",
+    "CheckpointMismatchError",
+    "CheckpointNotFoundError",
+    "CheckpointReadError",
+    "SkipNormsMissingError",
+    "WeightsConfigError",
+    "convert_torchvision_state_dict",
+    "detect_layout",
+    "unwrap_state_dict",
+    "TORCHVISION_WEIGHTS_CONFIG",
+    "check_config_for_torchvision_weights",
+    "torchvision_config_mismatches",
+]

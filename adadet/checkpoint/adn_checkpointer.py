@@ -1,6 +1,374 @@
-"""Loading weights into ADN models: official ADN, torchvision and Detectron2/MSRA layouts."""
+"""Loading weights into ADN models: official ADN, torchvision and Detectron2/MSRA layouts.
+
+:class:`ADNCheckpointer` is Detectron2's ``DetectionCheckpointer`` (same constructor, same
+``load`` / ``resume_or_load`` / ``save``) with four additions:
+
+1. Layout detection from the keys: official ADN and torchvision ResNet state dicts
+   (``.pth``/``.pt``, nested under ``model``/``state_dict``, ``module.``-prefixed) are renamed
+   to Detectron2's names and loaded with Detectron2's matching heuristics, as Detectron2
+   does for its converted torchvision weights: the backbone is then found wherever the
+   model keeps it (``backbone.bottom_up.`` with FPN; ``backbone.`` and ``roi_heads.res5``
+   with C4) instead of adadet hard-coding prefixes. Caffe2/MSRA pickles and
+   Detectron2/adadet checkpoints (resume) go through Detectron2 unchanged.
+2. Skip norms: a checkpoint without them (any ordinary ResNet) starts every skip norm as a
+   copy of its main norm, logged in one line; ``skip_norm_init="error"`` refuses instead.
+3. A strict backbone: missing, extra or wrongly shaped ResNet weights raise
+   :class:`CheckpointMismatchError` (Detectron2 only warns, which would leave a half-loaded
+   backbone running). Head weights keep Detectron2's behaviour: an ImageNet checkpoint has
+   none, and fine-tuning to other classes changes their shapes.
+4. Errors naming the file and the fix for missing, corrupt or unreadable files.
+"""
+
+from typing import Dict, List, Optional, Sequence, Tuple
+from urllib.parse import urlparse
+
+import torch
+import torch.nn as nn
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.checkpoint.c2_model_loading import convert_basic_c2_names
+from detectron2.modeling.backbone.resnet import ResNet
+
+from .errors import (
+    CheckpointError,
+    CheckpointFormatError,
+    CheckpointMismatchError,
+    SkipNormsMissingError,
+)
+from .key_mapping import (
+    ADN,
+    DETECTRON2_BACKBONE,
+    TORCHVISION,
+    convert_torchvision_checkpoint,
+    detect_layout,
+    first_few,
+    is_resnet_key,
+    is_skip_norm_key,
+    mandatory_blocks_from_keys,
+    resnet_structure,
+    unwrap_state_dict,
+)
+from .reading import check_file_exists, read_error
+
+__all__ = ["ADNCheckpointer", "SKIP_NORM_INIT_POLICIES"]
+
+#: Values of ``MODEL.ADN.SKIP_NORM_INIT`` / ``skip_norm_init``.
+SKIP_NORM_INIT_POLICIES = ("copy", "error")
+
+_NUM_BATCHES = "num_batches_tracked"
+_RUNNING_STATS = ("running_mean", "running_var")
+
+
+def _ignorable(key: str) -> bool:
+    """Keys whose absence or excess never makes a backbone half-loaded: BN's batch counter
+    (MSRA weights have none, FrozenBN has none) and skip norms (handled on their own)."""
+    return key.endswith(_NUM_BATCHES) or is_skip_norm_key(key)
 
 
 class ADNCheckpointer(DetectionCheckpointer):
-    """Detectron2's checkpointer, aware of ADN's skip norms."""
+    """Detectron2's checkpointer, aware of ADN's skip norms and strict about the backbone.
+
+    Args:
+        model, save_dir, save_to_disk, checkpointables: as for ``DetectionCheckpointer``.
+        skip_norm_init: what to do when the checkpoint has no skip norms: ``"copy"`` (start
+            each as a copy of its main norm) or ``"error"`` (raise
+            :class:`SkipNormsMissingError`); ``MODEL.ADN.SKIP_NORM_INIT`` in configs.
+        strict_backbone: raise :class:`CheckpointMismatchError` when the ResNet weights
+            of the model and of the checkpoint do not match one to one.
+
+    After ``load``, ``needs_torchvision_config`` tells whether the weights were
+    torchvision-style (official ADN, torchvision), whose config
+    :func:`~adadet.checkpoint.check_config_for_torchvision_weights` checks.
+    """
+
+    def __init__(
+        self,
+        model,
+        save_dir="",
+        *,
+        save_to_disk=None,
+        skip_norm_init: str = "copy",
+        strict_backbone: bool = True,
+        **checkpointables,
+    ):
+        super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
+        if skip_norm_init not in SKIP_NORM_INIT_POLICIES:
+            raise ValueError(
+                f"skip_norm_init (MODEL.ADN.SKIP_NORM_INIT) is {skip_norm_init!r}; use one of "
+                f"{list(SKIP_NORM_INIT_POLICIES)}."
+            )
+        self.skip_norm_init = skip_norm_init
+        self.strict_backbone = strict_backbone
+        self.needs_torchvision_config = False
+        self._source: Optional[str] = None
+
+    @classmethod
+    def from_config(cls, cfg, model, save_dir="", **kwargs) -> "ADNCheckpointer":
+        """A checkpointer with the config's ``MODEL.ADN.SKIP_NORM_INIT`` policy."""
+        adn = cfg.MODEL.get("ADN", None)
+        kwargs.setdefault("skip_norm_init", adn.SKIP_NORM_INIT if adn else "copy")
+        return cls(model, save_dir, **kwargs)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def load(self, path, *args, **kwargs):
+        self.needs_torchvision_config = False
+        if path:
+            url = urlparse(path)
+            if not url.scheme:  # a local file: fvcore would only assert on a missing one
+                check_file_exists(url._replace(query="").geturl())
+        self._source = path
+        try:
+            return super().load(path, *args, **kwargs)
+        finally:
+            self._source = None
+
+    def _load_file(self, filename):
+        source = self._source or filename
+        try:
+            loaded = super()._load_file(filename)
+        except CheckpointError:
+            raise
+        except Exception as e:  # corrupt files fail in many ways: zip, pickle, EOF, key
+            raise read_error(source, e) from e
+
+        model_entry = loaded.get("model") if isinstance(loaded, dict) else None
+        state_dict = unwrap_state_dict(model_entry)
+        if state_dict is None:
+            entries = list(loaded) if isinstance(loaded, dict) else [type(loaded).__name__]
+            raise CheckpointFormatError(
+                f"Checkpoint '{source}' holds no state dict (a mapping of names to tensors) "
+                f"where one is expected (top level, 'model' or 'state_dict'); it holds: "
+                f"{first_few(entries)}. Fix: point MODEL.WEIGHTS at a model checkpoint."
+            )
+        layout = detect_layout(state_dict)
+        if layout in (ADN, TORCHVISION):
+            loaded = convert_torchvision_checkpoint(state_dict, source)
+            self.logger.info(
+                f"Read '{source}' as {loaded['__author__']} ResNet weights (torchvision "
+                f"layout, {loaded['num_skip_norms']} skip norms); renamed to Detectron2's names."
+            )
+        else:
+            # A bare Detectron2 ResNet whose names are not the model's ("res2.0..." for
+            # "backbone.bottom_up.res2.0..."): Detectron2's heuristics find its place.
+            if (
+                layout == DETECTRON2_BACKBONE
+                and not loaded.get("matching_heuristics")
+                and not set(state_dict) <= set(self.model.state_dict())
+            ):
+                loaded["matching_heuristics"] = True
+            loaded["model"] = state_dict  # the same, or unnested / without "module."
+        self.needs_torchvision_config = bool(loaded.get("torchvision_style", False))
+        return loaded
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def _load_model(self, checkpoint):
+        heuristics = bool(checkpoint.get("matching_heuristics", False))
+        source_state = checkpoint["model"]
+        if heuristics and checkpoint.get("__author__") == "Caffe2":
+            # Detectron2 renames Caffe2 blobs while matching; the same renaming gives the
+            # names its unmatched keys are reported under.
+            names = convert_basic_c2_names(list(source_state))
+            source_shapes = {n: tuple(v.shape) for n, v in zip(names, source_state.values())}
+        else:
+            source_shapes = {k: tuple(v.shape) for k, v in source_state.items()}
+
+        incompatible = super()._load_model(checkpoint)
+        if heuristics:  # BN's batch counter carries no weights; MSRA / FrozenBN lack it
+            for keys in (incompatible.missing_keys, incompatible.unexpected_keys):
+                keys[:] = [k for k in keys if not k.endswith(_NUM_BATCHES)]
+        if self.strict_backbone:
+            self._check_backbone(incompatible, heuristics, source_shapes)
+        self._init_skip_norms(incompatible)
+        return incompatible
+
+    def _resnet_prefixes(self) -> List[str]:
+        """State-dict prefixes of the outermost ResNets in the model ("backbone.bottom_up.")."""
+        names = [n for n, m in self.model.named_modules() if isinstance(m, ResNet)]
+        outer = [n for n in names if not any(o != n and n.startswith(o + ".") for o in names)]
+        return [n + "." if n else "" for n in outer]
+
+    def _check_backbone(self, incompatible, heuristics: bool, source_shapes: Dict) -> None:
+        prefixes = tuple(self._resnet_prefixes())
+        if not prefixes:
+            return  # no ResNet (e.g. a ViT backbone): Detectron2's behaviour
+        model_state = self.model.state_dict()
+        backbone = {k: v for k, v in model_state.items() if k.startswith(prefixes)}
+        missing = [k for k in incompatible.missing_keys if k in backbone and not _ignorable(k)]
+        shapes = [s for s in incompatible.incorrect_shapes if s[0].startswith(prefixes)]
+        if heuristics:
+            # Unmatched keys keep the checkpoint's names ("res4.6.conv1.weight").
+            unexpected = [k for k in incompatible.unexpected_keys if is_resnet_key(k)]
+            # Detectron2's matching skips a key of another shape, leaving it unexpected and
+            # its model key missing: report it as the shape mismatch it is.
+            # (Searched among all backbone keys: FrozenBN fills absent running statistics,
+            # so their model keys are not reported missing.)
+            for key in list(unexpected):
+                target = next((m for m in backbone if m == key or m.endswith("." + key)), None)
+                if target is not None and key in source_shapes:
+                    shapes.append((key, source_shapes[key], tuple(backbone[target].shape)))
+                    unexpected.remove(key)
+                    if target in missing:
+                        missing.remove(target)
+            checkpoint_keys = list(source_shapes)
+        else:
+            unexpected = [k for k in incompatible.unexpected_keys if k.startswith(prefixes)]
+            checkpoint_keys = [k for k in source_shapes if k.startswith(prefixes)]
+        unexpected = [k for k in unexpected if not _ignorable(k)]
+        if not (missing or shapes or unexpected):
+            return
+
+        lines = []
+        if shapes:
+            lines.append(
+                f"{len(shapes)} weights have other shapes than in the model: "
+                + first_few(
+                    [
+                        f"{k}: {tuple(c)} in the checkpoint, {tuple(m)} in the model"
+                        for k, c, m in shapes
+                    ],
+                    3,
+                )
+            )
+        if missing:
+            lines.append(f"{len(missing)} backbone weights are missing: {first_few(missing)}")
+        if unexpected:
+            lines.append(
+                f"{len(unexpected)} backbone weights of the checkpoint have no place in the "
+                f"model: {first_few(unexpected)}"
+            )
+        checkpoint_net = resnet_structure(checkpoint_keys)
+        model_net = resnet_structure(k for k in backbone if not _ignorable(k))
+        if checkpoint_net is None:
+            about = (
+                "The checkpoint holds no ResNet weights (its keys begin "
+                f"{first_few(sorted(source_shapes), 3)}): it is for another architecture."
+            )
+            fix = "point MODEL.WEIGHTS at weights of the model's architecture"
+        else:
+            about = f"The checkpoint holds {checkpoint_net}; the model is {model_net}."
+            fix = "point MODEL.WEIGHTS at weights of the model's depth"
+            if checkpoint_net.depth:
+                fix += (
+                    f", or build the checkpoint's network (MODEL.RESNETS.DEPTH: "
+                    f"{checkpoint_net.depth}"
+                    + ("" if checkpoint_net.bottleneck else ", MODEL.RESNETS.RES2_OUT_CHANNELS: 64")
+                    + ")"
+                )
+        raise CheckpointMismatchError(
+            f"Checkpoint '{self._source}' does not fit the model's backbone "
+            f"({', '.join(p.rstrip('.') or '<model>' for p in prefixes)}); loading stops "
+            "rather than run a half-loaded backbone:\n  - "
+            + "\n  - ".join(lines)
+            + f"\n{about}\nFix: {fix}."
+        )
+
+    def _skip_norms_with_a_place(self, incompatible, switchable) -> List[str]:
+        """Split the checkpoint's unexpected skip-norm tensors. Those whose main norm lies
+        in a ResNet with skip norms had a place there: returned, a mismatch. The others are
+        dropped from ``unexpected_keys`` with one log line: their blocks have no skip norm
+        in this model (official ADN weights into a plain ResNet, whose super-net norms are
+        what it needs; or res5 of a C4 model, which runs in the ROI heads)."""
+        extra = [k for k in incompatible.unexpected_keys if is_skip_norm_key(k)]
+        if not extra:
+            return []
+        adaptive = tuple(
+            p for p in self._resnet_prefixes() if any(n.startswith(p) for n, _ in switchable)
+        )
+        adaptive_keys = [k for k in self.model.state_dict() if adaptive and k.startswith(adaptive)]
+
+        def has_place(key: str) -> bool:
+            main = key.replace(".norm_skip.", ".norm.")
+            return any(m == main or m.endswith("." + main) for m in adaptive_keys)
+
+        placed = [k for k in extra if has_place(k)]
+        ignored = set(extra) - set(placed)
+        if ignored:
+            incompatible.unexpected_keys[:] = [
+                k for k in incompatible.unexpected_keys if k not in ignored
+            ]
+            self.logger.info(
+                f"Ignored {len(ignored)} skip-norm tensors of '{self._source}' (e.g. "
+                f"{first_few(sorted(ignored), 2)}): their blocks have no skip norms in this "
+                "model, which runs them at full depth with their main norms."
+            )
+        return placed
+
+    def _init_skip_norms(self, incompatible) -> None:
+        switchable = [
+            (name, module)
+            for name, module in self.model.named_modules()
+            if isinstance(getattr(module, "norm_skip", None), nn.Module)
+            and isinstance(getattr(module, "norm", None), nn.Module)
+        ]
+        extra = self._skip_norms_with_a_place(incompatible, switchable)
+        if not switchable:
+            return
+        missing = set(incompatible.missing_keys)
+
+        def skip_keys(name: str, module: nn.Module) -> List[str]:
+            prefix = f"{name}.norm_skip." if name else "norm_skip."
+            return [prefix + k for k in module.norm_skip.state_dict() if k != _NUM_BATCHES]
+
+        def core(keys: List[str]) -> List[str]:
+            # FrozenBN fills absent running statistics itself (zeros/ones, for Caffe2
+            # weights), so only weight/bias tell whether the checkpoint had the norm.
+            return [k for k in keys if not k.endswith(_RUNNING_STATS)] or keys
+
+        absent, partial = [], []
+        for name, module in switchable:
+            keys = skip_keys(name, module)
+            if all(k in missing for k in core(keys)):
+                absent.append((name, module))
+            elif any(k in missing for k in keys):
+                partial.append(name)
+        loaded_some = len(absent) < len(switchable)
+        if (extra or partial or (absent and loaded_some)) and self.strict_backbone:
+            self._raise_skip_norm_mismatch(switchable, absent, extra)
+        if not absent:
+            return
+        if self.skip_norm_init == "error":
+            raise SkipNormsMissingError(
+                f"Checkpoint '{self._source}' has no skip norms for {len(absent)} of the "
+                f"model's skip norms (norm_skip), e.g. {first_few([n for n, _ in absent], 3)}, "
+                "and MODEL.ADN.SKIP_NORM_INIT is 'error'. It is an ordinary (non-ADN) "
+                "checkpoint. Fix: load an official ADN or adadet checkpoint, or set "
+                "MODEL.ADN.SKIP_NORM_INIT: 'copy' to start each skip norm as a copy of its "
+                "main norm."
+            )
+        with torch.no_grad():
+            for name, module in absent:
+                module.norm_skip.load_state_dict(module.norm.state_dict())
+        copied = {k for n, m in absent for k in skip_keys(n, m)}
+        incompatible.missing_keys[:] = [
+            k
+            for k in incompatible.missing_keys
+            if k not in copied and not (is_skip_norm_key(k) and k.endswith(_NUM_BATCHES))
+        ]
+        self.logger.info(
+            f"Initialised {len(absent)} skip norms (norm_skip) as copies of their main norms "
+            f"(weights and running statistics): '{self._source}' has none, as ordinary "
+            "(non-ADN) ResNet weights do; training makes them diverge (MODEL.ADN."
+            "SKIP_NORM_INIT: copy; set it to 'error' to refuse such checkpoints)."
+        )
+
+    def _raise_skip_norm_mismatch(
+        self, switchable: Sequence[Tuple[str, nn.Module]], absent, extra: List[str]
+    ) -> None:
+        absent_names = {n for n, _ in absent}
+        model_keys = [n + ".norm_skip.weight" for n, _ in switchable]
+        checkpoint_keys = [
+            k for k in model_keys if k[: -len(".norm_skip.weight")] not in absent_names
+        ]
+        checkpoint_keys += extra
+        checkpoint_split = mandatory_blocks_from_keys(checkpoint_keys)
+        model_split = mandatory_blocks_from_keys(model_keys)
+        raise CheckpointMismatchError(
+            f"Checkpoint '{self._source}' has skip norms for other blocks than the model's "
+            f"mandatory blocks: {len(absent_names)} of the model's skip norms are not in it "
+            f"({first_few(sorted(absent_names), 3)}), {len(extra)} of its skip-norm tensors "
+            f"have no place in the model ({first_few(extra, 3)}). Mandatory blocks per stage: "
+            f"{checkpoint_split} in the checkpoint, {model_split} in the model. Fix: set "
+            f"MODEL.ADN.NUM_MANDATORY_BLOCKS: {checkpoint_split} (and the checkpoint's "
+            "MODEL.RESNETS.DEPTH)."
+        )

@@ -1,0 +1,44 @@
+"""Errors raised while loading weights. All are ``RuntimeError`` subclasses (the ones about
+the content of a checkpoint also ``ValueError``), so callers can catch either, and each
+message names the file, what is wrong and the fix."""
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointNotFoundError",
+    "CheckpointReadError",
+    "CheckpointFormatError",
+    "CheckpointMismatchError",
+    "SkipNormsMissingError",
+    "WeightsConfigError",
+]
+
+
+class CheckpointError(RuntimeError):
+    """Base class: a checkpoint could not be loaded into the model."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The checkpoint file does not exist."""
+
+
+class CheckpointReadError(CheckpointError):
+    """The file exists but cannot be read: truncated, corrupt, or holding Python objects
+    that ``torch.load`` refuses by default."""
+
+
+class CheckpointFormatError(CheckpointError, ValueError):
+    """The file was read but holds no state dict adadet knows how to load."""
+
+
+class CheckpointMismatchError(CheckpointError, ValueError):
+    """The checkpoint does not fit the model's backbone: other architecture or depth,
+    shape mismatches, missing or extra backbone weights."""
+
+
+class SkipNormsMissingError(CheckpointMismatchError):
+    """The checkpoint has no skip norms and the policy (``MODEL.ADN.SKIP_NORM_INIT: error``)
+    forbids starting them from the main norms."""
+
+
+class WeightsConfigError(ValueError):
+    """The config does not match the conventions the weights were trained with."""

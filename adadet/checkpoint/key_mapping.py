@@ -1,0 +1,257 @@
+"""Checkpoint key layouts of ResNet weights, and the conversion to Detectron2's names.
+
+Layouts recognised from the keys (never from the file extension alone):
+
+* ``"adn"``: the official ImageNet ADN ResNets. torchvision's names (``conv1``, ``bn1``,
+  ``layer{1-4}.{i}.conv{k}`` / ``bn{k}``, ``downsample.{0,1}``, ``fc``) plus a second norm
+  ``layer{1-4}.{i}.bn{k}_skip`` in each mandatory block.
+* ``"torchvision"``: the same without ``_skip`` norms (an ordinary torchvision ResNet).
+* ``"detectron2-backbone"``: a bare Detectron2 ResNet (``stem.conv1``, ``res2.0.conv1.norm``...).
+
+Anything else (a full Detectron2/adadet model, Caffe2/MSRA pickles, which Detectron2 itself
+renames) is left to Detectron2.
+"""
+
+import re
+from collections.abc import Mapping
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+__all__ = [
+    "ADN",
+    "TORCHVISION",
+    "DETECTRON2_BACKBONE",
+    "unwrap_state_dict",
+    "is_tensor_dict",
+    "detect_layout",
+    "torchvision_to_detectron2_name",
+    "convert_torchvision_state_dict",
+    "convert_torchvision_checkpoint",
+    "TorchvisionConversion",
+    "ResNetStructure",
+    "resnet_structure",
+    "is_resnet_key",
+    "mandatory_blocks_from_keys",
+    "is_skip_norm_key",
+]
+
+ADN = "adn"
+TORCHVISION = "torchvision"
+DETECTRON2_BACKBONE = "detectron2-backbone"
+
+_NORM_ENTRY = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
+_TV_STEM_CONV = re.compile(r"^conv1\.weight$")
+_TV_STEM_NORM = re.compile(rf"^bn1\.{_NORM_ENTRY}$")
+_TV_CONV = re.compile(r"^layer([1-4])\.(\d+)\.conv([1-3])\.weight$")
+_TV_NORM = re.compile(rf"^layer([1-4])\.(\d+)\.bn([1-3])(_skip)?\.{_NORM_ENTRY}$")
+_TV_SHORTCUT_CONV = re.compile(r"^layer([1-4])\.(\d+)\.downsample\.0\.weight$")
+_TV_SHORTCUT_NORM = re.compile(rf"^layer([1-4])\.(\d+)\.downsample\.1\.{_NORM_ENTRY}$")
+_TV_CLASSIFIER = re.compile(r"^fc\.(weight|bias)$")
+
+# Classifier keys that may sit next to a bare backbone (torchvision "fc", Caffe2 "fc1000",
+# pycls "head.fc"); they have no place in a detector.
+_CLASSIFIER = re.compile(r"^(fc|fc1000|linear|head\.fc)\.(weight|bias)$")
+# A Detectron2 ResNet key, possibly under a prefix ("backbone.bottom_up.res2.0.conv1.weight").
+_D2_RESNET_KEY = re.compile(r"(?:^|\.)(stem\.|res(\d+)\.(\d+)\.)")
+
+
+def is_tensor_dict(obj) -> bool:
+    """A non-empty mapping of names to tensors or numpy arrays, i.e. a state dict."""
+    return (
+        isinstance(obj, Mapping)
+        and len(obj) > 0
+        and all(isinstance(k, str) for k in obj)
+        and all(isinstance(v, (torch.Tensor, np.ndarray)) for v in obj.values())
+    )
+
+
+def unwrap_state_dict(obj) -> Optional[Mapping]:
+    """The state dict inside a loaded checkpoint: descends into ``model`` / ``state_dict``
+    entries (training scripts save ``{"model": ..., "optimizer": ..., "epoch": ...}``) and
+    drops a ``module.`` prefix that (Distributed)DataParallel adds to every key.
+
+    Returns None when no state dict is found.
+    """
+    for _ in range(4):  # enough for {"model": {"state_dict": ...}}; bounded against cycles
+        if is_tensor_dict(obj) or not isinstance(obj, Mapping):
+            break
+        inner = next(
+            (obj[k] for k in ("state_dict", "model") if isinstance(obj.get(k), Mapping)), None
+        )
+        if inner is None:
+            break
+        obj = inner
+    if not is_tensor_dict(obj):
+        return None
+    if all(k.startswith("module.") for k in obj):
+        return {k[len("module.") :]: v for k, v in obj.items()}
+    return obj  # unchanged (an OrderedDict keeps its _metadata: module versions)
+
+
+def detect_layout(keys: Iterable[str]) -> Optional[str]:
+    """``"adn"``, ``"torchvision"``, ``"detectron2-backbone"`` or None (anything else)."""
+    keys = list(keys)
+    if "conv1.weight" in keys and any(k.startswith("layer1.") for k in keys):
+        return ADN if any(_TV_NORM.match(k) and "_skip." in k for k in keys) else TORCHVISION
+    backbone = [k for k in keys if not _CLASSIFIER.match(k)]
+    if backbone and any(k.startswith("stem.") for k in backbone):
+        if all(k.startswith("stem.") or re.match(r"^res\d+\.\d+\.", k) for k in backbone):
+            return DETECTRON2_BACKBONE
+    return None
+
+
+def torchvision_to_detectron2_name(key: str) -> Optional[str]:
+    """Detectron2's name of a torchvision / official-ADN ResNet key; None for the
+    classifier (dropped); raises KeyError for a key of neither layout."""
+    if _TV_CLASSIFIER.match(key):
+        return None
+    if _TV_STEM_CONV.match(key):
+        return "stem.conv1.weight"
+    m = _TV_STEM_NORM.match(key)
+    if m:
+        return f"stem.conv1.norm.{m.group(1)}"
+    m = _TV_CONV.match(key)
+    if m:
+        stage, block, k = m.groups()
+        return f"res{int(stage) + 1}.{block}.conv{k}.weight"
+    m = _TV_NORM.match(key)
+    if m:
+        stage, block, k, skip, entry = m.groups()
+        norm = "norm_skip" if skip else "norm"
+        return f"res{int(stage) + 1}.{block}.conv{k}.{norm}.{entry}"
+    m = _TV_SHORTCUT_CONV.match(key)
+    if m:
+        stage, block = m.groups()
+        return f"res{int(stage) + 1}.{block}.shortcut.weight"
+    m = _TV_SHORTCUT_NORM.match(key)
+    if m:
+        stage, block, entry = m.groups()
+        return f"res{int(stage) + 1}.{block}.shortcut.norm.{entry}"
+    raise KeyError(key)
+
+
+class TorchvisionConversion(NamedTuple):
+    state_dict: Dict[str, object]  # Detectron2 names -> tensors
+    dropped: List[str]  # classifier keys, not needed by a detector
+    skip_norms: List[str]  # Detectron2 names of the skip norms found, e.g. "res2.0.conv1.norm_skip"
+
+
+def convert_torchvision_state_dict(state_dict: Mapping) -> TorchvisionConversion:
+    """Rename an official-ADN or torchvision ResNet state dict to Detectron2's names.
+
+    Raises KeyError listing every key of neither layout: dropping them silently could leave
+    part of the backbone unloaded.
+    """
+    converted, dropped, unknown = {}, [], []
+    for key, value in state_dict.items():
+        try:
+            name = torchvision_to_detectron2_name(key)
+        except KeyError:
+            unknown.append(key)
+            continue
+        if name is None:
+            dropped.append(key)
+        else:
+            converted[name] = value
+    if unknown:
+        raise KeyError(unknown)
+    skip_norms = sorted({k.rsplit(".", 1)[0] for k in converted if is_skip_norm_key(k)})
+    return TorchvisionConversion(converted, dropped, skip_norms)
+
+
+def is_skip_norm_key(key: str) -> bool:
+    """A skip norm's tensor ("res2.0.conv1.norm_skip.weight") or module name."""
+    return ".norm_skip." in key or key.endswith(".norm_skip")
+
+
+class ResNetStructure(NamedTuple):
+    blocks_per_stage: Tuple[int, ...]  # res2, res3, ...
+    bottleneck: bool
+
+    @property
+    def depth(self) -> Optional[int]:
+        table = _BOTTLENECK_DEPTHS if self.bottleneck else _BASIC_DEPTHS
+        return table.get(self.blocks_per_stage)
+
+    def __str__(self) -> str:
+        kind = "bottleneck" if self.bottleneck else "basic"
+        name = f"ResNet-{self.depth}" if self.depth else "a ResNet"
+        return f"{name} ({kind} blocks per stage {list(self.blocks_per_stage)})"
+
+
+_BOTTLENECK_DEPTHS = {(3, 4, 6, 3): 50, (3, 4, 23, 3): 101, (3, 8, 36, 3): 152}
+_BASIC_DEPTHS = {(2, 2, 2, 2): 18, (3, 4, 6, 3): 34}
+
+
+def _blocks_by_stage(keys: Iterable[str]) -> Dict[int, set]:
+    blocks: Dict[int, set] = {}
+    for key in keys:
+        m = _D2_RESNET_KEY.search(key)
+        if m and m.group(2) is not None:
+            blocks.setdefault(int(m.group(2)), set()).add(int(m.group(3)))
+    return blocks
+
+
+def is_resnet_key(key: str) -> bool:
+    """A Detectron2 ResNet key (``stem.*``, ``res<k>.<i>.*``), possibly under a prefix."""
+    return bool(_D2_RESNET_KEY.search(key))
+
+
+def resnet_structure(keys: Iterable[str]) -> Optional[ResNetStructure]:
+    """The ResNet that Detectron2-named keys describe (prefixes allowed), or None."""
+    keys = list(keys)
+    blocks = _blocks_by_stage(keys)
+    if not blocks:
+        return None
+    counts = tuple(len(blocks[s]) for s in sorted(blocks))
+    bottleneck = any(".conv3." in k for k in keys if _D2_RESNET_KEY.search(k))
+    return ResNetStructure(counts, bottleneck)
+
+
+def mandatory_blocks_from_keys(keys: Iterable[str], num_stages: int = 4) -> List[int]:
+    """Blocks with skip norms per stage (res2, res3, ...), read from Detectron2 names: the
+    mandatory blocks of the ADN model the keys were saved from."""
+    blocks = _blocks_by_stage(k for k in keys if is_skip_norm_key(k))
+    return [len(blocks.get(stage, ())) for stage in range(2, 2 + num_stages)]
+
+
+def first_few(items: Sequence, count: int = 5) -> str:
+    """``'a, b, c, ... (12 in all)'`` for error messages."""
+    items = list(items)
+    shown = ", ".join(str(x) for x in items[:count])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > count else "")
+
+
+def convert_torchvision_checkpoint(state_dict: Mapping, source: str) -> dict:
+    """The checkpoint dict Detectron2 loads an official-ADN or torchvision ResNet state dict
+    from: Detectron2 names and ``matching_heuristics: True``, so that Detectron2 finds
+    where the backbone sits in the model (``backbone.bottom_up.`` for FPN, ``backbone.``
+    for C4, ``roi_heads.res5`` for C4 heads) exactly as for its own converted torchvision
+    weights, rather than adadet guessing the model's prefixes.
+
+    Raises CheckpointFormatError naming ``source`` and the keys of neither layout.
+    """
+    from .errors import CheckpointFormatError  # errors has no dependencies: no cycle
+
+    layout = detect_layout(state_dict)
+    try:
+        conversion = convert_torchvision_state_dict(state_dict)
+    except KeyError as e:
+        unknown = e.args[0]
+        raise CheckpointFormatError(
+            f"Checkpoint '{source}' looks like a torchvision-layout ResNet (it has conv1, "
+            f"bn1, layer1...) but {len(unknown)} of its keys fit neither torchvision's ResNet "
+            f"nor the official ADN ResNet: {first_few(unknown)}. Loading the rest would leave "
+            "part of the backbone untrained. Fix: use an unmodified torchvision or official "
+            "ADN ResNet checkpoint, or rename the extra keys to Detectron2 names yourself."
+        ) from None
+    return {
+        "model": conversion.state_dict,
+        "__author__": "official ADN" if layout == ADN else "torchvision",
+        "matching_heuristics": True,
+        "torchvision_style": True,
+        "num_skip_norms": len(conversion.skip_norms),
+        "dropped_keys": conversion.dropped,
+    }

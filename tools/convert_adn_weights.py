@@ -1,0 +1,136 @@
+#!/usr/bin/env python
+"""Convert an official ADN (or plain torchvision) ImageNet ResNet checkpoint into a
+Detectron2 ``.pkl`` that ``MODEL.WEIGHTS`` loads.
+
+Usage:
+  python tools/convert_adn_weights.py INPUT.pth OUTPUT.pkl [--trust]
+
+The output is ``{"model": {Detectron2 name: numpy array}, "__author__": "adadet",
+"matching_heuristics": True, ...}``; skip norms ``layer*.*.bn*_skip`` become
+``res*.*.conv*.norm_skip``. Converting is optional: adadet's checkpointer also reads such
+checkpoints directly; a ``.pkl`` is smaller (no optimizer state) and needs no
+``--trust`` when the original holds more than tensors.
+
+--trust loads INPUT with ``torch.load(weights_only=False)``, which runs any Python code the
+file holds: only for files from a trusted source.
+"""
+
+import argparse
+import os
+import pickle
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from adadet.checkpoint.errors import CheckpointError, CheckpointFormatError  # noqa: E402
+from adadet.checkpoint.key_mapping import (  # noqa: E402
+    ADN,
+    TORCHVISION,
+    convert_torchvision_state_dict,
+    detect_layout,
+    mandatory_blocks_from_keys,
+    resnet_structure,
+    unwrap_state_dict,
+)
+from adadet.checkpoint.reading import read_torch_file  # noqa: E402
+from adadet.checkpoint.weights_config import torchvision_config_yaml  # noqa: E402
+
+
+def convert(input_path: str, output_path: str, *, trust: bool = False) -> None:
+    if input_path.endswith(".pkl"):  # torch.load would misreport these as unsafe files
+        raise CheckpointFormatError(
+            f"'{input_path}' is a pickle, the format of Detectron2 / MSRA checkpoints: they "
+            "need no conversion, set MODEL.WEIGHTS to the file directly."
+        )
+    loaded = read_torch_file(input_path, trust=trust)
+    state_dict = unwrap_state_dict(loaded)
+    layout = detect_layout(state_dict) if state_dict is not None else None
+    if layout not in (ADN, TORCHVISION):
+        raise CheckpointFormatError(
+            f"'{input_path}' is not a torchvision-layout ResNet (conv1, bn1, layer1-4, fc; "
+            "the official ADN checkpoints add bn*_skip). Detectron2, MSRA and adadet "
+            "checkpoints need no conversion: set MODEL.WEIGHTS to the file directly."
+        )
+    try:
+        conversion = convert_torchvision_state_dict(state_dict)
+    except KeyError as e:
+        raise CheckpointFormatError(
+            f"'{input_path}' has {len(e.args[0])} keys of neither torchvision's nor the "
+            f"official ADN ResNet: {e.args[0][:5]}. Nothing was written."
+        ) from None
+    model = {k: v.detach().cpu().numpy() for k, v in conversion.state_dict.items()}
+    with open(output_path, "wb") as f:
+        pickle.dump(
+            {
+                "model": model,
+                "__author__": "adadet",
+                "matching_heuristics": True,
+                "torchvision_style": True,
+                "num_skip_norms": len(conversion.skip_norms),
+                "converted_from": os.path.basename(input_path),
+            },
+            f,
+        )
+
+    network = resnet_structure(model)
+    kind = "official ADN" if layout == ADN else "torchvision"
+    print(f"Read '{input_path}': {kind} {network}, torchvision layout.")
+    print(
+        f"Converted {len(model)} tensors to Detectron2 names"
+        + (
+            f"; dropped the classifier ({', '.join(conversion.dropped)})."
+            if conversion.dropped
+            else "."
+        )
+    )
+    mandatory = None
+    if conversion.skip_norms:
+        mandatory = mandatory_blocks_from_keys(conversion.skip_norms)
+        print(
+            f"Skip norms: {len(conversion.skip_norms)} found (bn*_skip -> conv*.norm_skip); "
+            f"mandatory blocks per stage {mandatory}."
+        )
+    else:
+        print(
+            "Skip norms: none found; adadet's checkpointer will initialise every skip norm "
+            "as a copy of its main norm (MODEL.ADN.SKIP_NORM_INIT: copy)."
+        )
+    print(f"Wrote '{output_path}'.")
+    print(
+        "\nThe weights are torchvision-style (stride in the 3x3 conv, RGB input, ImageNet "
+        "mean/std); use them with:\n"
+    )
+    print(
+        torchvision_config_yaml(
+            weights=output_path,
+            depth=network.depth if network else None,
+            basic_blocks=bool(network and not network.bottleneck),
+            num_mandatory_blocks=mandatory,
+        ),
+        end="",
+    )
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Convert an official ADN or torchvision ResNet checkpoint to a "
+        "Detectron2 .pkl for MODEL.WEIGHTS."
+    )
+    parser.add_argument("input", help="checkpoint saved by torch.save (.pth / .pt)")
+    parser.add_argument("output", help="the .pkl to write")
+    parser.add_argument(
+        "--trust",
+        action="store_true",
+        help="load INPUT with weights_only=False (runs code in the file; trusted files only)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        convert(args.input, args.output, trust=args.trust)
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
