@@ -15,9 +15,13 @@ from .depth import (
 )
 from .modeling import (
     ResNetADN,
+    ViTADN,
     build_resnet_adn_backbone,
     build_resnet_adn_fpn_backbone,
     build_retinanet_resnet_adn_fpn_backbone,
+    build_retinanet_vit_adn_sfp_backbone,
+    build_vit_adn_backbone,
+    build_vit_adn_sfp_backbone,
 )
 
 __version__ = "0.1.0"

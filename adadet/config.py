@@ -38,6 +38,56 @@ def add_adn_config(cfg) -> None:
     # and of the super-net (0 disables it).
     _C.MODEL.ADN.DISTILL.LOGITS_WEIGHT = 0.0
 
+    # ViT-ADN (build_vit_adn_backbone, build_vit_adn_sfp_backbone): a plain ViT in 4 equal
+    # groups of blocks, the last block of each group skippable. Its depth setting and split
+    # are MODEL.ADN.DEPTH and MODEL.ADN.NUM_MANDATORY_BLOCKS (per group; empty = all but the
+    # last block of each group).
+    _C.MODEL.VIT_ADN = CN()
+    # Token width: ViT-S 384, ViT-B 768, ViT-L 1024.
+    _C.MODEL.VIT_ADN.EMBED_DIM = 768
+    # Transformer blocks: ViT-S/B 12, ViT-L 24. They form 4 equal groups (one per letter of
+    # MODEL.ADN.DEPTH), so this must be a multiple of 4. MODEL.ADN.NUM_MANDATORY_BLOCKS gives
+    # the mandatory blocks per group; empty = all but the last block of each group.
+    # (Not called DEPTH: that name is taken by the depth setting MODEL.ADN.DEPTH.)
+    _C.MODEL.VIT_ADN.NUM_BLOCKS = 12
+    # Attention heads: ViT-S 6, ViT-B 12, ViT-L 16 (EMBED_DIM must be a multiple).
+    _C.MODEL.VIT_ADN.NUM_HEADS = 12
+    # Side of the square patches; the backbone's output stride.
+    _C.MODEL.VIT_ADN.PATCH_SIZE = 16
+    # Hidden width of each block's MLP, as a multiple of EMBED_DIM (torchvision's mlp_dim
+    # 3072 for ViT-B = 4.0 x 768).
+    _C.MODEL.VIT_ADN.MLP_RATIO = 4.0
+    # Bias in the query/key/value projection (torchvision's and timm's ViTs have one).
+    _C.MODEL.VIT_ADN.QKV_BIAS = True
+    # Epsilon of every LayerNorm of the ViT (torchvision's ViTs: 1e-6).
+    _C.MODEL.VIT_ADN.NORM_EPS = 1e-6
+    # Stochastic depth: the drop-path rate rises linearly from 0 in the first block to this
+    # in the last (ViTDet: 0.1 for ViT-B, 0.4 for ViT-L). 0 disables it.
+    _C.MODEL.VIT_ADN.DROP_PATH_RATE = 0.0
+    # Side (in patches) of the attention windows of the blocks in WINDOW_BLOCK_INDEXES; the
+    # other blocks attend globally. 0 = global attention in every block.
+    _C.MODEL.VIT_ADN.WINDOW_SIZE = 0
+    # Indexes (from 0) of the blocks with windowed attention. ViTDet keeps 4 global blocks;
+    # here prefer global attention in mandatory blocks, which the base-net keeps.
+    _C.MODEL.VIT_ADN.WINDOW_BLOCK_INDEXES = []
+    # Image side the position embeddings were trained at (224: a 14 x 14 grid of 16-px
+    # patches); they are resized to each input's patch grid.
+    _C.MODEL.VIT_ADN.PRETRAIN_IMG_SIZE = 224
+    # Simple feature pyramid: channels of every output level p2..p6.
+    _C.MODEL.VIT_ADN.OUT_CHANNELS = 256
+    # Norm of the pyramid's convs: "LN" (a channel LayerNorm, as ViTDet), "" for none, or a
+    # Detectron2 get_norm name ("GN", "BN", "SyncBN").
+    _C.MODEL.VIT_ADN.PYRAMID_NORM = "LN"
+    # Pyramid levels made from the stride-16 map, as scale factors: 4.0 -> p2 (stride 4, two
+    # deconvs), 2.0 -> p3, 1.0 -> p4, 0.5 -> p5 (max-pool); the top block adds p6 (and p7 for
+    # RetinaNet, whose configs use [2.0, 1.0, 0.5]: p3..p7).
+    _C.MODEL.VIT_ADN.SCALE_FACTORS = [4.0, 2.0, 1.0, 0.5]
+    # Layer-wise learning-rate decay (ViTDet: 0.7 for ViT-B, 0.8 for ViT-L): block i of L
+    # trains at LR x RATE^(L - i), patch and position embeddings at LR x RATE^(L + 1), the
+    # rest at LR. 1.0 = off. Read by vit_lr_decay_param_groups (the trainer must call it;
+    # Detectron2 v0.6's build_optimizer has no per-parameter LR factor).
+    _C.MODEL.VIT_ADN.LR_DECAY_RATE = 1.0
+
     _C.TEST.ADN = CN()
     # Depth settings evaluated at TEST.EVAL_PERIOD, at the end of training and with
     # --eval-only: a list of settings, or ["all"] for every one of the 2^stages.

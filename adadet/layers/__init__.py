@@ -1,3 +1,4 @@
+from .switchable_layernorm import ChannelLayerNorm, SwitchableLayerNorm
 from .switchable_norm import SkipSwitch, SwitchableNormConv2d
 
-__all__ = ["SkipSwitch", "SwitchableNormConv2d"]
+__all__ = ["ChannelLayerNorm", "SkipSwitch", "SwitchableLayerNorm", "SwitchableNormConv2d"]

@@ -1,0 +1,431 @@
+"""Key layouts of ViT weights, and their conversion to ViT-ADN's names.
+
+Layouts recognised from the keys:
+
+* ``"adn-vit"``: the official ImageNet ViT-ADN checkpoints: torchvision's ``vit_*_16`` names
+  (``conv_proj``, ``class_token``, ``encoder.pos_embedding``,
+  ``encoder.layers.encoder_layer_<i>.{ln_1, self_attention, ln_2, mlp}``, ``encoder.ln``,
+  ``heads``) plus ``ln_1_skip`` / ``ln_2_skip`` in each mandatory block.
+* ``"torchvision-vit"``: the same without skip norms (an ordinary torchvision ViT); the skip
+  norms then start as copies of the main ones (``skip_norm_init="copy"``, logged).
+
+One torchvision key gives one ViT-ADN key (:class:`~adadet.modeling.backbone.vit_adn.ViTADN`):
+
+=========================================================  =====================================
+torchvision / official ADN                                 ViT-ADN
+=========================================================  =====================================
+``conv_proj.{weight,bias}``                                ``patch_embed.{weight,bias}``
+``encoder.pos_embedding``                                  ``pos_embed``
+``encoder.layers.encoder_layer_<i>.ln_1.*``                ``blocks.<i>.norm1.norm.*`` (mandatory)
+                                                           ``blocks.<i>.norm1.*`` (skippable)
+``encoder.layers.encoder_layer_<i>.ln_1_skip.*``           ``blocks.<i>.norm1.norm_skip.*``
+``...self_attention.in_proj_{weight,bias}``                ``blocks.<i>.attn.qkv.{weight,bias}``
+``...self_attention.out_proj.*``                           ``blocks.<i>.attn.proj.*``
+``...ln_2`` / ``ln_2_skip``                                as ``ln_1``, with ``norm2``
+``...mlp.0.*`` (older torchvision: ``mlp.linear_1.*``)     ``blocks.<i>.mlp.fc1.*``
+``...mlp.3.*`` (older torchvision: ``mlp.linear_2.*``)     ``blocks.<i>.mlp.fc2.*``
+``encoder.ln.*``                                           ``final_norm.*``
+``class_token``, ``heads.*``                               dropped (a detector has no use)
+=========================================================  =====================================
+"""
+
+import logging
+import math
+import re
+from collections.abc import Mapping
+from typing import Dict, List, NamedTuple, Optional, Sequence, Set
+
+import torch
+
+from .errors import CheckpointFormatError, CheckpointMismatchError, SkipNormsMissingError
+
+__all__ = [
+    "ADN_VIT",
+    "TORCHVISION_VIT",
+    "detect_vit_layout",
+    "ViTStructure",
+    "vit_structure",
+    "model_vit_structure",
+    "ViTConversion",
+    "convert_vit_state_dict",
+    "load_vit_state_dict",
+    "convert_vit_checkpoint",
+]
+
+ADN_VIT = "adn-vit"
+TORCHVISION_VIT = "torchvision-vit"
+_SKIP_NORM_INIT_POLICIES = ("copy", "error")
+
+_LAYER_KEY = re.compile(r"^encoder\.layers\.encoder_layer_(\d+)\.(.+)$")
+_NORM = re.compile(r"^ln_([12])(_skip)?\.(weight|bias)$")
+# Block sub-keys other than norms -> ViT-ADN names inside "blocks.<i>."
+_BLOCK_KEYS = {
+    "self_attention.in_proj_weight": "attn.qkv.weight",
+    "self_attention.in_proj_bias": "attn.qkv.bias",
+    "self_attention.out_proj.weight": "attn.proj.weight",
+    "self_attention.out_proj.bias": "attn.proj.bias",
+    "mlp.0.weight": "mlp.fc1.weight",
+    "mlp.0.bias": "mlp.fc1.bias",
+    "mlp.3.weight": "mlp.fc2.weight",
+    "mlp.3.bias": "mlp.fc2.bias",
+    "mlp.linear_1.weight": "mlp.fc1.weight",  # torchvision < 0.12
+    "mlp.linear_1.bias": "mlp.fc1.bias",
+    "mlp.linear_2.weight": "mlp.fc2.weight",
+    "mlp.linear_2.bias": "mlp.fc2.bias",
+}
+_TOP_KEYS = {
+    "conv_proj.weight": "patch_embed.weight",
+    "conv_proj.bias": "patch_embed.bias",
+    "encoder.pos_embedding": "pos_embed",
+    "encoder.ln.weight": "final_norm.weight",
+    "encoder.ln.bias": "final_norm.bias",
+}
+_DROPPED = re.compile(r"^(class_token|heads\..+)$")
+_NORM_ENTRIES = ("weight", "bias")
+
+
+def _first_few(items: Sequence, count: int = 5) -> str:
+    items = list(items)
+    shown = ", ".join(str(x) for x in items[:count])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > count else "")
+
+
+def detect_vit_layout(keys) -> Optional[str]:
+    """``"adn-vit"``, ``"torchvision-vit"`` or None (not a torchvision-layout ViT)."""
+    keys = list(keys)
+    if "conv_proj.weight" not in keys or not any(_LAYER_KEY.match(k) for k in keys):
+        return None
+    return ADN_VIT if any(_is_skip_norm_key(k) for k in keys) else TORCHVISION_VIT
+
+
+def _is_skip_norm_key(key: str) -> bool:
+    """``encoder.layers.encoder_layer_<i>.ln_{1,2}_skip.{weight,bias}``"""
+    layer = _LAYER_KEY.match(key)
+    norm = _NORM.match(layer.group(2)) if layer else None
+    return bool(norm and norm.group(2))
+
+
+class ViTStructure(NamedTuple):
+    """What a ViT's weights fix (the number of heads is not among them)."""
+
+    embed_dim: int
+    num_blocks: int
+    patch_size: int
+    mlp_dim: int
+    pretrain_img_size: int
+
+    def __str__(self) -> str:
+        grid = self.pretrain_img_size // self.patch_size
+        return (
+            f"a ViT with embed dim {self.embed_dim}, {self.num_blocks} blocks, MLP width "
+            f"{self.mlp_dim}, patch {self.patch_size}, position grid {grid}x{grid} "
+            f"({self.pretrain_img_size} px)"
+        )
+
+    def config_lines(self) -> List[str]:
+        """The ``MODEL.VIT_ADN`` keys that build this structure."""
+        ratio = self.mlp_dim / self.embed_dim
+        lines = [
+            f"MODEL.VIT_ADN.EMBED_DIM: {self.embed_dim}",
+            f"MODEL.VIT_ADN.NUM_BLOCKS: {self.num_blocks}",
+            f"MODEL.VIT_ADN.PATCH_SIZE: {self.patch_size}",
+            f"MODEL.VIT_ADN.MLP_RATIO: {round(ratio, 4)!r}",  # a float, as the key is
+            f"MODEL.VIT_ADN.PRETRAIN_IMG_SIZE: {self.pretrain_img_size}",
+        ]
+        heads = {384: 6, 768: 12, 1024: 16, 1280: 16}.get(self.embed_dim)
+        lines.append(
+            f"MODEL.VIT_ADN.NUM_HEADS: {heads} (the standard size's; heads are not in the weights)"
+            if heads
+            else f"MODEL.VIT_ADN.NUM_HEADS: the checkpoint's (a divisor of {self.embed_dim}; "
+            "heads are not in the weights)"
+        )
+        return lines
+
+
+def vit_structure(state_dict: Mapping, source: str = "checkpoint") -> ViTStructure:
+    """The structure of a torchvision-layout ViT state dict."""
+    missing = [k for k in ("conv_proj.weight", "encoder.pos_embedding") if k not in state_dict]
+    layers = {int(_LAYER_KEY.match(k).group(1)) for k in state_dict if _LAYER_KEY.match(k)}
+    fc1 = [k for k in state_dict if re.search(r"encoder_layer_\d+\.mlp\.(0|linear_1)\.weight$", k)]
+    if missing or not layers or not fc1:
+        raise CheckpointFormatError(
+            f"'{source}' is not a torchvision-layout ViT: it lacks "
+            f"{_first_few(missing or ['encoder.layers.encoder_layer_<i>.mlp.0.weight'])}. "
+            "Fix: give a torchvision vit_*_16 or official ViT-ADN state dict."
+        )
+    patch = state_dict["conv_proj.weight"]
+    tokens = state_dict["encoder.pos_embedding"].shape[1] - 1  # slot 0: the class token
+    side = int(round(math.sqrt(tokens)))
+    if side * side != tokens:
+        raise CheckpointMismatchError(
+            f"'{source}': encoder.pos_embedding holds {tokens} patch positions (plus the class "
+            "token), not a square grid; ViT-ADN resizes square grids only."
+        )
+    return ViTStructure(
+        embed_dim=int(patch.shape[0]),
+        num_blocks=max(layers) + 1,
+        patch_size=int(patch.shape[-1]),
+        mlp_dim=int(state_dict[fc1[0]].shape[0]),
+        pretrain_img_size=side * int(patch.shape[-1]),
+    )
+
+
+def model_vit_structure(vit) -> ViTStructure:
+    """The structure of a built :class:`~adadet.modeling.backbone.vit_adn.ViTADN`."""
+    tokens = vit.pos_embed.shape[1] - 1
+    return ViTStructure(
+        embed_dim=vit.embed_dim,
+        num_blocks=vit.num_blocks,
+        patch_size=vit.patch_size,
+        mlp_dim=vit.blocks[0].mlp.fc1.out_features,
+        pretrain_img_size=int(round(math.sqrt(tokens))) * vit.patch_size,
+    )
+
+
+def _expected_shapes(s: ViTStructure, mandatory: Set[int]) -> Dict[str, tuple]:
+    c = s.embed_dim
+    grid = (s.pretrain_img_size // s.patch_size) ** 2
+    shapes = {
+        "patch_embed.weight": (c, 3, s.patch_size, s.patch_size),
+        "patch_embed.bias": (c,),
+        "pos_embed": (1, grid + 1, c),
+        "final_norm.weight": (c,),
+        "final_norm.bias": (c,),
+    }
+    for i in range(s.num_blocks):
+        block = f"blocks.{i}."
+        shapes.update(
+            {
+                block + "attn.qkv.weight": (3 * c, c),
+                block + "attn.qkv.bias": (3 * c,),
+                block + "attn.proj.weight": (c, c),
+                block + "attn.proj.bias": (c,),
+                block + "mlp.fc1.weight": (s.mlp_dim, c),
+                block + "mlp.fc1.bias": (s.mlp_dim,),
+                block + "mlp.fc2.weight": (c, s.mlp_dim),
+                block + "mlp.fc2.bias": (c,),
+            }
+        )
+        for norm in ("norm1", "norm2"):
+            sets = ("norm", "norm_skip") if i in mandatory else (None,)
+            for which in sets:
+                prefix = f"{block}{norm}." + (f"{which}." if which else "")
+                shapes.update({prefix + e: (c,) for e in _NORM_ENTRIES})
+    return shapes
+
+
+def _mandatory_fix(blocks_with_skip: List[int], num_blocks: int) -> str:
+    """How to build the network whose mandatory blocks are ``blocks_with_skip``."""
+    group = num_blocks // 4
+    counts = [sum(1 for b in blocks_with_skip if b // group == g) for g in range(4)]
+    prefixes = [g * group + i for g, count in enumerate(counts) for i in range(count)]
+    if prefixes == blocks_with_skip and all(counts):
+        return f"set MODEL.ADN.NUM_MANDATORY_BLOCKS: {counts}."
+    return (
+        "the checkpoint's mandatory blocks are not the first blocks of each of 4 equal "
+        "groups, which ViT-ADN cannot build; use a checkpoint of the paper's split."
+    )
+
+
+class ViTConversion(NamedTuple):
+    state_dict: Dict[str, torch.Tensor]  # ViT-ADN names -> tensors
+    layout: str  # ADN_VIT or TORCHVISION_VIT
+    structure: ViTStructure
+    mandatory_blocks: List[int]  # blocks given skip norms
+    skip_norms_copied: List[str]  # ViT-ADN names of skip norms started from the main norms
+    dropped: List[str]  # checkpoint keys a detector does not need
+
+
+def _mismatch_fix(found: ViTStructure, expected: ViTStructure) -> str:
+    """The config lines of ``found`` that differ from ``expected``."""
+    keys = {
+        "embed_dim": ("EMBED_DIM", "NUM_HEADS"),
+        "num_blocks": ("NUM_BLOCKS",),
+        "patch_size": ("PATCH_SIZE",),
+        "mlp_dim": ("MLP_RATIO",),
+        "pretrain_img_size": ("PRETRAIN_IMG_SIZE",),
+    }
+    differs = {f: getattr(found, f) != getattr(expected, f) for f in keys}
+    # The MLP width follows the embed dim: only another ratio needs MLP_RATIO.
+    differs["mlp_dim"] = found.mlp_dim * expected.embed_dim != expected.mlp_dim * found.embed_dim
+    wanted = [key for field, names in keys.items() if differs[field] for key in names]
+    lines = [line for line in found.config_lines() if any(f".{k}:" in line for k in wanted)]
+    return "; ".join(lines)
+
+
+def convert_vit_state_dict(
+    state_dict: Mapping,
+    *,
+    expected: Optional[ViTStructure] = None,
+    num_mandatory_per_group: Optional[Sequence[int]] = None,
+    skip_norm_init: str = "copy",
+    source: str = "checkpoint",
+    logger: Optional[logging.Logger] = None,
+) -> ViTConversion:
+    """Rename an official ViT-ADN or torchvision ViT state dict to ViT-ADN's names.
+
+    Args:
+        expected: the model's structure (:func:`model_vit_structure`); a checkpoint of
+            another one is refused, naming the config keys that would fit it.
+        num_mandatory_per_group: the model's ``MODEL.ADN.NUM_MANDATORY_BLOCKS`` (empty/None:
+            all but the last block of each group). Official ADN checkpoints must have
+            their skip norms in exactly these blocks.
+        skip_norm_init: for a checkpoint without skip norms, ``"copy"`` starts each as a
+            copy of its main norm (logged), ``"error"`` raises SkipNormsMissingError.
+
+    Raises CheckpointFormatError for keys of neither layout and CheckpointMismatchError for
+    missing keys, other shapes or another structure; each message names the fix.
+    """
+    from ..modeling.backbone.vit_adn import mandatory_block_indexes  # no import cycle at load
+
+    logger = logger or logging.getLogger(__name__)
+    if skip_norm_init not in _SKIP_NORM_INIT_POLICIES:
+        raise ValueError(
+            f"skip_norm_init is {skip_norm_init!r}; use one of {list(_SKIP_NORM_INIT_POLICIES)}."
+        )
+    layout = detect_vit_layout(state_dict)
+    if layout is None:
+        raise CheckpointFormatError(
+            f"'{source}' holds no torchvision-layout ViT (conv_proj, encoder.layers."
+            f"encoder_layer_<i>...); its keys begin {_first_few(sorted(state_dict), 3)}. Fix: "
+            "give a torchvision vit_*_16 or official ViT-ADN checkpoint."
+        )
+    state_dict = {k: torch.as_tensor(v) for k, v in state_dict.items()}
+    structure = vit_structure(state_dict, source)
+    if structure.num_blocks % 4:
+        raise CheckpointMismatchError(
+            f"'{source}' holds {structure}: its blocks cannot form ViT-ADN's 4 equal groups. "
+            "Fix: use a ViT whose number of blocks is a multiple of 4 (ViT-S/B/L: 12/12/24)."
+        )
+    if expected is not None and structure != expected:
+        raise CheckpointMismatchError(
+            f"'{source}' holds {structure}; the model (config) is {expected}. Fix: build the "
+            f"checkpoint's network ({_mismatch_fix(structure, expected)}), or use weights of "
+            "the model's size."
+        )
+
+    # Rename everything, norms still keyed by (block, norm index, skip?).
+    converted, dropped, unknown = {}, [], []
+    norms: Dict[tuple, Dict[str, torch.Tensor]] = {}
+    for key, value in state_dict.items():
+        if key in _TOP_KEYS:
+            converted[_TOP_KEYS[key]] = value
+            continue
+        if _DROPPED.match(key):
+            dropped.append(key)
+            continue
+        m = _LAYER_KEY.match(key)
+        if m:
+            block, rest = int(m.group(1)), m.group(2)
+            if rest in _BLOCK_KEYS:
+                converted[f"blocks.{block}.{_BLOCK_KEYS[rest]}"] = value
+                continue
+            n = _NORM.match(rest)
+            if n:
+                norms.setdefault((block, int(n.group(1)), bool(n.group(2))), {})[n.group(3)] = value
+                continue
+        unknown.append(key)
+    if unknown:
+        raise CheckpointFormatError(
+            f"'{source}' looks like a torchvision-layout ViT but {len(unknown)} of its keys fit "
+            f"neither torchvision's ViT nor the official ViT-ADN: {_first_few(unknown)}. "
+            "Loading the rest would leave part of the backbone untrained. Fix: use an "
+            "unmodified torchvision or official ViT-ADN checkpoint."
+        )
+
+    with_skip = sorted({block for (block, _, skip) in norms if skip})
+    rule = mandatory_block_indexes(structure.num_blocks, num_mandatory_per_group)
+    if with_skip and with_skip != rule:
+        raise CheckpointMismatchError(
+            f"'{source}' has skip norms (ln_1_skip / ln_2_skip) in blocks {with_skip}; the "
+            f"model's mandatory blocks are {rule}. Fix: "
+            + _mandatory_fix(with_skip, structure.num_blocks)
+        )
+    mandatory = set(rule)
+    if not with_skip and skip_norm_init == "error":
+        raise SkipNormsMissingError(
+            f"'{source}' has no skip norms (ln_1_skip / ln_2_skip): it is an ordinary "
+            "torchvision ViT, and skip_norm_init is 'error'. Fix: use an official ViT-ADN "
+            "checkpoint, or let each skip norm start as a copy of its main norm "
+            "(skip_norm_init 'copy'; tools/convert_vit_adn_weights.py --skip-norm-init copy)."
+        )
+
+    copied = []
+    for (block, index, skip), entries in sorted(norms.items()):
+        name = f"blocks.{block}.norm{index}."
+        if block in mandatory:
+            name += "norm_skip." if skip else "norm."
+        converted.update({name + e: v for e, v in entries.items()})
+        if block in mandatory and not with_skip:
+            skip_name = f"blocks.{block}.norm{index}.norm_skip"
+            converted.update({f"{skip_name}.{e}": v.clone() for e, v in entries.items()})
+            copied.append(skip_name)
+
+    shapes = _expected_shapes(structure, mandatory)
+    missing = [k for k in shapes if k not in converted]
+    if missing:
+        raise CheckpointMismatchError(
+            f"'{source}' lacks {len(missing)} weights of {structure} (ViT-ADN names): "
+            f"{_first_few(missing)}. It is truncated or of another architecture. Fix: use a "
+            "complete torchvision or official ViT-ADN checkpoint."
+        )
+    wrong = [
+        f"{k} {tuple(v.shape)} (expected {shapes.get(k)})"
+        for k, v in converted.items()
+        if tuple(v.shape) != shapes.get(k)
+    ]
+    if wrong:
+        raise CheckpointMismatchError(
+            f"'{source}' has weights of inconsistent shapes for {structure}: "
+            f"{_first_few(wrong, 3)}. Fix: use an unmodified checkpoint."
+        )
+    if copied:
+        logger.info(
+            f"'{source}' has no skip norms (a torchvision ViT): started {len(copied)} skip "
+            f"LayerNorms of the mandatory blocks {sorted(mandatory)} as copies of their main "
+            "norms; training makes them diverge."
+        )
+    if dropped:
+        logger.info(f"Dropped {len(dropped)} classifier keys of '{source}': {_first_few(dropped)}.")
+    return ViTConversion(converted, layout, structure, sorted(mandatory), copied, dropped)
+
+
+def load_vit_state_dict(
+    vit, state_dict: Mapping, *, skip_norm_init: str = "copy", source: str = "checkpoint"
+) -> ViTConversion:
+    """Convert a torchvision / official ViT-ADN state dict and load it into ``vit`` (a
+    :class:`~adadet.modeling.backbone.vit_adn.ViTADN`), every weight or an error."""
+    conversion = convert_vit_state_dict(
+        state_dict,
+        expected=model_vit_structure(vit),
+        num_mandatory_per_group=vit.num_mandatory_per_group,
+        skip_norm_init=skip_norm_init,
+        source=source,
+    )
+    vit.load_state_dict(conversion.state_dict, strict=True)
+    return conversion
+
+
+def _to_numpy(tensor: torch.Tensor):
+    tensor = tensor.detach().cpu()
+    if tensor.dtype in (torch.bfloat16, torch.float16):  # kept as float32, as Detectron2 loads
+        tensor = tensor.float()
+    return tensor.numpy()
+
+
+def convert_vit_checkpoint(state_dict: Mapping, source: str = "checkpoint", **kwargs) -> dict:
+    """The checkpoint dict Detectron2 loads a converted ViT from (e.g. as a ``.pkl``):
+    numpy arrays under ViT-ADN names and ``matching_heuristics: True``, so that Detectron2
+    finds where the ViT sits in the model (``backbone.bottom_up.`` under the pyramid,
+    ``backbone.`` alone). ``kwargs`` go to :func:`convert_vit_state_dict`."""
+    conversion = convert_vit_state_dict(state_dict, source=source, **kwargs)
+    return {
+        "model": {k: _to_numpy(v) for k, v in conversion.state_dict.items()},
+        "__author__": "official ViT-ADN" if conversion.layout == ADN_VIT else "torchvision ViT",
+        "matching_heuristics": True,
+        "layout": conversion.layout,
+        "structure": conversion.structure._asdict(),
+        "mandatory_blocks": conversion.mandatory_blocks,
+        "num_skip_norms_copied": len(conversion.skip_norms_copied),
+        "dropped_keys": conversion.dropped,
+    }

@@ -1,0 +1,559 @@
+"""ViT-ADN: block groups, depth settings, switchable LayerNorms, position embeddings,
+windowed attention, the simple feature pyramid, weight conversion, costs, Mask R-CNN.
+
+Most tests use a tiny ViT (embed 64, 12 blocks, 4 heads, 64 px pretraining grid of 4x4
+patches) on 64x96 images; the converter tests use torchvision's real ViT-B/16 layout.
+"""
+import copy
+import importlib.util
+import logging
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from torchvision.models.vision_transformer import EncoderBlock
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import build_backbone, build_model
+from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+import adadet
+from adadet.checkpoint.errors import (
+    CheckpointFormatError,
+    CheckpointMismatchError,
+    SkipNormsMissingError,
+)
+from adadet.checkpoint.vit_keys import (
+    ADN_VIT,
+    TORCHVISION_VIT,
+    convert_vit_state_dict,
+    detect_vit_layout,
+    load_vit_state_dict,
+)
+from adadet.depth import all_depths, parse_depth
+from adadet.evaluation import backbone_cost
+from adadet.layers.switchable_layernorm import ChannelLayerNorm, SwitchableLayerNorm
+from adadet.modeling.backbone.vit_adn import (
+    VIT_SIZES,
+    ViTADN,
+    ViTBlock,
+    _merge_windows,
+    _split_into_windows,
+    interpolate_pos_embed,
+    mandatory_block_indexes,
+    vit_layerwise_lr_decay,
+    vit_lr_decay_param_groups,
+)
+
+from adn_testing import make_adn_cfg
+
+ROOT = Path(__file__).resolve().parents[2]
+INPUT = ShapeSpec(channels=3)
+TINY = dict(embed_dim=64, num_blocks=12, num_heads=4, pretrain_img_size=64)
+TINY_MANDATORY = [0, 1, 3, 4, 6, 7, 9, 10]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tensors are tiny: a second thread costs more in synchronisation than it gains
+    (on a loaded 2-core machine, 10-50x more: threads spin-wait for each other)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _set(cfg, **overrides):
+    for key, value in overrides.items():
+        node = cfg
+        *path, leaf = key.split("__")
+        for name in path:
+            node = getattr(node, name)
+        setattr(node, leaf, value)
+    return cfg
+
+
+def tiny_cfg(backbone="build_vit_adn_sfp_backbone", config_file=None, **overrides):
+    """A tiny ViT-ADN config; ``config_file`` (a project YAML) is merged first."""
+    cfg = make_adn_cfg(backbone=backbone)
+    if config_file:
+        cfg.merge_from_file(str(ROOT / "configs" / config_file))
+        cfg.MODEL.WEIGHTS = ""
+    cfg.MODEL.BACKBONE.NAME = backbone
+    return _set(
+        cfg,
+        MODEL__VIT_ADN__EMBED_DIM=64,
+        MODEL__VIT_ADN__NUM_BLOCKS=12,
+        MODEL__VIT_ADN__NUM_HEADS=4,
+        MODEL__VIT_ADN__PRETRAIN_IMG_SIZE=64,
+        MODEL__VIT_ADN__OUT_CHANNELS=32,
+        MODEL__VIT_ADN__WINDOW_SIZE=3,  # does not divide the 4x6 grid: padding is exercised
+        MODEL__VIT_ADN__WINDOW_BLOCK_INDEXES=[0, 2, 3, 5, 6, 8, 9, 11],
+        **overrides,
+    )
+
+
+def _count_calls(modules):
+    counts = {module: 0 for module in modules}
+
+    def hook(module, inputs, output):
+        counts[module] += 1
+
+    return counts, [module.register_forward_hook(hook) for module in modules]
+
+
+# -- structure -------------------------------------------------------------------------------
+
+
+def test_groups_of_standard_sizes():
+    assert mandatory_block_indexes(12) == TINY_MANDATORY  # ViT-S/B: 4 x (2 + 1)
+    large = mandatory_block_indexes(VIT_SIZES["L"]["num_blocks"])  # ViT-L: 4 x (5 + 1)
+    assert sorted(set(range(24)) - set(large)) == [5, 11, 17, 23]
+    vit = ViTADN(embed_dim=32, num_blocks=24, num_heads=2, pretrain_img_size=32)
+    assert vit.skippable_block_indexes == [5, 11, 17, 23]
+    for index, block in enumerate(vit.blocks):
+        switchable = isinstance(block.norm1, SwitchableLayerNorm)
+        assert switchable == isinstance(block.norm2, SwitchableLayerNorm) == (index in large)
+    assert type(vit.final_norm) is torch.nn.LayerNorm
+    assert mandatory_block_indexes(12, [1, 3, 2, 2]) == [0, 3, 4, 5, 6, 7, 9, 10]
+    with pytest.raises(ValueError, match="multiple of 4"):
+        mandatory_block_indexes(10)
+    with pytest.raises(ValueError, match="one number per group"):
+        mandatory_block_indexes(12, [2, 2])
+    with pytest.raises(ValueError, match="between 1 and 3"):
+        mandatory_block_indexes(12, [2, 2, 2, 4])
+
+
+def test_config_builds_the_yaml_network_and_refuses_bad_settings():
+    cfg = make_adn_cfg(backbone="build_vit_adn_backbone")
+    cfg.merge_from_file(str(ROOT / "configs" / "mask_rcnn_ada_vit_b.yaml"))
+    assert cfg.MODEL.BACKBONE.NAME == "build_vit_adn_sfp_backbone"
+    cfg.MODEL.BACKBONE.NAME = "build_vit_adn_backbone"
+    cfg.MODEL.VIT_ADN.NUM_BLOCKS = 4  # ViT-B widths, fewer blocks: cheap to build
+    cfg.MODEL.VIT_ADN.WINDOW_BLOCK_INDEXES = [0, 2]
+    cfg.MODEL.ADN.DEPTH = "TFTF"
+    vit = build_backbone(cfg, INPUT)
+    assert vit.depth == "TFTF" and vit.embed_dim == 768 and vit.patch_size == 16
+    assert vit.output_shape() == {"last_feat": ShapeSpec(channels=768, stride=16)}
+    assert [block.window_size for block in vit.blocks] == [14, 0, 14, 0]
+    assert vit.blocks[0].attn.num_heads == 12
+    cfg.MODEL.VIT_ADN.WINDOW_BLOCK_INDEXES = [4]
+    with pytest.raises(ValueError, match="WINDOW_BLOCK_INDEXES"):
+        build_backbone(cfg, INPUT)
+    cfg.MODEL.VIT_ADN.WINDOW_BLOCK_INDEXES = []
+    cfg.MODEL.ADN.DEPTH = "TTF"
+    with pytest.raises(ValueError, match="Invalid depth setting 'TTF'"):
+        build_backbone(cfg, INPUT)
+
+
+# -- shapes and depth ------------------------------------------------------------------------
+
+
+def test_pyramid_shapes_at_every_depth():
+    torch.manual_seed(0)
+    backbone = build_backbone(tiny_cfg(), INPUT).eval()
+    shapes = backbone.output_shape()
+    assert {k: (v.stride, v.channels) for k, v in shapes.items()} == {
+        "p2": (4, 32), "p3": (8, 32), "p4": (16, 32), "p5": (32, 32), "p6": (64, 32)
+    }
+    assert backbone.size_divisibility == 32
+    x = torch.randn(1, 3, 64, 96)
+    sums = set()
+    with torch.no_grad():
+        for setting in all_depths():
+            adadet.set_depth(backbone, setting)
+            assert backbone.bottom_up.depth == setting
+            features = backbone(x)
+            for name, feature in features.items():
+                stride = shapes[name].stride
+                assert feature.shape == (1, 32, -(-64 // stride), -(-96 // stride)), (setting, name)
+            sums.add(round(float(features["p2"].abs().sum()), 3))
+    assert len(sums) == 16  # each setting is a different sub-network
+
+
+def test_bare_vit_and_retinanet_pyramid():
+    torch.manual_seed(0)
+    vit = build_backbone(tiny_cfg("build_vit_adn_backbone"), INPUT)
+    assert vit.size_divisibility == 16
+    out = vit(torch.randn(2, 3, 64, 96))
+    assert list(out) == ["last_feat"] and out["last_feat"].shape == (2, 64, 4, 6)
+    cfg = tiny_cfg(
+        "build_retinanet_vit_adn_sfp_backbone", MODEL__VIT_ADN__SCALE_FACTORS=[2.0, 1.0, 0.5]
+    )
+    retina = build_backbone(cfg, INPUT)
+    assert {k: v.stride for k, v in retina.output_shape().items()} == {
+        "p3": 8, "p4": 16, "p5": 32, "p6": 64, "p7": 128
+    }
+    features = retina(torch.randn(1, 3, 64, 96))
+    sizes = [tuple(f.shape[-2:]) for f in features.values()]
+    assert sizes == [(8, 12), (4, 6), (2, 3), (1, 2), (1, 1)]
+
+
+def test_skipped_blocks_do_not_run_and_get_no_gradient():
+    torch.manual_seed(0)
+    vit = ViTADN(**TINY, drop_path_rate=0.1, window_size=3, window_block_indexes=[0, 4])
+    counts, handles = _count_calls(list(vit.blocks))
+    vit.set_depth("TFTF")
+    vit(torch.randn(2, 3, 64, 96))["last_feat"].sum().backward()
+    for handle in handles:
+        handle.remove()
+    flags = parse_depth("TFTF")
+    for index, block in enumerate(vit.blocks):
+        skips = flags[vit.group_of(index)]
+        runs = index in TINY_MANDATORY or not skips
+        assert counts[block] == int(runs) and vit.block_runs(index) == runs
+        if not runs:
+            assert all(p.grad is None for p in block.parameters())
+            continue
+        assert block.attn.qkv.weight.grad.abs().sum() > 0
+        assert block.mlp.fc2.weight.grad.abs().sum() > 0
+        if isinstance(block.norm1, SwitchableLayerNorm):  # only the norm set in use learns
+            for pair in (block.norm1, block.norm2):
+                used, unused = (pair.norm_skip, pair.norm) if skips else (pair.norm, pair.norm_skip)
+                assert used.weight.grad is not None and unused.weight.grad is None
+
+
+def test_skip_layernorms_used_exactly_in_mandatory_blocks_of_skipping_groups():
+    vit = ViTADN(**TINY)
+    pairs = [m for m in vit.modules() if isinstance(m, SwitchableLayerNorm)]
+    assert len(pairs) == 2 * len(TINY_MANDATORY)
+    main_counts, h1 = _count_calls([p.norm for p in pairs])
+    skip_counts, h2 = _count_calls([p.norm_skip for p in pairs])
+    vit.set_depth("FTFT")
+    with torch.no_grad():
+        vit(torch.randn(1, 3, 64, 64))
+    flags = parse_depth("FTFT")
+    for index in TINY_MANDATORY:
+        skips = flags[vit.group_of(index)]
+        for pair in (vit.blocks[index].norm1, vit.blocks[index].norm2):
+            assert skip_counts[pair.norm_skip] == int(skips)
+            assert main_counts[pair.norm] == int(not skips)
+    for handle in h1 + h2:
+        handle.remove()
+
+
+def test_depth_switch_copies_no_weights_and_deepcopy_keeps_its_own_switches():
+    backbone = build_backbone(tiny_cfg(), INPUT)
+    before = {name: p.data_ptr() for name, p in backbone.state_dict().items()}
+    for setting in ("TTTT", "TFTF", "FFFF"):
+        adadet.set_depth(backbone, setting)
+    assert before == {name: p.data_ptr() for name, p in backbone.state_dict().items()}
+    clone = copy.deepcopy(backbone)
+    adadet.set_depth(clone, "TTTT")
+    assert adadet.get_depth(backbone) == "FFFF"
+    def switches(model):
+        return [p.switch.active for p in model.modules() if isinstance(p, SwitchableLayerNorm)]
+
+    assert all(switches(clone)) and not any(switches(backbone))
+
+
+def test_flops_and_used_parameters_fall_with_depth():
+    torch.manual_seed(0)
+    vit = ViTADN(**TINY)
+    costs = []
+    for setting in adadet.DEFAULT_EVAL_CHAIN:  # FFFF, TFFF, TTFF, TTTF, TTTT
+        vit.set_depth(setting)
+        costs.append(backbone_cost(vit, (64, 96)))
+    flops = [c["flops"] for c in costs]
+    params = [c["params"] for c in costs]
+    assert flops == sorted(flops, reverse=True) and len(set(flops)) == 5
+    assert params == sorted(params, reverse=True) and len(set(params)) == 5
+    # the base-net runs 8 of 12 blocks; embedding and final norm are shared
+    assert 0.6 < flops[-1] / flops[0] < 0.75
+
+
+# -- position embeddings and windows ---------------------------------------------------------
+
+
+def test_position_embedding_interpolation():
+    torch.manual_seed(0)
+    pos = torch.randn(1, 1 + 16, 8)
+    same = interpolate_pos_embed(pos, (4, 4))
+    assert torch.equal(same, pos[:, 1:].reshape(1, 4, 4, 8))  # the pretraining grid: unchanged
+    # Embeddings that vary along the columns only keep doing so on a non-square grid:
+    # rows and columns are not swapped.
+    columns = torch.arange(4.0).repeat(4)  # row-major 4x4 grid: value = column index
+    pos = torch.cat([torch.zeros(1), columns]).reshape(1, 17, 1).repeat(1, 1, 3)
+    resized = interpolate_pos_embed(pos, (5, 7))
+    assert resized.shape == (1, 5, 7, 3)
+    assert torch.allclose(resized, resized[:, :1].expand_as(resized), atol=1e-5)
+    assert bool((resized[0, 0, 1:, 0] > resized[0, 0, :-1, 0]).all())
+    vit = ViTADN(**TINY)
+    for height, width in ((64, 96), (96, 48), (64, 64), (32, 160)):
+        out = vit(torch.randn(1, 3, height, width))["last_feat"]
+        assert out.shape == (1, 64, height // 16, width // 16)
+
+
+def test_windows_split_and_merge_back_and_attention_stays_inside_windows():
+    x = torch.randn(2, 5, 7, 4)
+    windows, padded = _split_into_windows(x, 3)
+    assert windows.shape == (2 * 2 * 3, 3, 3, 4) and padded == (6, 9)
+    assert torch.equal(_merge_windows(windows, 3, padded, (5, 7)), x)
+    torch.manual_seed(0)
+    block = ViTBlock(16, 2, window_size=2).eval()
+    tokens = torch.randn(1, 4, 6, 16)
+    changed = tokens.clone()
+    changed[0, 0, 0] += 1.0  # a token of the top-left 2x2 window
+    with torch.no_grad():
+        delta = (block(changed) - block(tokens)).abs().sum(-1)[0]
+    assert delta[:2, :2].min() > 0
+    delta[:2, :2] = 0
+    assert delta.max() == 0
+
+
+# -- weights: torchvision / official ADN layouts ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vit_b_state_dict():
+    torch.manual_seed(0)
+    return torchvision.models.vit_b_16(weights=None).state_dict()
+
+
+def _with_skip_norms(state_dict, blocks):
+    """An official-ADN-layout state dict: distinct random ln_*_skip in ``blocks``."""
+    generator = torch.Generator().manual_seed(1)
+    official = dict(state_dict)
+    for i in blocks:
+        for norm in ("ln_1", "ln_2"):
+            for entry in ("weight", "bias"):
+                key = f"encoder.layers.encoder_layer_{i}.{norm}_skip.{entry}"
+                official[key] = torch.rand(768, generator=generator) + 2.0
+    return official
+
+
+def test_official_layout_converts_and_loads_into_vit_b(vit_b_state_dict):
+    official = _with_skip_norms(vit_b_state_dict, TINY_MANDATORY)
+    assert detect_vit_layout(official) == ADN_VIT
+    assert detect_vit_layout(vit_b_state_dict) == TORCHVISION_VIT
+    vit = ViTADN(**VIT_SIZES["B"])
+    conversion = load_vit_state_dict(vit, official, source="adn_vit_b.pth")
+    assert sorted(conversion.dropped) == ["class_token", "heads.head.bias", "heads.head.weight"]
+    assert conversion.skip_norms_copied == [] and conversion.mandatory_blocks == TINY_MANDATORY
+    ours = vit.state_dict()
+    layer = "encoder.layers.encoder_layer_{}.".format
+    pairs = {
+        "patch_embed.weight": "conv_proj.weight",
+        "pos_embed": "encoder.pos_embedding",
+        "final_norm.bias": "encoder.ln.bias",
+        "blocks.5.attn.qkv.weight": layer(5) + "self_attention.in_proj_weight",
+        "blocks.5.attn.proj.bias": layer(5) + "self_attention.out_proj.bias",
+        "blocks.11.mlp.fc1.weight": layer(11) + "mlp.0.weight",
+        "blocks.11.mlp.fc2.weight": layer(11) + "mlp.3.weight",
+        "blocks.2.norm1.weight": layer(2) + "ln_1.weight",  # skippable: one norm set
+        "blocks.3.norm1.norm.weight": layer(3) + "ln_1.weight",
+        "blocks.3.norm1.norm_skip.weight": layer(3) + "ln_1_skip.weight",
+        "blocks.10.norm2.norm_skip.bias": layer(10) + "ln_2_skip.bias",
+    }
+    for ours_key, theirs in pairs.items():
+        assert torch.equal(ours[ours_key], official[theirs]), ours_key
+    assert not torch.equal(
+        ours["blocks.3.norm1.norm.weight"], ours["blocks.3.norm1.norm_skip.weight"]
+    )
+
+    # A global-attention block computes what torchvision's encoder block computes.
+    reference = EncoderBlock(12, 768, 3072, dropout=0.0, attention_dropout=0.0).eval()
+    reference.load_state_dict(
+        {
+            k[len(layer(4)):]: v
+            for k, v in official.items()
+            if k.startswith(layer(4)) and "_skip" not in k
+        }
+    )
+    tokens = torch.randn(2, 3, 5, 768)
+    with torch.no_grad():
+        expected = reference(tokens.reshape(2, 15, 768)).reshape(2, 3, 5, 768)
+        torch.testing.assert_close(vit.blocks[4].eval()(tokens), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_plain_torchvision_weights_get_skip_norms_copied(vit_b_state_dict, caplog):
+    with caplog.at_level(logging.INFO):
+        conversion = convert_vit_state_dict(vit_b_state_dict, source="vit_b_16.pth")
+    assert "copies of their main norms" in caplog.text
+    assert conversion.layout == TORCHVISION_VIT and len(conversion.skip_norms_copied) == 16
+    converted = conversion.state_dict
+    for i in TINY_MANDATORY:
+        for norm in ("norm1", "norm2"):
+            for entry in ("weight", "bias"):
+                main = converted[f"blocks.{i}.{norm}.norm.{entry}"]
+                skip = converted[f"blocks.{i}.{norm}.norm_skip.{entry}"]
+                assert torch.equal(main, skip) and main.data_ptr() != skip.data_ptr()
+    with pytest.raises(SkipNormsMissingError, match="no skip norms"):
+        convert_vit_state_dict(vit_b_state_dict, skip_norm_init="error")
+
+
+def _tiny_torchvision_state_dict(hidden_dim=64, num_layers=12, image_size=64):
+    torch.manual_seed(0)
+    vit = torchvision.models.VisionTransformer(
+        image_size=image_size, patch_size=16, num_layers=num_layers, num_heads=4,
+        hidden_dim=hidden_dim, mlp_dim=4 * hidden_dim,
+    )
+    return vit.state_dict()
+
+
+def test_mismatched_checkpoints_are_refused_with_the_fix():
+    tiny = _tiny_torchvision_state_dict()
+    vit = ViTADN(**TINY)
+    load_vit_state_dict(vit, tiny)  # fits
+    with pytest.raises(CheckpointMismatchError, match=r"EMBED_DIM: 64.*NUM_HEADS"):
+        load_vit_state_dict(ViTADN(**dict(TINY, embed_dim=32)), tiny)
+    with pytest.raises(CheckpointMismatchError, match="NUM_BLOCKS: 12"):
+        load_vit_state_dict(ViTADN(**dict(TINY, num_blocks=8)), tiny)
+    with pytest.raises(CheckpointMismatchError, match="PRETRAIN_IMG_SIZE: 64"):
+        load_vit_state_dict(ViTADN(**dict(TINY, pretrain_img_size=96)), tiny)
+    truncated = {k: v for k, v in tiny.items() if "encoder_layer_7.mlp.3" not in k}
+    with pytest.raises(CheckpointMismatchError, match=r"blocks\.7\.mlp\.fc2\.weight"):
+        load_vit_state_dict(vit, truncated)
+    extra = dict(tiny, **{"encoder.layers.encoder_layer_0.adapter.weight": torch.zeros(1)})
+    with pytest.raises(CheckpointFormatError, match="encoder_layer_0.adapter.weight"):
+        load_vit_state_dict(vit, extra)
+    misplaced = dict(tiny)
+    for norm in ("ln_1_skip", "ln_2_skip"):  # skip norms in every block, not the model's 8
+        for i in range(12):
+            misplaced[f"encoder.layers.encoder_layer_{i}.{norm}.weight"] = torch.ones(64)
+            misplaced[f"encoder.layers.encoder_layer_{i}.{norm}.bias"] = torch.zeros(64)
+    with pytest.raises(CheckpointMismatchError, match=r"NUM_MANDATORY_BLOCKS: \[3, 3, 3, 3\]"):
+        load_vit_state_dict(vit, misplaced)
+    with pytest.raises(CheckpointFormatError, match="no torchvision-layout ViT"):
+        convert_vit_state_dict({"conv1.weight": torch.zeros(1)})
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location(
+        "convert_vit_adn_weights", ROOT / "tools" / "convert_vit_adn_weights.py"
+    )
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+# -- Mask R-CNN ------------------------------------------------------------------------------
+
+
+def _mask_rcnn_cfg():
+    return tiny_cfg(
+        config_file="mask_rcnn_ada_vit_b.yaml",
+        MODEL__ROI_HEADS__NUM_CLASSES=3,
+        MODEL__ROI_HEADS__BATCH_SIZE_PER_IMAGE=16,
+        MODEL__RPN__BATCH_SIZE_PER_IMAGE=32,
+        MODEL__RPN__POST_NMS_TOPK_TRAIN=64,
+        MODEL__RPN__POST_NMS_TOPK_TEST=32,
+        MODEL__ROI_BOX_HEAD__CONV_DIM=32,
+        MODEL__ROI_BOX_HEAD__FC_DIM=64,
+        MODEL__ROI_MASK_HEAD__CONV_DIM=32,
+        MODEL__VIT_ADN__DROP_PATH_RATE=0.1,
+        TEST__DETECTIONS_PER_IMAGE=5,  # random heads: keep the mask head's work small
+    )
+
+
+def _batch(height=64, width=80):
+    generator = torch.Generator().manual_seed(0)
+    batch = []
+    for index in range(2):
+        boxes = torch.tensor([[4.0, 6.0, 40.0, 50.0], [30.0, 10.0, 70.0, 40.0]])[: 1 + index]
+        masks = torch.zeros(len(boxes), height, width, dtype=torch.bool)
+        for k, (x0, y0, x1, y1) in enumerate(boxes.int().tolist()):
+            masks[k, y0:y1, x0:x1] = True
+        instances = Instances((height, width))
+        instances.gt_boxes = Boxes(boxes)
+        instances.gt_classes = torch.tensor([1, 2][: len(boxes)])
+        instances.gt_masks = BitMasks(masks)
+        image = torch.randint(0, 256, (3, height, width), generator=generator).float()
+        batch.append({"image": image, "instances": instances, "height": height, "width": width})
+    return batch
+
+
+def test_mask_rcnn_loads_converted_weights_trains_and_infers_at_every_depth(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = build_model(_mask_rcnn_cfg())
+    vit = model.backbone.bottom_up
+    assert isinstance(vit, ViTADN) and model.backbone.size_divisibility == 32
+
+    # Converted torchvision weights reach the ViT inside the detector (the tool's .pkl,
+    # through Detectron2's matching of names).
+    tiny = _tiny_torchvision_state_dict()
+    torch.save(_with_tiny_skip_norms(tiny), tmp_path / "tiny_adn.pth")
+    _load_tool().convert(str(tmp_path / "tiny_adn.pth"), str(tmp_path / "tiny_adn.pkl"))
+    printed = capsys.readouterr().out
+    assert "official ViT-ADN" in printed and "MODEL.VIT_ADN.EMBED_DIM: 64" in printed
+    with open(tmp_path / "tiny_adn.pkl", "rb") as f:
+        assert pickle.load(f)["matching_heuristics"] is True
+    DetectionCheckpointer(model).load(str(tmp_path / "tiny_adn.pkl"))
+    qkv = tiny["encoder.layers.encoder_layer_7.self_attention.in_proj_weight"]
+    assert torch.equal(vit.blocks[7].attn.qkv.weight, qkv)
+    assert torch.equal(vit.blocks[9].norm2.norm_skip.bias, torch.full((64,), 0.5))
+    assert torch.equal(vit.final_norm.weight, tiny["encoder.ln.weight"])
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    batch = _batch()
+    with EventStorage(0):
+        losses = model(batch)
+    assert set(losses) == {"loss_cls", "loss_box_reg", "loss_mask", "loss_rpn_cls", "loss_rpn_loc"}
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    before = vit.blocks[0].attn.qkv.weight.detach().clone()
+    optimizer.step()
+    assert not torch.equal(before, vit.blocks[0].attn.qkv.weight)
+
+    model.eval()
+    scores = set()
+    record = model.backbone.register_forward_hook(
+        lambda module, inputs, features: scores.add(
+            round(float(sum(f.abs().mean() for f in features.values())), 5)
+        )
+    )
+    with torch.no_grad():
+        for setting in all_depths():
+            adadet.set_depth(model, setting)
+            assert vit.depth == setting
+            (output,) = model([{"image": batch[0]["image"], "height": 64, "width": 80}])
+            assert output["instances"].image_size == (64, 80)
+            assert output["instances"].has("pred_masks")
+    record.remove()
+    assert len(scores) == 16  # 16 different sub-networks, one set of weights
+
+
+def _with_tiny_skip_norms(state_dict):
+    official = dict(state_dict)
+    for i in TINY_MANDATORY:
+        for norm in ("ln_1_skip", "ln_2_skip"):
+            official[f"encoder.layers.encoder_layer_{i}.{norm}.weight"] = torch.full((64,), 2.0)
+            official[f"encoder.layers.encoder_layer_{i}.{norm}.bias"] = torch.full((64,), 0.5)
+    return official
+
+
+def test_layerwise_lr_decay():
+    model = build_model(_mask_rcnn_cfg())
+    rate = 0.5
+    multipliers = vit_layerwise_lr_decay(model, rate)
+    assert set(multipliers) == {name for name, _ in model.named_parameters()}
+    vit = "backbone.bottom_up."
+    assert multipliers[vit + "patch_embed.weight"] == rate ** 13
+    assert multipliers[vit + "pos_embed"] == rate ** 13
+    assert multipliers[vit + "blocks.0.attn.qkv.weight"] == rate ** 12
+    assert multipliers[vit + "blocks.3.norm1.norm_skip.weight"] == rate ** 9
+    assert multipliers[vit + "blocks.11.mlp.fc2.bias"] == rate
+    assert multipliers[vit + "final_norm.weight"] == 1.0
+    assert multipliers["backbone.levels.p2.lateral.weight"] == 1.0
+    assert multipliers["roi_heads.box_predictor.cls_score.weight"] == 1.0
+    groups = vit_lr_decay_param_groups(model, base_lr=1e-4, weight_decay=0.1, decay_rate=rate)
+    by_param = {id(p): g for g in groups for p in g["params"]}
+    assert by_param[id(model.backbone.bottom_up.pos_embed)]["weight_decay"] == 0.0
+    assert by_param[id(model.backbone.bottom_up.blocks[2].norm1.weight)]["weight_decay"] == 0.0
+    block0 = by_param[id(model.backbone.bottom_up.blocks[0].attn.qkv.weight)]
+    assert block0["weight_decay"] == 0.1 and block0["lr"] == pytest.approx(1e-4 * rate ** 12)
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    torch.optim.AdamW(groups, lr=1e-4)  # usable as is
+
+
+def test_channel_layernorm_normalises_over_channels():
+    norm = ChannelLayerNorm(6)
+    x = torch.randn(2, 6, 3, 4) * 5 + 3
+    y = norm(x)
+    channels_last = torch.nn.functional.layer_norm(x.permute(0, 2, 3, 1), (6,), eps=1e-6)
+    reference = channels_last.permute(0, 3, 1, 2)
+    torch.testing.assert_close(y, reference, rtol=1e-4, atol=1e-5)
