@@ -1,0 +1,44 @@
+"""tools/analyze_depths.py: the per-depth FLOPs/parameter table of a config."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("analyze_depths", ROOT / "tools" / "analyze_depths.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_json_rows_for_backbone_and_detector(capsys):
+    _tool().main([
+        "--config-file", str(ROOT / "configs" / "mask_rcnn_ada_r50.yaml"),
+        "--depths", "FFFF", "base", "--input-size", "128", "160", "--json",
+        "MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
+        "MODEL.RESNETS.NORM", "BN", "MODEL.WEIGHTS", "",
+    ])
+    rows = json.loads(capsys.readouterr().out)
+    assert [row["depth"] for row in rows] == ["FFFF", "TTTT"]
+    full, base = rows
+    assert base["flops"] < full["flops"] and base["params"] < full["params"]
+    assert base["detector_flops"] < full["detector_flops"]
+    assert full["detector_input"] == [128, 160]
+    # the backbone is part of the detector
+    assert full["detector_flops"] > full["flops"] * (128 * 160) / (224 * 224)
+
+
+def test_table_output_and_bad_depth(capsys):
+    tool = _tool()
+    args = ["--config-file", str(ROOT / "configs" / "mask_rcnn_ada_r50.yaml"), "--backbone-only",
+            "MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
+            "MODEL.RESNETS.NORM", "BN", "MODEL.WEIGHTS", ""]
+    tool.main(args[:2] + ["--depths", "TTFF"] + args[2:])
+    table = capsys.readouterr().out
+    assert "| depth" in table and "TTFF" in table and "backbone GFLOPs (224x224)" in table
+    with pytest.raises(ValueError, match="Invalid depth setting 'TTF'"):
+        tool.main(args[:2] + ["--depths", "TTF"] + args[2:])
