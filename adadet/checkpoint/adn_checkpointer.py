@@ -48,6 +48,7 @@ from .key_mapping import (
     unwrap_state_dict,
 )
 from .reading import check_file_exists, read_error
+from .vit_keys import convert_vit_checkpoint, detect_vit_layout, model_vit_structure
 
 __all__ = ["ADNCheckpointer", "SKIP_NORM_INIT_POLICIES"]
 
@@ -141,7 +142,9 @@ class ADNCheckpointer(DetectionCheckpointer):
                 f"{first_few(entries)}. Fix: point MODEL.WEIGHTS at a model checkpoint."
             )
         layout = detect_layout(state_dict)
-        if layout in (ADN, TORCHVISION):
+        if detect_vit_layout(state_dict):
+            loaded = self._convert_vit(state_dict, source)
+        elif layout in (ADN, TORCHVISION):
             loaded = convert_torchvision_checkpoint(state_dict, source)
             self.logger.info(
                 f"Read '{source}' as {loaded['__author__']} ResNet weights (torchvision "
@@ -159,6 +162,27 @@ class ADNCheckpointer(DetectionCheckpointer):
             loaded["model"] = state_dict  # the same, or unnested / without "module."
         self.needs_torchvision_config = bool(loaded.get("torchvision_style", False))
         return loaded
+
+    def _convert_vit(self, state_dict, source: str) -> dict:
+        """Official ViT-ADN / torchvision ViT weights, converted for the model's ViT-ADN
+        (skip LayerNorms copied from the main ones under the "copy" policy)."""
+        from ..modeling.backbone.vit_adn import ViTADN  # the checkpointer must not need it
+
+        vits = [m for m in self.model.modules() if isinstance(m, ViTADN)]
+        if not vits:
+            raise CheckpointMismatchError(
+                f"Checkpoint '{source}' holds ViT weights (torchvision layout), but the model "
+                "has no ViT-ADN backbone. Fix: point MODEL.WEIGHTS at weights of the model's "
+                "architecture, or use MODEL.BACKBONE.NAME: build_vit_adn_sfp_backbone."
+            )
+        vit = vits[0]
+        return convert_vit_checkpoint(
+            state_dict,
+            source,
+            expected=model_vit_structure(vit),
+            num_mandatory_per_group=vit.num_mandatory_per_group,
+            skip_norm_init=self.skip_norm_init,
+        )
 
     # -- loading ---------------------------------------------------------------------------
 
