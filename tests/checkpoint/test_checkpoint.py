@@ -434,9 +434,9 @@ def test_vit_checkpoint_is_refused(tmp_path):
     )
     torch.save({"model": vit.state_dict()}, tmp_path / "vit.pth")
     cfg, backbone = bare_backbone()
-    with pytest.raises(CheckpointMismatchError, match="no ResNet weights") as info:
+    with pytest.raises(CheckpointMismatchError, match="holds ViT weights") as info:
         ADNCheckpointer(backbone).load(str(tmp_path / "vit.pth"))
-    assert "vit.pth" in str(info.value) and "another architecture" in str(info.value)
+    assert "vit.pth" in str(info.value) and "no ViT-ADN backbone" in str(info.value)
 
 
 def test_mandatory_split_mismatch_is_refused(files):

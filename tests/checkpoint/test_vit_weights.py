@@ -1,13 +1,11 @@
 """Torchvision-layout ViT weights (official ViT-ADN or plain torchvision) load through
 ADNCheckpointer, i.e. through MODEL.WEIGHTS, without a conversion step."""
-import pytest
 import torch
 import torchvision
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone
 
 from adadet.checkpoint import ADNCheckpointer
-from adadet.checkpoint.errors import CheckpointMismatchError
 from adn_testing import make_adn_cfg
 
 
@@ -45,10 +43,3 @@ def test_torchvision_vit_loads_through_the_checkpointer(tmp_path):
     # block 0 is mandatory: its skip LayerNorm starts as a copy of the main one
     assert torch.equal(loaded["bottom_up.blocks.0.norm1.norm.weight"], state[source.format(0) + "ln_1.weight"])
     assert torch.equal(loaded["bottom_up.blocks.0.norm1.norm_skip.weight"], state[source.format(0) + "ln_1.weight"])
-
-
-def test_vit_weights_into_a_resnet_model_are_refused(tmp_path):
-    resnet = build_backbone(make_adn_cfg(18), ShapeSpec(channels=3))
-    path, _ = _torchvision_vit_file(tmp_path)
-    with pytest.raises(CheckpointMismatchError, match="no ViT-ADN backbone"):
-        ADNCheckpointer(resnet).load(str(path))
