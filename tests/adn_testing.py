@@ -2,9 +2,20 @@
 from pathlib import Path
 
 
+def set_cfg_keys(cfg, **overrides):
+    """Set dotted config keys written with ``__`` for dots (``MODEL__ADN__DEPTH="TTTT"``)."""
+    for key, value in overrides.items():
+        node = cfg
+        *path, leaf = key.split("__")
+        for name in path:
+            node = getattr(node, name)
+        setattr(node, leaf, value)
+    return cfg
+
+
 def make_adn_cfg(depth=50, backbone="build_resnet_adn_fpn_backbone", norm="BN", **overrides):
-    """A Detectron2 config with adadet's keys and an ADN backbone; ``overrides`` are
-    dotted keys with ``__`` for dots, e.g. ``MODEL__BACKBONE__FREEZE_AT=2``."""
+    """A Detectron2 config with adadet's keys and an ADN backbone; ``overrides`` as for
+    :func:`set_cfg_keys`."""
     from detectron2.config import get_cfg
 
     from adadet import add_adn_config
@@ -20,13 +31,7 @@ def make_adn_cfg(depth=50, backbone="build_resnet_adn_fpn_backbone", norm="BN", 
     if depth in (18, 34):
         cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
     cfg.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]
-    for key, value in overrides.items():
-        node = cfg
-        *path, leaf = key.split("__")
-        for name in path:
-            node = getattr(node, name)
-        setattr(node, leaf, value)
-    return cfg
+    return set_cfg_keys(cfg, **overrides)
 
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -43,13 +48,7 @@ def make_project_cfg(config_name, **overrides):
     cfg.merge_from_file(str(CONFIGS / config_name))
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.WEIGHTS = ""
-    for key, value in overrides.items():
-        node = cfg
-        *path, leaf = key.split("__")
-        for name in path:
-            node = getattr(node, name)
-        setattr(node, leaf, value)
-    return cfg
+    return set_cfg_keys(cfg, **overrides)
 
 
 def synthetic_batch(num_images=2, height=128, width=160, num_classes=3, seed=0):

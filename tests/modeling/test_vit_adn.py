@@ -48,7 +48,7 @@ from adadet.modeling.backbone.vit_adn import (
     vit_lr_decay_param_groups,
 )
 
-from adn_testing import make_adn_cfg
+from adn_testing import make_adn_cfg, set_cfg_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 INPUT = ShapeSpec(channels=3)
@@ -66,16 +66,6 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def _set(cfg, **overrides):
-    for key, value in overrides.items():
-        node = cfg
-        *path, leaf = key.split("__")
-        for name in path:
-            node = getattr(node, name)
-        setattr(node, leaf, value)
-    return cfg
-
-
 def tiny_cfg(backbone="build_vit_adn_sfp_backbone", config_file=None, **overrides):
     """A tiny ViT-ADN config; ``config_file`` (a project YAML) is merged first."""
     cfg = make_adn_cfg(backbone=backbone)
@@ -83,7 +73,7 @@ def tiny_cfg(backbone="build_vit_adn_sfp_backbone", config_file=None, **override
         cfg.merge_from_file(str(ROOT / "configs" / config_file))
         cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.BACKBONE.NAME = backbone
-    return _set(
+    return set_cfg_keys(
         cfg,
         MODEL__VIT_ADN__EMBED_DIM=64,
         MODEL__VIT_ADN__NUM_BLOCKS=12,
