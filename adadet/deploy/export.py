@@ -1,0 +1,508 @@
+"""Export an ADN detector at one fixed depth setting to TorchScript (tracing) or ONNX.
+
+Tracing at a fixed depth records only the blocks that setting runs; freezing the traced
+module then drops the weights nothing in the graph reads (the skipped blocks, the norm
+set not in use), so a "TTTT" file is smaller than an "FFFF" file. Each export is checked:
+
+* the exported graph's conv and linear nodes are counted and must equal the conv and
+  linear layer calls of the eager model at that depth (a skipped block in the graph would
+  add some; a missing block remove some);
+* the exported file, loaded back, must reproduce the eager model's predictions at that
+  depth on real images within :data:`TOLERANCES` (same detections, boxes in pixels).
+
+Scripting is not offered: see :func:`script_model`.
+"""
+import contextlib
+import json
+import logging
+import os
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+from ..depth import normalize_depth, using_depth
+from .tracing import (
+    BackboneTracingAdapter,
+    DetectorTracingAdapter,
+    pad_for_backbone,
+    tracing_friendly_len,
+)
+
+__all__ = [
+    "ExportError",
+    "ExportReport",
+    "TOLERANCES",
+    "METADATA_NAME",
+    "export_metadata",
+    "export_torchscript",
+    "export_onnx",
+    "script_model",
+    "count_layer_calls",
+    "count_graph_layers",
+    "graph_op_libraries",
+    "compare_outputs",
+    "load_torchscript_metadata",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Name of the JSON metadata stored in the TorchScript archive (``_extra_files``) and as an
+#: ONNX ``metadata_props`` key: depth, input format and size, output names, class names.
+METADATA_NAME = "adadet_export.json"
+
+#: Largest allowed |exported - eager| per output (boxes in input-image pixels; scores and
+#: mask probabilities in [0, 1]); classes and the number of detections must be equal.
+#: Measured on CPU: TorchScript 0 for ResNet-ADN (the same kernels as eager), boxes <= 3e-5
+#: px for ViT-ADN (eager attention uses scaled_dot_product_attention, the traced graph
+#: explicit matmuls); ONNX Runtime boxes <= 2e-5 px, scores and masks <= 1e-7.
+TOLERANCES: Dict[str, Dict[str, float]] = {
+    "torchscript": {"boxes": 1e-3, "scores": 1e-5, "masks": 1e-5, "features": 1e-4},
+    "onnx": {"boxes": 1e-2, "scores": 1e-4, "masks": 1e-4, "features": 1e-3},
+}
+
+# The weighted layers counted in a graph and in an eager run: a block of a depth setting is
+# in the graph exactly when its convs (ResNet) or linear layers (ViT) are.
+_GRAPH_NODE_KINDS = {
+    "conv": ("aten::_convolution", "aten::conv1d", "aten::conv2d", "aten::conv3d",
+             "aten::conv_transpose1d", "aten::conv_transpose2d", "aten::conv_transpose3d"),
+    "linear": ("aten::linear",),
+}
+_LAYER_MODULES = {
+    "conv": (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+             nn.ConvTranspose3d),
+    "linear": (nn.Linear,),
+}
+
+
+class ExportError(RuntimeError):
+    """The model cannot be exported the way asked; the message says why and what works."""
+
+
+@dataclass
+class ExportReport:
+    """What an export produced and how it was checked (written as ``export_info.json``)."""
+
+    format: str
+    method: str
+    depth: str
+    path: str
+    part: str = "model"  # "model" (the whole detector) or "backbone" (backbone + FPN)
+    exporter: str = ""
+    output_names: List[str] = field(default_factory=list)
+    #: weighted layers in the exported graph, by kind ("conv", "linear"; ONNX: "conv" only)
+    graph_layers: Dict[str, int] = field(default_factory=dict)
+    #: the same layers called by the eager model at this depth on the sample image
+    eager_layer_calls: Dict[str, int] = field(default_factory=dict)
+    file_bytes: Optional[int] = None
+    tolerance: Dict[str, float] = field(default_factory=dict)
+    checks: List[Dict[str, Any]] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def graph_matches_depth(self) -> Optional[bool]:
+        if not self.graph_layers or not self.eager_layer_calls:
+            return None
+        return all(self.eager_layer_calls.get(kind) == n for kind, n in self.graph_layers.items())
+
+    @property
+    def outputs_match(self) -> Optional[bool]:
+        if not self.checks:
+            return None
+        return all(check["ok"] for check in self.checks)
+
+    @property
+    def ok(self) -> bool:
+        return self.graph_matches_depth is not False and self.outputs_match is not False
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {**asdict(self), "graph_matches_depth": self.graph_matches_depth,
+                "outputs_match": self.outputs_match, "ok": self.ok}
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def export_metadata(cfg, depth: str, output_names: Sequence[str]) -> Dict[str, Any]:
+    """What a runner needs besides the graph: how to prepare the input, what comes out."""
+    import detectron2
+
+    from .. import __version__ as adadet_version
+    from .predictor import dataset_metadata
+
+    thing_classes = list(dataset_metadata(cfg).get("thing_classes", []) or [])
+    return {
+        "format_version": 1,
+        "depth": normalize_depth(depth),
+        "meta_architecture": cfg.MODEL.META_ARCHITECTURE,
+        "input": {
+            "format": cfg.INPUT.FORMAT,
+            "layout": "CHW float32, 0-255, one image",
+            "min_size_test": int(cfg.INPUT.MIN_SIZE_TEST),
+            "max_size_test": int(cfg.INPUT.MAX_SIZE_TEST),
+            "resize": "shortest edge to min_size_test, longest at most max_size_test, bilinear",
+        },
+        "outputs": list(output_names),
+        "masks": "per-box MxM foreground probabilities: resize to the box, threshold 0.5"
+        if "masks" in output_names else None,
+        "score_threshold": float(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST)
+        if cfg.MODEL.META_ARCHITECTURE != "RetinaNet" else float(cfg.MODEL.RETINANET.SCORE_THRESH_TEST),
+        "thing_classes": thing_classes,
+        "weights": cfg.MODEL.WEIGHTS,
+        "versions": {"adadet": adadet_version, "detectron2": detectron2.__version__,
+                     "torch": torch.__version__},
+    }
+
+
+def load_torchscript_metadata(path: str) -> Dict[str, Any]:
+    """The metadata stored in an exported TorchScript file."""
+    extra = {METADATA_NAME: ""}
+    torch.jit.load(path, map_location="cpu", _extra_files=extra)
+    return json.loads(extra[METADATA_NAME]) if extra[METADATA_NAME] else {}
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def count_layer_calls(model: nn.Module, run: Callable[[], Any]) -> Dict[str, int]:
+    """How many conv and linear layers ``run()`` calls, by kind."""
+    calls = {kind: 0 for kind in _LAYER_MODULES}
+    handles = []
+    for module in model.modules():
+        for kind, types in _LAYER_MODULES.items():
+            if isinstance(module, types):
+                def count(module, args, output, kind=kind):
+                    calls[kind] += 1
+
+                handles.append(module.register_forward_hook(count))
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return calls
+
+
+def count_graph_layers(graph) -> Dict[str, int]:
+    """Conv and linear nodes of a TorchScript graph (nested blocks included), by kind."""
+    kinds = {node_kind: kind for kind, node_kinds in _GRAPH_NODE_KINDS.items() for node_kind in node_kinds}
+    counts = {kind: 0 for kind in _GRAPH_NODE_KINDS}
+
+    def walk(block) -> None:
+        for node in block.nodes():
+            if node.kind() in kinds:
+                counts[kinds[node.kind()]] += 1
+            for sub in node.blocks():
+                walk(sub)
+
+    walk(graph)
+    return counts
+
+
+def graph_op_libraries(graph) -> List[str]:
+    """Operator namespaces besides aten/prim the graph calls (e.g. ``torchvision``: its
+    nms and roi_align), which the runtime must load (``import torchvision``)."""
+    found = set()
+
+    def walk(block) -> None:
+        for node in block.nodes():
+            namespace = node.kind().split("::")[0]
+            if namespace not in ("aten", "prim", "onnx"):
+                found.add(node.kind())
+            for sub in node.blocks():
+                walk(sub)
+
+    walk(graph)
+    return sorted(found)
+
+
+def _count_onnx_layers(path: str) -> Dict[str, int]:
+    """Conv nodes of an ONNX file (linear layers become Gemm or MatMul, and so do attention
+    products: they are not counted)."""
+    import onnx
+
+    def walk(graph) -> int:
+        total = 0
+        for node in graph.node:
+            total += node.op_type in ("Conv", "ConvTranspose")
+            for attribute in node.attribute:
+                if attribute.type == onnx.AttributeProto.GRAPH:
+                    total += walk(attribute.g)
+        return total
+
+    return {"conv": walk(onnx.load(path, load_external_data=False).graph)}
+
+
+def compare_outputs(
+    expected: Sequence[torch.Tensor],
+    actual: Sequence[torch.Tensor],
+    names: Sequence[str],
+    tolerance: Dict[str, float],
+) -> Dict[str, Any]:
+    """Max |actual - expected| per output, and whether all are within ``tolerance``
+    (outputs not in it, e.g. classes, must be equal; shapes must match)."""
+    result: Dict[str, Any] = {"detections": {"eager": None, "exported": None}, "max_abs_diff": {}}
+    ok = True
+    for name, want, got in zip(names, expected, actual):
+        got = torch.as_tensor(got)
+        if name == "boxes":
+            result["detections"] = {"eager": int(want.shape[0]), "exported": int(got.shape[0])}
+        if tuple(want.shape) != tuple(got.shape):
+            result["max_abs_diff"][name] = f"shape {tuple(got.shape)} != eager {tuple(want.shape)}"
+            ok = False
+            continue
+        diff = (got.double() - want.double()).abs().max().item() if want.numel() else 0.0
+        result["max_abs_diff"][name] = diff
+        limit = tolerance.get("features" if name not in tolerance and want.is_floating_point()
+                              else name, 0.0)
+        ok = ok and diff <= limit
+    result["ok"] = ok
+    return result
+
+
+def _eager_outputs(adapter: nn.Module, depth: str, image: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+    with torch.no_grad(), using_depth(adapter.model, depth):
+        return tuple(t.detach().cpu() for t in adapter(image))
+
+
+def _verify(report: ExportReport, adapter, depth, run_exported, images) -> None:
+    for index, image in enumerate(images):
+        check = compare_outputs(
+            _eager_outputs(adapter, depth, image), run_exported(image), report.output_names,
+            report.tolerance,
+        )
+        check["image"] = index
+        check["input_size"] = list(image.shape[-2:])
+        report.checks.append(check)
+
+
+# --------------------------------------------------------------------------- TorchScript
+
+
+@contextlib.contextmanager
+def _quiet_tracer():
+    # Detectron2's shape checks and asserts each raise a TracerWarning ("converting a tensor
+    # to a Python boolean..."); they are expected and harmless here. What matters, that the
+    # graph is right for other inputs, is checked on a second input size after export.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        yield
+
+
+def trace_at_depth(adapter: nn.Module, depth: str, image: torch.Tensor) -> torch.jit.ScriptModule:
+    """Trace ``adapter`` with its model at ``depth``; frozen, so unused weights are dropped."""
+    with torch.no_grad(), using_depth(adapter.model, depth), tracing_friendly_len(), _quiet_tracer():
+        traced = torch.jit.trace(adapter, (image,), check_trace=False)
+    # optimize_numerics=False: no conv-BN folding, so results stay those of the eager model.
+    return torch.jit.freeze(traced.eval(), optimize_numerics=False)
+
+
+def export_torchscript(
+    model: nn.Module,
+    depth: str,
+    image: torch.Tensor,
+    path: str,
+    metadata: Optional[Dict[str, Any]] = None,
+    check_images: Sequence[torch.Tensor] = (),
+    verify: bool = True,
+) -> ExportReport:
+    """Trace ``model`` at ``depth`` on ``image`` (the model's input tensor), save it to
+    ``path`` with ``metadata`` inside, load it back and check it on ``image`` and
+    ``check_images`` (``verify=False``: count the layers only)."""
+    depth = normalize_depth(depth)
+    adapter = DetectorTracingAdapter(model)
+    exported = trace_at_depth(adapter, depth, image)
+    metadata = dict(metadata or {})
+    metadata["requires_ops"] = graph_op_libraries(exported.graph)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    extra = {METADATA_NAME: json.dumps(metadata, indent=2)}
+    torch.jit.save(exported, path, _extra_files=extra)
+
+    loaded = torch.jit.load(path, map_location="cpu")
+    report = ExportReport(
+        format="torchscript", method="tracing", depth=depth, path=path, exporter="torch.jit.trace",
+        output_names=list(adapter.output_names), tolerance=TOLERANCES["torchscript"],
+        file_bytes=os.path.getsize(path),
+    )
+    report.graph_layers = count_graph_layers(loaded.graph)
+    with using_depth(model, depth):
+        report.eager_layer_calls = count_layer_calls(model, lambda: adapter(image))
+
+    def run_loaded(x):
+        with torch.no_grad():
+            return tuple(t.cpu() for t in loaded(x.cpu()))
+
+    if verify:
+        _verify(report, adapter, depth, run_loaded, [image, *check_images])
+    return report
+
+
+def script_model(model: nn.Module):
+    """Scripting is not available for ADN models; raises :class:`ExportError` saying why.
+
+    Two reasons. On detectron2 v0.6, ``detectron2.export`` (``scripting_with_instances``)
+    cannot be imported: it imports caffe2, which torch no longer has. On any version,
+    TorchScript cannot compile the ADN backbone: its depth switch is a plain Python object
+    shared by a stage and its switchable-norm convs, and those convs call
+    ``super().forward()``. And a scripted model would keep every block of all 16
+    settings, when the point of this export is the fixed sub-net that tracing gives.
+    """
+    try:
+        from detectron2.export import scripting_with_instances
+    except Exception as e:  # ImportError, or caffe2's missing modules on v0.6
+        raise ExportError(
+            "--export-method scripting is not available: this detectron2 cannot import "
+            f"detectron2.export.scripting_with_instances ({type(e).__name__}: {e}); "
+            "detectron2 v0.6's export package imports caffe2, which torch no longer ships. "
+            "Use --export-method tracing, which also gives what a deployment at one depth "
+            "needs: a graph with only that setting's blocks."
+        ) from None
+    from detectron2.structures import Boxes
+
+    fields = {"proposal_boxes": Boxes, "objectness_logits": torch.Tensor, "pred_boxes": Boxes,
+              "scores": torch.Tensor, "pred_classes": torch.Tensor, "pred_masks": torch.Tensor}
+    try:
+        return scripting_with_instances(model, fields)
+    except Exception as e:
+        first_line = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise ExportError(
+            "TorchScript cannot script the ADN model: the backbone's depth switch is a Python "
+            "object (SkipSwitch) shared by each stage and its switchable-norm convs, which call "
+            "super().forward(); TorchScript compiles neither. A scripted model would also keep "
+            "the blocks of all 16 depth settings instead of one fixed sub-net. Use "
+            f"--export-method tracing. (TorchScript said: {first_line})"
+        ) from None
+
+
+# --------------------------------------------------------------------------- ONNX
+
+
+def _onnx_available() -> None:
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise ExportError(
+            "ONNX export needs the 'onnx' package (torch.onnx serialises through it), which "
+            "is not installed: pip install onnx (and onnxscript for the dynamo exporter, "
+            "onnxruntime to check the exported file)."
+        ) from None
+
+
+def _onnx_export_once(adapter, image, path, exporter: str, opset: int) -> None:
+    names = list(adapter.output_names)
+    with torch.no_grad(), tracing_friendly_len(), _quiet_tracer():
+        if exporter == "torchscript":
+            dynamic_axes = {"image": {1: "height", 2: "width"}}
+            if isinstance(adapter, DetectorTracingAdapter):
+                dynamic_axes.update({name: {0: "detections"} for name in names})
+            torch.onnx.export(
+                adapter, (image,), path, dynamo=False, opset_version=opset,
+                input_names=["image"], output_names=names, dynamic_axes=dynamic_axes,
+            )
+        else:
+            program = torch.onnx.export(adapter, (image,), dynamo=True, input_names=["image"],
+                                        output_names=names)
+            program.save(path)
+
+
+def _error_summary(error: Exception) -> str:
+    """One line from an exporter's (often very long) error: its root cause if it names one."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    causes = [line for line in lines if line.startswith("<class ")]  # torch.export's summary
+    cause = causes[0] if causes else (lines[0] if lines else "")
+    return f"{type(error).__name__}: {cause[:300]}"
+
+
+def _embed_onnx_metadata(path: str, metadata: Dict[str, Any]) -> None:
+    import onnx
+
+    proto = onnx.load(path)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_NAME, json.dumps(metadata, indent=2)
+    onnx.save(proto, path)
+
+
+def export_onnx(
+    model: nn.Module,
+    depth: str,
+    image: torch.Tensor,
+    path: str,
+    metadata: Optional[Dict[str, Any]] = None,
+    check_images: Sequence[torch.Tensor] = (),
+    exporters: Sequence[str] = ("torchscript", "dynamo"),
+    parts: Sequence[str] = ("model", "backbone"),
+    opset: int = 17,
+) -> ExportReport:
+    """Export to ONNX at ``depth``: the whole detector if an exporter can take it, else the
+    backbone + FPN (``report.part`` says which; ``report.notes`` why).
+
+    Exporters are tried in order: ``"torchscript"`` (``torch.onnx.export(dynamo=False)``,
+    which traces, with dynamic image size and detection count) then ``"dynamo"``
+    (``torch.export``, static input shape). The file is checked with onnxruntime when it
+    is installed.
+    """
+    _onnx_available()
+    depth = normalize_depth(depth)
+    adapters = {"model": DetectorTracingAdapter, "backbone": BackboneTracingAdapter}
+    failures: List[str] = []
+    for part in parts:
+        adapter = adapters[part](model)
+        if part == "backbone":  # its input must come padded (see BackboneTracingAdapter)
+            image = pad_for_backbone(image, model)
+            check_images = [pad_for_backbone(x, model) for x in check_images]
+        for exporter in exporters:
+            try:
+                with using_depth(model, depth):
+                    _onnx_export_once(adapter, image, path, exporter, opset)
+            except Exception as e:  # any failure: record it and try the next way
+                failures.append(f"{part} with the {exporter} exporter failed: {_error_summary(e)}")
+                logger.info(failures[-1])
+                continue
+            report = ExportReport(
+                format="onnx", method="tracing" if exporter == "torchscript" else "torch.export",
+                depth=depth, path=path, part=part,
+                exporter=f"torch.onnx.export(dynamo={exporter == 'dynamo'}), opset {opset}"
+                if exporter == "torchscript" else "torch.onnx.export(dynamo=True)",
+                output_names=list(adapter.output_names), tolerance=TOLERANCES["onnx"],
+                notes=list(failures),
+            )
+            if part == "backbone":
+                report.notes.append(
+                    "Only the backbone + FPN was exported to ONNX (image -> "
+                    f"{', '.join(adapter.output_names)}): no exporter took the whole detector; "
+                    "run the RPN and ROI heads outside, or use --format torchscript. Its input "
+                    f"must be padded to multiples of {adapter.size_divisibility} with the pixel mean."
+                )
+            if exporter == "dynamo":
+                report.notes.append("dynamo export: the image size is fixed to the sample's.")
+            meta = dict(metadata or {})
+            meta.update({"part": part, "outputs": list(adapter.output_names)})
+            _embed_onnx_metadata(path, meta)
+            report.file_bytes = os.path.getsize(path)
+            report.graph_layers = _count_onnx_layers(path)
+            with using_depth(model, depth):
+                report.eager_layer_calls = count_layer_calls(model, lambda: adapter(image))
+            _check_with_onnxruntime(report, adapter, depth, image, check_images, exporter)
+            return report
+    raise ExportError("ONNX export failed in every way tried:\n  " + "\n  ".join(failures))
+
+
+def _check_with_onnxruntime(report, adapter, depth, image, check_images, exporter) -> None:
+    try:
+        import onnxruntime
+    except ImportError:
+        report.notes.append("Outputs not checked: onnxruntime is not installed (pip install onnxruntime).")
+        return
+    session = onnxruntime.InferenceSession(report.path, providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+
+    def run_onnx(x):
+        outputs = session.run(None, {input_name: x.cpu().numpy()})
+        return tuple(torch.from_numpy(o) for o in outputs)
+
+    # A dynamo export has a static input shape: check it on the sample only.
+    images = [image] if exporter == "dynamo" else [image, *check_images]
+    _verify(report, adapter, depth, run_onnx, images)

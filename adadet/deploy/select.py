@@ -1,0 +1,341 @@
+"""Choose the depth setting to deploy from a per-depth evaluation (``depth_eval.json``).
+
+Rules (deterministic, so the same table and limits always give the same answer):
+
+* With a cost limit (``max_latency_ms`` and/or ``max_gflops``, optionally ``min_ap`` too):
+  among the settings within every limit, the one with the highest AP; equal AP (within
+  ``ap_tolerance`` points of the best) goes to the faster one, then the one with fewer
+  GFLOPs, then the one that skips more stages, then the name.
+* With ``min_ap`` alone: the cheapest setting that reaches it, i.e. the lowest latency,
+  then fewest GFLOPs, then highest AP, then more skipped stages, then the name.
+
+When nothing fits, :class:`NoDepthFits` says which limit excluded which settings and
+which setting came closest (smallest summed relative excess over the limits).
+"""
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+__all__ = [
+    "DepthBudget",
+    "DepthSelection",
+    "NoDepthFits",
+    "load_depth_table",
+    "select_depth",
+    "format_selection",
+    "selection_to_dict",
+]
+
+Row = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class DepthBudget:
+    """Limits a deployment must meet. ``metric`` is the AP column ``min_ap`` and the ranking
+    use (``box_AP``, ``mask_AP``, or any AP column of the table, e.g. ``box_AP50``)."""
+
+    max_latency_ms: Optional[float] = None
+    max_gflops: Optional[float] = None
+    min_ap: Optional[float] = None
+    metric: str = "box_AP"
+    ap_tolerance: float = 0.0
+
+    @property
+    def has_cost_limit(self) -> bool:
+        return self.max_latency_ms is not None or self.max_gflops is not None
+
+    def describe(self) -> str:
+        parts = []
+        if self.max_latency_ms is not None:
+            parts.append(f"latency <= {self.max_latency_ms:g} ms")
+        if self.max_gflops is not None:
+            parts.append(f"GFLOPs <= {self.max_gflops:g}")
+        if self.min_ap is not None:
+            parts.append(f"{self.metric} >= {self.min_ap:g}")
+        return ", ".join(parts)
+
+
+@dataclass
+class DepthSelection:
+    best: Row
+    budget: DepthBudget
+    rule: str
+    runner_up: Optional[Row] = None
+    #: why the best beat settings ranked level with it on the first criterion (None: no tie)
+    tie_break: Optional[str] = None
+    #: depth -> the limits it breaks, for every setting that does not fit
+    excluded: Dict[str, List[str]] = field(default_factory=dict)
+    fitting: List[Row] = field(default_factory=list)
+    source: Dict[str, Any] = field(default_factory=dict)
+
+
+class NoDepthFits(Exception):
+    """No setting of the table meets every limit. ``excluded`` maps each depth to the
+    limits it breaks; ``closest`` is the row that misses them by the least."""
+
+    def __init__(self, message: str, excluded: Dict[str, List[str]], closest: Optional[Row]):
+        super().__init__(message)
+        self.excluded = excluded
+        self.closest = closest
+
+
+def load_depth_table(path: str) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
+    """The rows of a ``depth_eval.json`` and its other fields (dataset, device)."""
+    try:
+        with open(path) as f:
+            report = json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{path} does not exist: run the per-depth evaluation first "
+            "(tools/train_net.py --eval-only ... writes OUTPUT_DIR/depth_eval.json)."
+        ) from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}).") from None
+    rows = report.get("depths") if isinstance(report, dict) else None
+    if not isinstance(rows, list) or not rows or not all(
+        isinstance(r, dict) and "depth" in r for r in rows
+    ):
+        raise ValueError(
+            f"{path} is not a per-depth evaluation report: expected "
+            '{"depths": [{"depth": "FFFF", "box_AP": ..., "gflops": ..., "latency_ms": ...}, ...]}.'
+        )
+    source = {k: v for k, v in report.items() if k != "depths"}
+    source["path"] = path
+    return rows, source
+
+
+def _number(row: Row, key: str) -> float:
+    """The value as a float; NaN when missing or not a number (e.g. latency not measured)."""
+    value = row.get(key)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _num_skips(row: Row) -> int:
+    return str(row["depth"]).upper().count("T")
+
+
+def _violations(row: Row, budget: DepthBudget) -> List[str]:
+    """Human-readable limits this row breaks (a missing measurement counts as breaking it)."""
+    broken = []
+    checks = (
+        ("latency_ms", budget.max_latency_ms, "latency", " ms", +1),
+        ("gflops", budget.max_gflops, "GFLOPs", "", +1),
+        (budget.metric, budget.min_ap, budget.metric, "", -1),
+    )
+    for key, limit, label, unit, sign in checks:
+        if limit is None:
+            continue
+        value = _number(row, key)
+        if math.isnan(value):
+            broken.append(f"{label} not measured")
+        elif sign > 0 and value > limit:
+            broken.append(f"{label} {value:.2f}{unit} > {limit:g}{unit}")
+        elif sign < 0 and value < limit:
+            broken.append(f"{label} {value:.2f} < {limit:g}")
+    return broken
+
+
+def _excess(row: Row, budget: DepthBudget) -> float:
+    """How far a row misses the limits: the sum of relative excesses (0 = fits)."""
+    total = 0.0
+    for key, limit, sign in (
+        ("latency_ms", budget.max_latency_ms, +1),
+        ("gflops", budget.max_gflops, +1),
+        (budget.metric, budget.min_ap, -1),
+    ):
+        if limit is None:
+            continue
+        value = _number(row, key)
+        if math.isnan(value):
+            return float("inf")
+        miss = (value - limit) * sign
+        if miss > 0:
+            total += miss / max(abs(limit), 1e-9)
+    return total
+
+
+def _cost_key(row: Row) -> Tuple:
+    # NaN latency sorts last; fewer GFLOPs, then more skipped stages, then the name.
+    latency = _number(row, "latency_ms")
+    return (
+        math.isnan(latency),
+        latency if not math.isnan(latency) else 0.0,
+        _number(row, "gflops"),
+        -_num_skips(row),
+        str(row["depth"]),
+    )
+
+
+def _check_metric(rows: Sequence[Row], metric: str) -> None:
+    if not all(metric in row for row in rows):
+        available = sorted({k for row in rows for k in row if "AP" in k})
+        raise ValueError(
+            f"The table has no {metric!r} for every setting; its AP columns are {available}. "
+            "(mask_AP needs a Mask R-CNN evaluated with segm.)"
+        )
+
+
+def select_depth(
+    rows: Sequence[Row], budget: DepthBudget, source: Optional[Dict[str, Any]] = None
+) -> DepthSelection:
+    """The best setting of ``rows`` under ``budget`` (rules in the module docstring).
+
+    Raises:
+        ValueError: no limit given, or the metric is not in the table.
+        NoDepthFits: no setting meets every limit.
+    """
+    if not budget.has_cost_limit and budget.min_ap is None:
+        raise ValueError("Give at least one limit: max_latency_ms, max_gflops or min_ap.")
+    if not rows:
+        raise ValueError("The table has no depth settings.")
+    _check_metric(rows, budget.metric)
+    excluded = {str(r["depth"]): _violations(r, budget) for r in rows}
+    excluded = {depth: broken for depth, broken in excluded.items() if broken}
+    fitting = [r for r in rows if str(r["depth"]) not in excluded]
+    if not fitting:
+        closest = min(rows, key=lambda r: (_excess(r, budget), _cost_key(r)))
+        raise NoDepthFits(_no_fit_message(rows, budget, excluded, closest), excluded, closest)
+
+    metric = budget.metric
+    if budget.has_cost_limit:
+        rule = f"highest {metric} among the settings within {budget.describe()}"
+        best_ap = max(_number(r, metric) for r in fitting)
+        # The top group: AP level with the best (within the tolerance); cheapest wins there.
+        top = [r for r in fitting if _number(r, metric) >= best_ap - budget.ap_tolerance]
+        top.sort(key=_cost_key)
+        rest = sorted(
+            (r for r in fitting if r not in top), key=lambda r: (-_number(r, metric), _cost_key(r))
+        )
+        ranked = top + rest
+        tie_break = None
+        if len(top) > 1:
+            level = (
+                f"within {budget.ap_tolerance:g} points of the best {metric}"
+                if budget.ap_tolerance
+                else f"the same {metric} ({best_ap:.2f})"
+            )
+            tie_break = (
+                f"{', '.join(str(r['depth']) for r in top)} have {level}; "
+                f"{ranked[0]['depth']} is the cheapest of them "
+                "(lowest latency, then fewest GFLOPs, then most skipped stages, then name)"
+            )
+    else:
+        rule = f"cheapest setting (lowest latency, then fewest GFLOPs) with {metric} >= {budget.min_ap:g}"
+        ranked = sorted(
+            fitting,
+            key=lambda r: _cost_key(r)[:3] + (-_number(r, metric),) + _cost_key(r)[3:],
+        )
+        first = ranked[0]
+        level = [r for r in ranked if _cost_key(r)[:2] == _cost_key(first)[:2]]
+        tie_break = None
+        if len(level) > 1:
+            tie_break = (
+                f"{', '.join(str(r['depth']) for r in level)} have the same latency "
+                f"({_number(first, 'latency_ms'):.2f} ms); {first['depth']} wins on "
+                "fewer GFLOPs, then higher AP, then more skipped stages, then name"
+            )
+    return DepthSelection(
+        best=ranked[0],
+        budget=budget,
+        rule=rule,
+        runner_up=ranked[1] if len(ranked) > 1 else None,
+        tie_break=tie_break,
+        excluded=excluded,
+        fitting=ranked,
+        source=dict(source or {}),
+    )
+
+
+def _summary(row: Row, metric: str) -> str:
+    return (
+        f"{row['depth']} ({metric} {_number(row, metric):.2f}, "
+        f"{_number(row, 'latency_ms'):.2f} ms, {_number(row, 'gflops'):.2f} GFLOPs)"
+    )
+
+
+def _no_fit_message(rows, budget: DepthBudget, excluded, closest) -> str:
+    lines = [f"No depth setting fits {budget.describe()} ({len(rows)} settings in the table)."]
+    limits = []
+    if budget.max_latency_ms is not None:
+        limits.append(("latency", f"latency <= {budget.max_latency_ms:g} ms"))
+    if budget.max_gflops is not None:
+        limits.append(("GFLOPs", f"GFLOPs <= {budget.max_gflops:g}"))
+    if budget.min_ap is not None:
+        limits.append((budget.metric, f"{budget.metric} >= {budget.min_ap:g}"))
+    for label, text in limits:
+        out = [d for d, broken in excluded.items() if any(b.startswith(label + " ") for b in broken)]
+        lines.append(f"  {text} excludes {len(out)}: {', '.join(out) if out else 'none'}")
+    lines.append(
+        f"  closest: {_summary(closest, budget.metric)}: {'; '.join(excluded[str(closest['depth'])])}"
+    )
+    return "\n".join(lines)
+
+
+def _margins(row: Row, budget: DepthBudget) -> List[str]:
+    out = []
+    if budget.max_latency_ms is not None:
+        value = _number(row, "latency_ms")
+        out.append(f"latency {value:.2f} ms <= {budget.max_latency_ms:g} ms ({budget.max_latency_ms - value:.2f} ms spare)")
+    if budget.max_gflops is not None:
+        value = _number(row, "gflops")
+        out.append(f"GFLOPs {value:.2f} <= {budget.max_gflops:g} ({budget.max_gflops - value:.2f} spare)")
+    if budget.min_ap is not None:
+        value = _number(row, budget.metric)
+        out.append(f"{budget.metric} {value:.2f} >= {budget.min_ap:g} ({value - budget.min_ap:+.2f})")
+    return out
+
+
+def format_selection(selection: DepthSelection) -> str:
+    """The choice and why: its numbers against the limits, the runner-up, ties, exclusions."""
+    budget, best, metric = selection.budget, selection.best, selection.budget.metric
+    lines = [f"Selected depth: {best['depth']}", f"  {_summary(best, metric)}"]
+    lines.append(f"  rule: {selection.rule}")
+    for margin in _margins(best, budget):
+        lines.append(f"  limit: {margin}")
+    if selection.tie_break:
+        lines.append(f"  tie: {selection.tie_break}")
+    runner = selection.runner_up
+    if runner is not None:
+        d_ap = _number(runner, metric) - _number(best, metric)
+        d_lat = _number(runner, "latency_ms") - _number(best, "latency_ms")
+        d_fl = _number(runner, "gflops") - _number(best, "gflops")
+        lines.append(
+            f"  runner-up: {_summary(runner, metric)}: {metric} {d_ap:+.2f}, "
+            f"latency {d_lat:+.2f} ms, GFLOPs {d_fl:+.2f} vs {best['depth']}"
+        )
+    else:
+        lines.append("  runner-up: none (no other setting fits)")
+    if selection.excluded:
+        lines.append(f"  excluded ({len(selection.excluded)}):")
+        for depth, broken in selection.excluded.items():
+            lines.append(f"    {depth}: {'; '.join(broken)}")
+    source = selection.source
+    if source:
+        lines.append(
+            f"  table: {source.get('path', '?')} (dataset {source.get('dataset', '?')}, "
+            f"latency measured on {source.get('device', '?')}: latency limits hold for that device)"
+        )
+    return "\n".join(lines)
+
+
+def selection_to_dict(selection: DepthSelection) -> Dict[str, Any]:
+    return {
+        "depth": selection.best["depth"],
+        "selected": dict(selection.best),
+        "rule": selection.rule,
+        "tie_break": selection.tie_break,
+        "runner_up": dict(selection.runner_up) if selection.runner_up else None,
+        "excluded": selection.excluded,
+        "limits": {
+            "max_latency_ms": selection.budget.max_latency_ms,
+            "max_gflops": selection.budget.max_gflops,
+            "min_ap": selection.budget.min_ap,
+            "metric": selection.budget.metric,
+            "ap_tolerance": selection.budget.ap_tolerance,
+        },
+        "source": selection.source,
+    }

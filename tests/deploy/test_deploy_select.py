@@ -1,0 +1,139 @@
+"""Choosing a depth under a budget: fits, ties, no fit, --min-ap alone, the CLI."""
+import json
+
+import pytest
+
+from adadet.deploy.select import DepthBudget, NoDepthFits, format_selection, select_depth
+from deploy_testing import load_tool
+
+
+def row(depth, box_ap, latency, gflops, mask_ap=None):
+    out = {"depth": depth, "box_AP": box_ap, "gflops": gflops, "params_m": 30.0, "latency_ms": latency}
+    if mask_ap is not None:
+        out["mask_AP"] = mask_ap
+    return out
+
+
+# A synthetic table: each skipped stage costs AP and saves time and FLOPs.
+TABLE = [
+    row("FFFF", 40.0, 100.0, 200.0, mask_ap=36.0),
+    row("TFFF", 39.0, 90.0, 180.0, mask_ap=35.5),
+    row("FTFF", 39.0, 88.0, 181.0, mask_ap=35.0),  # same box AP as TFFF, faster
+    row("TTFF", 37.5, 80.0, 160.0, mask_ap=34.0),
+    row("TTTF", 36.0, 70.0, 140.0, mask_ap=33.0),
+    row("TTTT", 34.0, 60.0, 120.0, mask_ap=31.0),
+]
+
+
+def test_highest_ap_within_the_cost_limits():
+    selection = select_depth(TABLE, DepthBudget(max_latency_ms=85, max_gflops=170))
+    assert selection.best["depth"] == "TTFF"
+    assert selection.runner_up["depth"] == "TTTF"
+    assert set(selection.excluded) == {"FFFF", "TFFF", "FTFF"}
+    assert selection.excluded["FFFF"] == ["latency 100.00 ms > 85 ms", "GFLOPs 200.00 > 170"]
+    text = format_selection(selection)
+    assert "Selected depth: TTFF" in text
+    assert "latency 80.00 ms <= 85 ms (5.00 ms spare)" in text
+    assert "runner-up: TTTF" in text
+
+
+def test_a_limit_on_the_boundary_fits():
+    assert select_depth(TABLE, DepthBudget(max_latency_ms=80.0)).best["depth"] == "TTFF"
+
+
+def test_equal_ap_goes_to_the_faster_setting_whatever_the_row_order():
+    budget = DepthBudget(max_latency_ms=95)
+    for rows in (TABLE, TABLE[::-1]):
+        selection = select_depth(rows, budget)
+        assert selection.best["depth"] == "FTFF"  # 39.0 like TFFF, 88 ms < 90 ms
+        assert selection.runner_up["depth"] == "TFFF"
+        assert "FTFF is the cheapest" in selection.tie_break
+
+
+def test_full_tie_falls_back_to_more_skipped_stages_then_the_name():
+    rows = [row("FTFF", 38.0, 50.0, 100.0), row("TFFF", 38.0, 50.0, 100.0), row("TTFF", 38.0, 50.0, 100.0)]
+    selection = select_depth(rows, DepthBudget(max_gflops=150))
+    assert selection.best["depth"] == "TTFF"
+    assert selection.runner_up["depth"] == "FTFF"  # name order between equal skips
+
+
+def test_ap_tolerance_lets_a_cheaper_setting_win():
+    budget = DepthBudget(max_latency_ms=200, ap_tolerance=1.0)
+    selection = select_depth(TABLE, budget)
+    # FFFF (40.0) is best; TFFF and FTFF (39.0) are within 1 point and cheaper; FTFF is fastest.
+    assert selection.best["depth"] == "FTFF"
+    assert "within 1 points" in selection.tie_break
+
+
+def test_min_ap_alone_picks_the_cheapest_that_reaches_it():
+    selection = select_depth(TABLE, DepthBudget(min_ap=37.0))
+    assert selection.best["depth"] == "TTFF"
+    assert selection.runner_up["depth"] == "FTFF"
+    assert selection.excluded == {"TTTF": ["box_AP 36.00 < 37"], "TTTT": ["box_AP 34.00 < 37"]}
+    assert "cheapest" in selection.rule
+
+
+def test_mask_ap_metric():
+    selection = select_depth(TABLE, DepthBudget(min_ap=35.2, metric="mask_AP"))
+    assert selection.best["depth"] == "TFFF"  # FTFF is faster but its mask AP is 35.0
+
+
+def test_no_fit_names_the_limits_and_the_closest():
+    with pytest.raises(NoDepthFits) as raised:
+        select_depth(TABLE, DepthBudget(max_latency_ms=65, min_ap=38.0))
+    error = raised.value
+    assert error.closest["depth"] == "TTTT"  # 60 ms fits, 34 AP misses by 4 points
+    assert set(error.excluded) == {row["depth"] for row in TABLE}
+    message = str(error)
+    assert "latency <= 65 ms excludes 5: FFFF, TFFF, FTFF, TTFF, TTTF" in message
+    assert "box_AP >= 38 excludes 3: TTFF, TTTF, TTTT" in message
+    assert "closest: TTTT" in message
+
+
+def test_unmeasured_latency_does_not_fit_a_latency_limit():
+    rows = [row("FFFF", 40.0, float("nan"), 200.0), row("TTTT", 34.0, 60.0, 120.0)]
+    selection = select_depth(rows, DepthBudget(max_latency_ms=1000))
+    assert selection.best["depth"] == "TTTT"
+    assert selection.excluded == {"FFFF": ["latency not measured"]}
+
+
+def test_errors_for_a_missing_metric_or_no_limit():
+    with pytest.raises(ValueError, match="no 'mask_AP'"):
+        select_depth([row("FFFF", 40.0, 100.0, 200.0)], DepthBudget(min_ap=30, metric="mask_AP"))
+    with pytest.raises(ValueError, match="at least one limit"):
+        select_depth(TABLE, DepthBudget())
+
+
+@pytest.fixture
+def table_file(tmp_path):
+    path = tmp_path / "depth_eval.json"
+    path.write_text(json.dumps({"dataset": "synthetic", "device": "cpu (2 threads)", "depths": TABLE}))
+    return str(path)
+
+
+def test_cli_prints_the_choice(table_file, capsys):
+    tool = load_tool("select_depth")
+    assert tool.main([table_file, "--max-latency-ms", "85"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Selected depth: TTFF")
+    assert "latency measured on cpu (2 threads)" in out
+
+    assert tool.main([table_file, "--min-ap", "37", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["depth"] == "TTFF"
+
+
+def test_cli_exits_1_with_the_reason_when_nothing_fits(table_file, capsys):
+    tool = load_tool("select_depth")
+    assert tool.main([table_file, "--max-gflops", "100"]) == 1
+    err = capsys.readouterr().err
+    assert "No depth setting fits GFLOPs <= 100" in err
+    assert "closest: TTTT" in err and "GFLOPs 120.00 > 100" in err
+
+
+def test_cli_usage_errors(table_file, tmp_path, capsys):
+    tool = load_tool("select_depth")
+    with pytest.raises(SystemExit) as raised:
+        tool.main([table_file])
+    assert raised.value.code == 2
+    assert tool.main([str(tmp_path / "missing.json"), "--min-ap", "1"]) == 2
+    assert "run the per-depth evaluation first" in capsys.readouterr().err

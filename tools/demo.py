@@ -1,0 +1,117 @@
+#!/usr/bin/env python
+"""Draw an ADN detector's predictions on images, at one depth or several side by side
+(the shape of Detectron2's demo/demo.py, images only).
+
+    tools/demo.py --config-file configs/mask_rcnn_ada_r18_embedded_cpu.yaml \
+        --input "images/*.jpg" --output out/ --depth TTTT --opts MODEL.WEIGHTS model.pth
+    tools/demo.py --config-file ... --input image.jpg --output compare.jpg \
+        --compare-depths FFFF TTFF TTTT --opts MODEL.WEIGHTS model.pth
+
+--compare-depths writes one image per input: a panel per depth, left to right, each
+captioned with the depth, its number of detections and its latency (median of --repeat
+model calls, after --warmup untimed calls; resizing excluded). Class names come from the
+metadata of cfg.DATASETS.TEST[0]. Webcam and video input are not supported.
+"""
+import argparse
+import glob
+import os
+import sys
+
+import cv2
+import numpy as np
+from detectron2.data.detection_utils import read_image
+from detectron2.utils.logger import setup_logger
+
+from adadet import expand_depth_list
+from adadet.deploy.predictor import AdaptiveDepthPredictor, setup_deploy_cfg
+from adadet.deploy.visualize import compare_depths, draw_prediction
+
+
+def get_parser():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config-file", required=True, metavar="FILE")
+    parser.add_argument("--input", nargs="+", required=True,
+                        help="image files or glob patterns, e.g. 'directory/*.jpg'")
+    parser.add_argument("--output", default=None,
+                        help="a file or directory to save the drawn images to "
+                             "(a directory when there are several inputs)")
+    parser.add_argument("--confidence-threshold", type=float, default=0.5,
+                        help="minimum score for instances to be shown")
+    parser.add_argument("--depth", default=None,
+                        help="depth setting to run, e.g. TTFF (default: MODEL.ADN.DEPTH)")
+    parser.add_argument("--compare-depths", nargs="+", default=None, metavar="DEPTH",
+                        help="draw each image at these settings side by side, e.g. FFFF TTTT "
+                             "('all' for the 16)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="model calls timed per image and depth (the median is shown)")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="untimed model calls before the first timed one")
+    parser.add_argument("--opts", default=[], nargs=argparse.REMAINDER,
+                        help="config overrides, 'KEY VALUE' pairs")
+    return parser
+
+
+def setup_cfg(args):
+    cfg = setup_deploy_cfg(args.config_file, args.opts, depth=args.depth)
+    cfg.defrost()
+    # As Detectron2's demo: one threshold for every kind of model.
+    cfg.MODEL.RETINANET.SCORE_THRESH_TEST = args.confidence_threshold
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = args.confidence_threshold
+    cfg.MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH = args.confidence_threshold
+    cfg.freeze()
+    return cfg
+
+
+def expand_inputs(patterns):
+    paths = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(os.path.expanduser(pattern)))
+        if not matches:
+            raise SystemExit(f"--input {pattern!r} matches no file.")
+        paths.extend(matches)
+    return paths
+
+
+def output_path(args, path, count):
+    if args.output is None:
+        return None
+    if os.path.isdir(args.output) or count > 1 or args.output.endswith(os.sep):
+        os.makedirs(args.output, exist_ok=True)
+        return os.path.join(args.output, os.path.basename(path))
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    return args.output
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+    setup_logger(name="fvcore")
+    logger = setup_logger(name="adadet")
+    logger.info("Arguments: %s", args)
+    cfg = setup_cfg(args)
+    depths = expand_depth_list(args.compare_depths) if args.compare_depths else None
+    predictor = AdaptiveDepthPredictor(cfg, repeat=args.repeat, warmup=args.warmup)
+    paths = expand_inputs(args.input)
+
+    for path in paths:
+        image = read_image(path, format="BGR")  # as Detectron2's demo; the predictor converts
+        if depths:
+            drawn, predictions = compare_depths(predictor, image, depths)
+            summary = "; ".join(
+                f"{p.depth}: {len(p.instances)} instances in {p.latency_ms:.1f} ms" for p in predictions
+            )
+        else:
+            prediction = predictor(image)
+            drawn = draw_prediction(np.ascontiguousarray(image[:, :, ::-1]), prediction,
+                                    predictor.metadata)
+            summary = (f"{prediction.depth}: {len(prediction.instances)} instances in "
+                       f"{prediction.latency_ms:.1f} ms")
+        logger.info("%s: %s", path, summary)
+        target = output_path(args, path, len(paths))
+        if target is not None:
+            cv2.imwrite(target, drawn[:, :, ::-1])  # drawn is RGB, OpenCV writes BGR
+            logger.info("wrote %s (%dx%d)", target, drawn.shape[1], drawn.shape[0])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
