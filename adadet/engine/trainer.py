@@ -1,0 +1,214 @@
+"""``ADNTrainer``: Detectron2's DefaultTrainer with ADN's self-distillation step.
+
+Differences from ``DefaultTrainer`` (everything else, hooks included, is inherited):
+
+* the DDP-wrapped module is a :class:`SelfDistillationModel` around the detector, and the
+  step is :class:`ADNTrainStep` / :class:`ADNAMPTrainStep` (see ``distill_step``);
+* checkpoints hold the bare detector (ADNCheckpointer), plus the optimizer, grad scaler
+  and scheduler state, so ``--resume`` restores all of them (also on detectron2 v0.6,
+  whose DefaultTrainer does not save the optimizer);
+* evaluation covers every depth setting of ``TEST.ADN.DEPTHS`` (COCOEvaluator, with
+  pycocotools when detectron2 has no compiled ops), with cost and latency per setting;
+* the datasets are checked before a loader is built, with a message naming where
+  Detectron2 looked for them.
+"""
+import logging
+import os
+import weakref
+from collections import OrderedDict
+from typing import Iterable
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model
+from detectron2.evaluation import COCOEvaluator
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from ..checkpoint import ADNCheckpointer
+from ..depth import adaptive_modules, expand_depth_list, set_depth, using_depth
+from ..env import has_compiled_ops
+from ..evaluation import device_name, evaluate_depths, format_table, report_rows, write_report
+from .distill_step import ADNAMPTrainStep, ADNTrainStep, SelfDistillationModel, unwrap_detector
+
+__all__ = ["ADNTrainer", "check_datasets_available", "ddp_kwargs"]
+
+logger = logging.getLogger(__name__)
+
+
+def _datasets_root() -> str:
+    # Where Detectron2's builtin datasets (coco_2017_train, ...) are registered.
+    return os.path.abspath(os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")))
+
+
+def _registered_from_files(name: str) -> bool:
+    """Whether Detectron2's own registration (register_coco_instances, the builtin COCO /
+    LVIS splits) loads this dataset: its files must then exist before training. Datasets
+    with their own loader (e.g. adadet's embedded ones, generated on first load) are not."""
+    loader = DatasetCatalog[name] if name in DatasetCatalog else None
+    return getattr(loader, "__module__", "").startswith("detectron2.")
+
+
+def check_datasets_available(names: Iterable[str]) -> None:
+    """Raise a clear error, before any loader is built, for a dataset that is not
+    registered or whose annotation file / image folder (``json_file`` / ``image_root`` of
+    a dataset that Detectron2 loads from files) does not exist."""
+    registered = set(DatasetCatalog.list())
+    for name in names:
+        if name not in registered:
+            raise KeyError(
+                f"Dataset '{name}' is not registered. Registered: {sorted(registered)}. "
+                "Detectron2 registers COCO/LVIS/... on `import detectron2.data`; the embedded "
+                "adadet_shapes_* datasets on `import adadet.data`."
+            )
+        meta = MetadataCatalog.get(name)
+        json_file, image_root = meta.get("json_file"), meta.get("image_root")
+        if json_file is None or not _registered_from_files(name):
+            continue
+        json_ok = os.path.isfile(json_file)
+        images_ok = image_root is None or os.path.isdir(image_root)
+        if json_ok and images_ok:
+            continue
+        root, env = _datasets_root(), os.getenv("DETECTRON2_DATASETS")
+        builtin = os.path.abspath(json_file).startswith(root + os.sep)
+        where = "Check the paths the dataset was registered with." if not builtin else (
+            f"Detectron2 looks for its builtin datasets under {root} (DETECTRON2_DATASETS="
+            f"{env if env else 'unset, so ./datasets of the working directory'}). "
+            "For COCO 2017 put coco/annotations/instances_{train,val}2017.json and "
+            "coco/{train,val}2017/ there, or set DETECTRON2_DATASETS to the folder that "
+            "holds coco/. To try adadet without COCO: "
+            "configs/mask_rcnn_ada_r50_embedded_cpu.yaml."
+        )
+        raise FileNotFoundError(
+            f"Dataset '{name}' is missing: annotations {os.path.abspath(json_file)} "
+            f"({'found' if json_ok else 'NOT FOUND'}), images "
+            f"{os.path.abspath(image_root) if image_root else None} "
+            f"({'found' if images_ok else 'NOT FOUND'}). {where}"
+        )
+
+
+def ddp_kwargs(cfg, training_model: SelfDistillationModel) -> dict:
+    """Arguments of ``create_ddp_model`` for the ADN training module."""
+    kwargs = {"broadcast_buffers": False}
+    if str(cfg.MODEL.DEVICE).startswith("cpu"):
+        kwargs["device_ids"] = None  # DDP on CPU (gloo) takes no device ids
+    # Plain super-net training never uses the skip norms, and a student that keeps some
+    # stage full leaves that stage's skip norms unused: DDP must then look for them.
+    kwargs["find_unused_parameters"] = not training_model.uses_every_parameter
+    return kwargs
+
+
+class ADNTrainer(DefaultTrainer):
+    """Trains an ADN detector with self-distillation (``MODEL.ADN.DISTILL``).
+
+    Attributes:
+        detector: the bare detector (what is checkpointed and evaluated).
+        model: as in DefaultTrainer, the module the step calls (DDP-wrapped
+            :class:`SelfDistillationModel`).
+    """
+
+    def __init__(self, cfg):
+        TrainerBase.__init__(self)  # DefaultTrainer.__init__ builds its own step
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        check_datasets_available(cfg.DATASETS.TRAIN)  # before the slow parts
+
+        detector = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, detector)
+        data_loader = self.build_train_loader(cfg)
+
+        training_model = self.build_training_model(cfg, detector)
+        model = create_ddp_model(training_model, **ddp_kwargs(cfg, training_model))
+        step_cls = ADNAMPTrainStep if cfg.SOLVER.AMP.ENABLED else ADNTrainStep
+        self._trainer = step_cls(model, data_loader, optimizer)
+
+        self.detector = detector
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = ADNCheckpointer(detector, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_training_model(cls, cfg, detector) -> SelfDistillationModel:
+        return SelfDistillationModel.from_config(cfg, detector)
+
+    def train(self):
+        try:
+            return super().train()
+        finally:
+            # The step switches depths with context managers; this makes sure of it.
+            set_depth(self.detector, self.cfg.MODEL.ADN.DEPTH)
+
+    # Detectron2 v0.6's DefaultTrainer saves only the iteration and hooks (scheduler);
+    # adding the step's state (optimizer, grad scaler) makes --resume exact on v0.6 too.
+    def state_dict(self):
+        ret = TrainerBase.state_dict(self)
+        ret["_trainer"] = self._trainer.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        TrainerBase.load_state_dict(self, state_dict)
+        if "_trainer" in state_dict:
+            self._trainer.load_state_dict(state_dict["_trainer"])
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
+        # The fast COCOeval is C++ (detectron2._C); without it, pycocotools.
+        return COCOEvaluator(
+            dataset_name, output_dir=output_folder, use_fast_impl=has_compiled_ops()
+        )
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """Evaluate every depth setting of ``TEST.ADN.DEPTHS`` (at ``TEST.EVAL_PERIOD``, at
+        the end of training and with ``--eval-only``).
+
+        Returns ``{depth: {task: {metric: value}, "cost": {...}}}``, which Detectron2's
+        EvalHook turns into scalars such as ``TTFF/bbox/AP`` (metrics.json, TensorBoard).
+        The main process also logs one table (a row per setting) and writes
+        ``OUTPUT_DIR/depth_eval.{json,csv}`` and ``depth_eval_pareto.png``; the table and
+        the plot describe the first test dataset.
+        """
+        detector = unwrap_detector(model)
+        num_stages = adaptive_modules(detector)[0].num_adaptive_stages
+        depths = expand_depth_list(list(cfg.TEST.ADN.DEPTHS), num_stages)
+        check_datasets_available(cfg.DATASETS.TEST)
+        dataset = cfg.DATASETS.TEST[0]
+
+        def evaluate_at_depth(depth):
+            depth_evaluators = evaluators or [
+                cls.build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference", depth))
+                for name in cfg.DATASETS.TEST
+            ]
+            return cls.test_at_depth(cfg, detector, depth, depth_evaluators)
+
+        cost_inputs = next(iter(cls.build_test_loader(cfg, dataset)))
+        results = evaluate_depths(detector, depths, evaluate_at_depth, cost_inputs)
+        if comm.is_main_process():
+            first_dataset = OrderedDict(
+                (depth, per_depth if len(cfg.DATASETS.TEST) == 1 else
+                 {**per_depth[dataset], "cost": per_depth["cost"]})
+                for depth, per_depth in results.items()
+            )
+            rows = report_rows(first_dataset)
+            device = device_name(next(detector.parameters()).device)
+            paths = write_report(rows, cfg.OUTPUT_DIR, device=device, dataset=dataset)
+            logger.info(
+                f"Evaluation of {len(depths)} depth settings on {dataset} (latency: median per "
+                f"image on {device}):\n{format_table(rows)}\nWritten: "
+                + ", ".join(paths.values())
+            )
+        return results
+
+    @classmethod
+    def test_at_depth(cls, cfg, model, depth, evaluators=None):
+        """DefaultTrainer.test on the bare detector switched to ``depth`` (restored after)."""
+        check_datasets_available(cfg.DATASETS.TEST)
+        detector = unwrap_detector(model)
+        with using_depth(detector, depth) as name:
+            logger.info("Evaluating at depth %s", name)
+            return super().test(cfg, detector, evaluators)

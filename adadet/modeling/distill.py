@@ -1,0 +1,108 @@
+"""Self-distillation losses of ADN training: the sub-net learns to match the super-net.
+
+``feature_kd_loss`` compares backbone (FPN) features; ``logits_kd_loss`` compares
+classification logits. The teacher side is always detached: the super-net is trained
+by its own task loss only, never pulled towards the student.
+"""
+from typing import Mapping, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["channel_kl_divergence", "feature_kd_loss", "logits_kd_loss"]
+
+
+def channel_kl_divergence(
+    student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """KL(teacher || student) between channel-softmax distributions, per position.
+
+    Args:
+        student, teacher: feature maps of the same shape (N, C, H, W).
+        temperature: T; both maps are divided by T before the softmax over C.
+
+    Returns:
+        the KL divergence averaged over the N*H*W positions, times T^2 (so the gradient
+        magnitude does not shrink as T grows, as in Hinton et al.'s distillation).
+        The teacher is detached.
+    """
+    if student.shape != teacher.shape:
+        raise ValueError(
+            f"Student and teacher features differ in shape: {tuple(student.shape)} vs "
+            f"{tuple(teacher.shape)}; distill features of the same backbone outputs."
+        )
+    if temperature <= 0:
+        raise ValueError(f"The distillation temperature must be > 0, got {temperature}.")
+    # float32 so that the softmax stays accurate under mixed precision.
+    log_p_student = F.log_softmax(student.float() / temperature, dim=1)
+    log_p_teacher = F.log_softmax(teacher.detach().float() / temperature, dim=1)
+    kl_per_position = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=1)
+    return kl_per_position.mean() * (temperature**2)
+
+
+def feature_kd_loss(
+    student_feats: Mapping[str, torch.Tensor],
+    teacher_feats: Mapping[str, torch.Tensor],
+    temperature: float = 1.0,
+    features: Optional[Sequence[str]] = None,
+) -> torch.Tensor:
+    """Feature distillation loss between two dicts of FPN outputs.
+
+    For each level: the KL divergence KL(teacher || student) between the softmax over
+    channels of ``features / T`` at every spatial position, averaged over positions and
+    images, times T^2 (see :func:`channel_kl_divergence`). The teacher is detached.
+
+    The loss is the **mean over levels** (not the sum), so that ``KD_WEIGHT`` keeps its
+    meaning whatever the number of levels distilled. It is 0 for equal features and > 0
+    otherwise.
+
+    Args:
+        student_feats, teacher_feats: level name -> (N, C, H, W) tensor.
+        temperature: softmax temperature T.
+        features: the levels to compare; default: every level of ``teacher_feats``.
+    """
+    names = list(features) if features is not None else list(teacher_feats.keys())
+    if not names:
+        raise ValueError("No feature levels to distill: give at least one, e.g. ['p2'].")
+    missing = [n for n in names if n not in student_feats or n not in teacher_feats]
+    if missing:
+        raise KeyError(
+            f"Distilled feature(s) {missing} are not backbone outputs (student has "
+            f"{sorted(student_feats)}, teacher has {sorted(teacher_feats)}); set "
+            "MODEL.ADN.DISTILL.FEATURES to names the backbone returns."
+        )
+    losses = [channel_kl_divergence(student_feats[n], teacher_feats[n], temperature) for n in names]
+    return torch.stack(losses).mean()
+
+
+def logits_kd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float = 1.0,
+    binary: bool = False,
+) -> torch.Tensor:
+    """KL(teacher || student) between class distributions, for aligned logits.
+
+    ``binary=False``: ``(..., K)`` logits, softmax over the last dimension (ROI class
+    scores). ``binary=True``: every element is one sigmoid logit (RPN objectness), i.e.
+    the distribution [sigmoid(x), 1 - sigmoid(x)]. Averaged over all positions, times
+    T^2; the teacher is detached. The logits must describe the same anchors/boxes in
+    both nets (e.g. RPN logits of the same image).
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"Student and teacher logits differ in shape: {tuple(student_logits.shape)} vs "
+            f"{tuple(teacher_logits.shape)}."
+        )
+    if temperature <= 0:
+        raise ValueError(f"The distillation temperature must be > 0, got {temperature}.")
+    student = student_logits.float() / temperature
+    teacher = teacher_logits.detach().float() / temperature
+    if binary:
+        # softmax([x, 0]) == [sigmoid(x), 1 - sigmoid(x)]
+        student = torch.stack([student, torch.zeros_like(student)], dim=-1)
+        teacher = torch.stack([teacher, torch.zeros_like(teacher)], dim=-1)
+    log_p_student = F.log_softmax(student, dim=-1)
+    log_p_teacher = F.log_softmax(teacher, dim=-1)
+    kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=-1)
+    return kl.mean() * (temperature**2)

@@ -1,0 +1,122 @@
+"""tools/train_net.py in subprocesses: a short training run, --resume, --eval-only, and the
+message for a missing COCO."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from detectron2.solver import build_lr_scheduler
+
+from adadet.engine import ADNTrainer
+from engine_tiny_data import HERE, read_metrics, tiny_cfg
+
+REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+RUNNER = os.path.join(HERE, "engine_run_train_net.py")
+TINY_CONFIG = os.path.join(HERE, "tiny_config.yaml")
+# warmup longer than the run, so each iteration has its own learning rate
+SCHEDULE = ["SOLVER.WARMUP_ITERS", "10", "SOLVER.CHECKPOINT_PERIOD", "1"]
+
+
+def _run(args, tiny_root=None, cwd=REPO, env_extra=None, timeout=300):
+    env = dict(os.environ, OMP_NUM_THREADS="2", **(env_extra or {}))
+    if tiny_root:
+        env["ADADET_TEST_TINY_ROOT"] = tiny_root
+    command = [sys.executable, RUNNER if tiny_root else os.path.join(REPO, "tools", "train_net.py")]
+    proc = subprocess.run(
+        command + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    return proc
+
+
+def _check(proc):
+    output = f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{output}"
+
+
+@pytest.fixture(scope="module")
+def first_run(tiny_dataset, tmp_path_factory):
+    """2 iterations with a checkpoint after each and an evaluation at the end."""
+    out = str(tmp_path_factory.mktemp("train_net"))
+    opts = ["OUTPUT_DIR", out, "SOLVER.MAX_ITER", "2", "TEST.EVAL_PERIOD", "2"] + SCHEDULE
+    _check(_run(["--config-file", TINY_CONFIG] + opts, tiny_root=tiny_dataset))
+    return out
+
+
+def test_train_net_writes_every_loss_term(first_run):
+    lines = read_metrics(first_run)
+    train_line = [m for m in lines if "total_loss" in m][-1]
+    assert train_line["iteration"] == 1
+    for key in ("total_loss", "loss_kd", "super/total_loss", "sub/total_loss", "lr"):
+        assert key in train_line
+    for term in ("loss_cls", "loss_box_reg", "loss_mask", "loss_rpn_cls", "loss_rpn_loc"):
+        assert f"super/{term}" in train_line and f"sub/{term}" in train_line
+    # the evaluation at the end (COCOEvaluator through pycocotools) was logged too
+    assert any("bbox/AP" in m for m in lines)
+    assert os.path.isfile(os.path.join(first_run, "inference", "coco_instances_results.json"))
+    for name in ("model_0000000.pth", "model_0000001.pth", "model_final.pth"):
+        assert os.path.isfile(os.path.join(first_run, name))
+
+
+def test_resume_restores_iteration_optimizer_and_scheduler(first_run, tiny_dataset):
+    saved = torch.load(os.path.join(first_run, "model_final.pth"), weights_only=False)
+    assert saved["iteration"] == 1
+
+    # What --resume loads, checked in-process: iteration, optimizer state, scheduler.
+    cfg = tiny_cfg(first_run)
+    cfg.merge_from_list(["SOLVER.MAX_ITER", "4"] + SCHEDULE)
+    trainer = ADNTrainer(cfg)
+    trainer.resume_or_load(resume=True)
+    assert trainer.start_iter == 2
+    assert trainer.scheduler.last_epoch == 2
+    loaded = trainer.optimizer.state_dict()["state"]
+    expected = saved["trainer"]["_trainer"]["optimizer"]["state"]
+    assert loaded.keys() == expected.keys() and len(loaded) > 0
+    for key in expected:
+        torch.testing.assert_close(loaded[key]["momentum_buffer"], expected[key]["momentum_buffer"])
+    del trainer
+
+    # The real thing: train_net.py --resume up to 4 iterations.
+    opts = ["OUTPUT_DIR", first_run, "SOLVER.MAX_ITER", "4"] + SCHEDULE
+    _check(_run(["--config-file", TINY_CONFIG, "--resume"] + opts, tiny_root=tiny_dataset))
+    final = torch.load(os.path.join(first_run, "model_final.pth"), weights_only=False)
+    assert final["iteration"] == 3
+    assert final["trainer"]["hooks"]["LRScheduler"]["last_epoch"] == 4
+    train_lines = [m for m in read_metrics(first_run) if "total_loss" in m]
+    assert [m["iteration"] for m in train_lines] == [1, 3]
+
+    # the learning rate of iteration 3 is the schedule's at 3, not at 1 (a fresh scheduler)
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    optimizer = torch.optim.SGD(params, lr=cfg.SOLVER.BASE_LR)
+    scheduler = build_lr_scheduler(cfg, optimizer)
+    lrs = []
+    for _ in range(4):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert train_lines[-1]["lr"] == pytest.approx(lrs[3]) and lrs[3] != pytest.approx(lrs[1])
+
+
+def test_eval_only(first_run, tiny_dataset):
+    weights = os.path.join(first_run, "model_0000001.pth")
+    out = os.path.join(first_run, "eval_only")
+    opts = ["MODEL.WEIGHTS", weights, "OUTPUT_DIR", out, "MODEL.ADN.DEPTH", "TTTT"]
+    proc = _run(["--config-file", TINY_CONFIG, "--eval-only"] + opts, tiny_root=tiny_dataset)
+    _check(proc)
+    log = proc.stdout + proc.stderr
+    assert "Evaluating at depth TTTT" in log
+    assert os.path.isfile(os.path.join(out, "inference", "coco_instances_results.json"))
+
+
+def test_missing_coco_says_where_it_was_looked_for(tmp_path):
+    missing = str(tmp_path / "no_datasets_here")
+    config = os.path.join(REPO, "configs", "mask_rcnn_ada_r50.yaml")
+    proc = _run(
+        ["--config-file", config, "OUTPUT_DIR", str(tmp_path / "out")],
+        cwd=str(tmp_path),
+        env_extra={"DETECTRON2_DATASETS": missing},
+    )
+    assert proc.returncode != 0
+    assert "FileNotFoundError" in proc.stderr
+    assert "coco_2017_train" in proc.stderr and missing in proc.stderr
+    assert "DETECTRON2_DATASETS" in proc.stderr

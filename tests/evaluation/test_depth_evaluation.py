@@ -1,0 +1,88 @@
+"""Per-depth evaluation through ADNTrainer.test: one entry per setting with box and mask
+metrics and cost, the report files, and the same detections after a checkpoint round trip."""
+import json
+import os
+
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+
+import adadet
+from adadet.checkpoint import ADNCheckpointer
+from adadet.engine import ADNTrainer
+from engine.engine_tiny_data import register_tiny, write_tiny_coco
+
+TINY_CONFIG = os.path.join(os.path.dirname(__file__), "..", "engine", "tiny_config.yaml")
+
+
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("tiny_coco"))
+    for split, count in (("train", 2), ("val", 2)):
+        write_tiny_coco(root, split, count)
+    register_tiny(root)
+    cfg = get_cfg()
+    adadet.add_adn_config(cfg)
+    cfg.merge_from_file(TINY_CONFIG)
+    cfg.TEST.ADN.DEPTHS = ["FFFF", "TTFF", "TTTT"]
+    return cfg
+
+
+def _evaluate(cfg, model, output_dir):
+    cfg = cfg.clone()
+    cfg.OUTPUT_DIR = str(output_dir)
+    return ADNTrainer.test(cfg, model)
+
+
+def test_every_setting_is_evaluated_with_metrics_cost_and_report(cfg, tmp_path):
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    adadet.set_depth(model, "TFFF")
+    results = _evaluate(cfg, model, tmp_path)
+    assert list(results) == ["FFFF", "TTFF", "TTTT"]
+    assert adadet.get_depth(model) == "TFFF"  # evaluation restores the model's depth
+    for per_depth in results.values():
+        for task in ("bbox", "segm"):
+            assert {"AP", "AP50", "AP75", "APs", "APm", "APl"} <= set(per_depth[task])
+        assert per_depth["cost"]["images"] == 2 and per_depth["cost"]["latency_ms"] > 0
+    gflops = [results[d]["cost"]["gflops"] for d in results]
+    params = [results[d]["cost"]["params_m"] for d in results]
+    assert gflops[0] > gflops[1] > gflops[2] and params[0] > params[1] > params[2]
+
+    report = json.loads((tmp_path / "depth_eval.json").read_text())
+    assert report["dataset"] == "adadet_test_tiny_val" and report["device"].startswith("cpu")
+    assert [row["depth"] for row in report["depths"]] == list(results)
+    for row in report["depths"]:
+        assert row["box_AP"] == results[row["depth"]]["bbox"]["AP"]
+        assert row["mask_AP75"] == results[row["depth"]]["segm"]["AP75"]
+        assert row["gflops"] == results[row["depth"]]["cost"]["gflops"]
+    csv_lines = (tmp_path / "depth_eval.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("depth,box_AP") and len(csv_lines) == 4
+    assert (tmp_path / "depth_eval_pareto.png").stat().st_size > 10_000
+
+
+def test_a_reloaded_checkpoint_gives_the_same_detections_at_every_depth(cfg, tmp_path):
+    torch.manual_seed(1)
+    model = build_model(cfg)
+    (tmp_path / "train").mkdir()
+    ADNCheckpointer(model, save_dir=str(tmp_path / "train")).save("model_final")
+    first = _evaluate(cfg, model, tmp_path / "first")
+    reloaded = build_model(cfg)
+    ADNCheckpointer(reloaded).load(str(tmp_path / "train" / "model_final.pth"))
+    second = _evaluate(cfg, reloaded, tmp_path / "second")
+    for depth in first:
+        detections = [
+            json.loads((tmp_path / run / "inference" / depth / "coco_instances_results.json").read_text())
+            for run in ("first", "second")
+        ]
+        assert detections[0] and detections[0] == detections[1]
+        assert json.dumps(first[depth]["bbox"]) == json.dumps(second[depth]["bbox"])  # NaN-safe
+        assert first[depth]["cost"]["gflops"] == second[depth]["cost"]["gflops"]
+
+
+def test_invalid_depth_list_is_refused_before_evaluating(cfg, tmp_path):
+    bad = cfg.clone()
+    bad.TEST.ADN.DEPTHS = ["FFFF", "super"]
+    with pytest.raises(ValueError, match="more than once"):
+        _evaluate(bad, build_model(cfg), tmp_path)

@@ -1,0 +1,75 @@
+#!/usr/bin/env python
+"""Train or evaluate an ADN detector (Detectron2's train_net, with ADN's trainer).
+
+Examples:
+    # the embedded demo, on CPU
+    tools/train_net.py --config-file configs/mask_rcnn_ada_r50_embedded_cpu.yaml
+    # COCO, 8 GPUs (COCO under $DETECTRON2_DATASETS/coco)
+    tools/train_net.py --config-file configs/mask_rcnn_ada_r50.yaml --num-gpus 8
+    # evaluate a trained model at the base-net depth
+    tools/train_net.py --config-file configs/mask_rcnn_ada_r50.yaml --eval-only \
+        MODEL.WEIGHTS output/model_final.pth MODEL.ADN.DEPTH TTTT
+"""
+import detectron2.utils.comm as comm
+from detectron2.config import get_cfg
+from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.evaluation import verify_results
+from detectron2.utils.logger import setup_logger
+
+import adadet  # noqa: F401  (registers the ADN backbones)
+import adadet.data  # noqa: F401  (registers the embedded adadet_shapes_* datasets)
+from adadet import add_adn_config
+from adadet.checkpoint import ADNCheckpointer
+from adadet.engine import ADNTrainer
+
+
+class Trainer(ADNTrainer):
+    """The trainer of this script; subclass hooks (build_evaluator, test) go here."""
+
+
+def setup(args):
+    """Config: Detectron2's defaults + adadet's keys, then the file, then command-line opts."""
+    cfg = get_cfg()
+    add_adn_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    default_setup(cfg, args)
+    # adadet's own messages (depth evaluated, ...) in the console and OUTPUT_DIR/log.txt
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="adadet")
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        ADNCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        res = Trainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, res)
+        return res
+
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def invoke_main() -> None:
+    args = default_argument_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
+
+
+if __name__ == "__main__":
+    invoke_main()
