@@ -86,3 +86,40 @@ def test_invalid_depth_list_is_refused_before_evaluating(cfg, tmp_path):
     bad.TEST.ADN.DEPTHS = ["FFFF", "super"]
     with pytest.raises(ValueError, match="more than once"):
         _evaluate(bad, build_model(cfg), tmp_path)
+
+
+def test_vit_adn_trains_with_self_distillation_and_is_evaluated_per_depth(cfg, tmp_path):
+    """The trainer's step, the per-depth evaluation and the cost counting are backbone-agnostic."""
+    from detectron2.data import build_detection_train_loader
+    from detectron2.utils.events import EventStorage
+
+    from adadet.engine import SelfDistillationModel
+    from adn_testing import set_cfg_keys
+
+    vit_cfg = set_cfg_keys(
+        cfg.clone(),
+        MODEL__BACKBONE__NAME="build_vit_adn_sfp_backbone",
+        MODEL__VIT_ADN__EMBED_DIM=32,
+        MODEL__VIT_ADN__NUM_BLOCKS=8,
+        MODEL__VIT_ADN__NUM_HEADS=2,
+        MODEL__VIT_ADN__PRETRAIN_IMG_SIZE=64,
+        MODEL__VIT_ADN__OUT_CHANNELS=32,
+        MODEL__FPN__OUT_CHANNELS=32,
+    )
+    torch.manual_seed(0)
+    detector = build_model(vit_cfg)
+    training = SelfDistillationModel.from_config(vit_cfg, detector).train()
+    batch = next(iter(build_detection_train_loader(vit_cfg)))
+    skip_norm = detector.backbone.bottom_up.blocks[0].norm1.norm_skip.weight
+    before = skip_norm.detach().clone()
+    optimizer = torch.optim.SGD(detector.parameters(), lr=0.1)
+    with EventStorage(0):
+        losses = training(batch, iteration=0)
+    assert losses["loss_kd"] > 0 and torch.isfinite(losses["total_loss"])
+    losses["total_loss"].backward()
+    optimizer.step()
+    assert not torch.equal(before, skip_norm)  # the sub-net pass trains the skip LayerNorms
+
+    results = _evaluate(vit_cfg.clone(), detector, tmp_path)
+    assert "bbox" in results["TTTT"] and "segm" in results["TTTT"]
+    assert results["TTTT"]["cost"]["gflops"] < results["TTFF"]["cost"]["gflops"] < results["FFFF"]["cost"]["gflops"]
