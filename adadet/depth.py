@@ -11,6 +11,7 @@ mandatory blocks use: no rebuild, no weight copy.
 """
 import contextlib
 import itertools
+import weakref
 from typing import Iterator, List, Sequence, Tuple, Union
 
 import torch.nn as nn
@@ -110,15 +111,29 @@ class AdaptiveDepthModule(nn.Module):
         raise NotImplementedError
 
 
+# model -> its adaptive-depth modules: found once, so that switching the depth of a whole
+# detector costs the same whatever its size (weak keys: no model is kept alive by this).
+_ADAPTIVE_MODULES: "weakref.WeakKeyDictionary[nn.Module, List[AdaptiveDepthModule]]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def adaptive_modules(model: nn.Module) -> List[AdaptiveDepthModule]:
-    """The adaptive-depth backbones inside ``model`` (unwrapping DistributedDataParallel)."""
+    """The adaptive-depth backbones inside ``model`` (unwrapping DistributedDataParallel).
+
+    Looked up once per model; a model whose backbone is replaced after its first depth
+    switch keeps the modules found then.
+    """
     model = getattr(model, "module", model)
-    found = [m for m in model.modules() if isinstance(m, AdaptiveDepthModule)]
-    if not found:
-        raise ValueError(
-            f"{type(model).__name__} has no adaptive-depth backbone: build it with an ADN "
-            "backbone (e.g. MODEL.BACKBONE.NAME: build_resnet_adn_fpn_backbone)."
-        )
+    found = _ADAPTIVE_MODULES.get(model)
+    if found is None:
+        found = [m for m in model.modules() if isinstance(m, AdaptiveDepthModule)]
+        if not found:
+            raise ValueError(
+                f"{type(model).__name__} has no adaptive-depth backbone: build it with an ADN "
+                "backbone (e.g. MODEL.BACKBONE.NAME: build_resnet_adn_fpn_backbone)."
+            )
+        _ADAPTIVE_MODULES[model] = found
     return found
 
 
