@@ -9,7 +9,7 @@ env:
 	@bash dev/setup_env.sh
 
 demo: env
-	$(PY) tools/train_net.py --config-file configs/mask_rcnn_ada_r50_embedded_cpu.yaml
+	$(PY) tools/train_net.py --config-file configs/mask_rcnn_ada_r18_embedded_cpu.yaml
 
 test: env
 	$(PY) -m pytest $(PYTEST_ARGS) tests
