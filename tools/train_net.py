@@ -45,7 +45,7 @@ def main(args):
 
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        ADNCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        ADNCheckpointer.from_config(cfg, model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         res = Trainer.test(cfg, model)

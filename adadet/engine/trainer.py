@@ -124,7 +124,9 @@ class ADNTrainer(DefaultTrainer):
 
         self.detector = detector
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = ADNCheckpointer(detector, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = ADNCheckpointer.from_config(
+            cfg, detector, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg

@@ -233,3 +233,7 @@ def test_trainer_leaves_the_model_at_the_configured_depth(tiny_dataset, tmp_path
     assert seen[:2] == ["FFFF", "TTTT"]  # the super-net, then the student
     assert len(seen) > 2 and set(seen[2:]) == {"TTFF"}  # the evaluation
     assert get_depth(trainer.detector) == "TTFF"
+    assert trainer.checkpointer.skip_norm_init == "copy"  # MODEL.ADN.SKIP_NORM_INIT reaches it
+    cfg.defrost()
+    cfg.MODEL.ADN.SKIP_NORM_INIT = "error"
+    assert ADNTrainer(cfg).checkpointer.skip_norm_init == "error"
