@@ -1,6 +1,7 @@
 """tools/train_net.py in subprocesses: a short training run, --resume, --eval-only, and the
 message for a missing COCO."""
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -112,7 +113,11 @@ def test_eval_only(first_run, tiny_dataset):
     _check(proc)
     log = proc.stdout + proc.stderr
     assert "Evaluating at depth TTTT" in log
-    assert _results_files(out)
+    assert len(_results_files(out)) == 5  # one per depth of TEST.ADN.DEPTHS
+    with open(os.path.join(out, "depth_eval.json")) as f:
+        report = json.load(f)
+    assert [row["depth"] for row in report["depths"]] == ["FFFF", "TFFF", "TTFF", "TTTF", "TTTT"]
+    assert "| TTTT" in log  # the table is printed
 
 
 def test_missing_coco_says_where_it_was_looked_for(tmp_path):
