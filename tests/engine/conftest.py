@@ -12,17 +12,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:  # the helpers below are also imported by subprocess scripts
     sys.path.insert(0, HERE)
 
-from engine_tiny_data import register_tiny, write_tiny_coco  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def tiny_dataset(tmp_path_factory):
-    """Registers adadet_test_tiny_train / _val (once per session); returns their folder."""
-    root = str(tmp_path_factory.mktemp("tiny_coco"))
-    for split, count in (("train", 6), ("val", 3)):
-        write_tiny_coco(root, split, count)
-    register_tiny(root)
-    return root
+# tiny_dataset (the adadet_test_tiny_* datasets) is a session fixture of tests/conftest.py.
 
 
 @pytest.fixture(autouse=True)

@@ -12,17 +12,12 @@ from detectron2.modeling import build_model
 import adadet
 from adadet.checkpoint import ADNCheckpointer
 from adadet.engine import ADNTrainer
-from engine.engine_tiny_data import register_tiny, write_tiny_coco
 
 TINY_CONFIG = os.path.join(os.path.dirname(__file__), "..", "engine", "tiny_config.yaml")
 
 
 @pytest.fixture(scope="module")
-def cfg(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("tiny_coco"))
-    for split, count in (("train", 2), ("val", 2)):
-        write_tiny_coco(root, split, count)
-    register_tiny(root)
+def cfg(tiny_dataset):
     cfg = get_cfg()
     adadet.add_adn_config(cfg)
     cfg.merge_from_file(TINY_CONFIG)
@@ -43,7 +38,7 @@ def test_every_setting_is_evaluated_with_metrics_cost_and_report(cfg, tmp_path):
     results = _evaluate(cfg, model, tmp_path)
     assert list(results) == ["FFFF", "TTFF", "TTTT"]
     assert adadet.get_depth(model) == "TFFF"  # evaluation restores the model's depth
-    num_val_images = len(DatasetCatalog.get(cfg.DATASETS.TEST[0]))  # registered once per session
+    num_val_images = len(DatasetCatalog.get(cfg.DATASETS.TEST[0]))
     for per_depth in results.values():
         for task in ("bbox", "segm"):
             assert {"AP", "AP50", "AP75", "APs", "APm", "APl"} <= set(per_depth[task])
