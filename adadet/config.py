@@ -1,4 +1,5 @@
-"""``add_adn_config``: the ``MODEL.ADN`` and ``TEST.ADN`` config keys of adadet."""
+"""``add_adn_config``: the ``MODEL.ADN``, ``MODEL.VIT_ADN``, ``SOLVER.OPTIMIZER`` and
+``TEST.ADN`` config keys of adadet."""
 from detectron2.config import CfgNode as CN
 
 
@@ -34,8 +35,15 @@ def add_adn_config(cfg) -> None:
     _C.MODEL.ADN.DISTILL.TEMPERATURE = 1.0
     # Backbone output features (FPN levels) distilled from the super-net to the sub-net.
     _C.MODEL.ADN.DISTILL.FEATURES = ["p2", "p3", "p4", "p5", "p6"]
-    # Weight of the KL divergence between the RPN/ROI classification logits of the sub-net
-    # and of the super-net (0 disables it).
+    # Weight of L_kd_logits, the distillation of classification logits from the super-net
+    # (detached) to the sub-net, added to the student's terms:
+    # loss = ALPHA * L_super + (1 - ALPHA) * (... + LOGITS_WEIGHT * L_kd_logits).
+    # L_kd_logits is the mean of (a) the KL divergence of the dense head's sigmoid logits
+    # (RPN objectness, or RetinaNet's per-class logits), per anchor, averaged over levels,
+    # and (b) R-CNN only: the KL divergence of the ROI class scores (softmax over K+1), the
+    # student's box head being run on the super-net's boxes. Both at TEMPERATURE, logged as
+    # loss_kd_logits. Unsupported heads (Cascade R-CNN, Res5ROIHeads) raise an error.
+    # 0 (the default) disables it: no hook, no extra computation.
     _C.MODEL.ADN.DISTILL.LOGITS_WEIGHT = 0.0
 
     # ViT-ADN (build_vit_adn_backbone, build_vit_adn_sfp_backbone): a plain ViT in 4 equal
@@ -84,9 +92,14 @@ def add_adn_config(cfg) -> None:
     _C.MODEL.VIT_ADN.SCALE_FACTORS = [4.0, 2.0, 1.0, 0.5]
     # Layer-wise learning-rate decay (ViTDet: 0.7 for ViT-B, 0.8 for ViT-L): block i of L
     # trains at LR x RATE^(L - i), patch and position embeddings at LR x RATE^(L + 1), the
-    # rest at LR. 1.0 = off. Read by vit_lr_decay_param_groups (the trainer must call it;
-    # Detectron2 v0.6's build_optimizer has no per-parameter LR factor).
+    # rest at LR. 1.0 = off. Applied by ADNTrainer's optimizer (build_adn_optimizer), with
+    # SGD or AdamW (SOLVER.OPTIMIZER).
     _C.MODEL.VIT_ADN.LR_DECAY_RATE = 1.0
+
+    # Optimizer of ADNTrainer: "SGD" (Detectron2's: SOLVER.MOMENTUM, NESTEROV) or "ADAMW"
+    # (ViTDet's, torch's default betas 0.9/0.999); both take SOLVER.BASE_LR, WEIGHT_DECAY,
+    # WEIGHT_DECAY_NORM, BIAS_LR_FACTOR, WEIGHT_DECAY_BIAS and CLIP_GRADIENTS.
+    _C.SOLVER.OPTIMIZER = "SGD"
 
     _C.TEST.ADN = CN()
     # Depth settings evaluated at TEST.EVAL_PERIOD, at the end of training and with

@@ -5,9 +5,19 @@
 1. the super-net ("FFFF") -> task losses ``L_super``, and its backbone features;
 2. a student sub-net (``MODEL.ADN.DISTILL.SUBNETS``) -> task losses ``L_sub_task`` and
    ``L_kd``, the feature KL divergence to the super-net's (detached) features;
+3. only with ``LOGITS_WEIGHT > 0``: ``L_kd_logits``, the KL divergence of the student's
+   classification logits to the super-net's (detached) ones, the mean of
 
-and returns every term plus ``total_loss =
-ALPHA * L_super + (1 - ALPHA) * (SUB_TASK_WEIGHT * L_sub_task + KD_WEIGHT * L_kd)``.
+   * the dense term: the RPN objectness logits (Faster/Mask R-CNN) or RetinaNet's
+     per-class logits, captured by forward hooks during both passes (the same images,
+     so the same anchors), as binary (sigmoid) distributions, averaged over levels;
+   * the ROI term (R-CNN): the two passes sample different proposals, so the student's
+     box branch (``box_pooler`` -> ``box_head`` -> ``box_predictor``) is run once more,
+     on the boxes the super-net's ``box_pooler`` received and the student's features,
+     and its class scores are compared with the super-net's (softmax over K+1 classes);
+
+and returns every term plus ``total_loss = ALPHA * L_super + (1 - ALPHA) *
+(SUB_TASK_WEIGHT * L_sub_task + KD_WEIGHT * L_kd + LOGITS_WEIGHT * L_kd_logits)``.
 
 Both passes live in ONE forward call because DistributedDataParallel allows one forward
 per backward, and only the two passes together use every parameter (skippable blocks
@@ -20,7 +30,7 @@ run in the super-net only, skip norms in the sub-net only), so DDP needs no
 import contextlib
 import logging
 import time
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -31,13 +41,17 @@ from detectron2.utils.events import get_event_storage
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from ..depth import adaptive_modules, expand_depth_list, normalize_depth, parse_depth, using_depth
-from ..modeling.distill import feature_kd_loss
+from ..modeling.distill import dense_logits_kd_loss, feature_kd_loss, logits_kd_loss
 
 __all__ = [
     "SelfDistillationModel",
     "ADNTrainStep",
     "ADNAMPTrainStep",
     "capture_backbone_features",
+    "capture_dense_logits",
+    "capture_roi_teacher",
+    "logits_distill_heads",
+    "roi_class_scores",
     "unwrap_detector",
     "write_loss_metrics",
 ]
@@ -47,6 +61,7 @@ logger = logging.getLogger(__name__)
 SUPER_PREFIX = "super/"
 SUB_PREFIX = "sub/"
 KD_KEY = "loss_kd"
+KD_LOGITS_KEY = "loss_kd_logits"
 TOTAL_KEY = "total_loss"
 
 
@@ -68,13 +83,131 @@ def capture_backbone_features(detector: nn.Module):
         handle.remove()
 
 
-def _single_call(calls: List[Dict[str, torch.Tensor]], depth: str) -> Dict[str, torch.Tensor]:
+def logits_distill_heads(detector: nn.Module) -> Tuple[Optional[nn.Module], Optional[nn.Module]]:
+    """``(dense_head, roi_heads)`` whose classification logits ``LOGITS_WEIGHT``
+    distills; either may be None, not both.
+
+    dense_head: ``proposal_generator.rpn_head`` of an :class:`RPN` (its output[0]: a list
+    per level of (N, A, H, W) objectness logits) or the ``head`` of a :class:`RetinaNet`
+    (output[0]: per level (N, A*K, H, W) class logits). roi_heads: a StandardROIHeads-like
+    module with one ``box_pooler``, ``box_head`` and a ``FastRCNNOutputLayers``
+    ``box_predictor`` (Detectron2 v0.6 and main).
+
+    Raises ValueError for what it cannot distill (Cascade R-CNN, Res5ROIHeads, other
+    proposal generators or meta-architectures).
+    """
+    from detectron2.modeling.meta_arch.retinanet import RetinaNet
+    from detectron2.modeling.proposal_generator.rpn import RPN
+    from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
+
+    fix = "set MODEL.ADN.DISTILL.LOGITS_WEIGHT to 0.0 (feature distillation still applies)"
+    name = type(detector).__name__
+    dense_head = None
+    proposal_generator = getattr(detector, "proposal_generator", None)
+    if isinstance(proposal_generator, RPN):
+        dense_head = proposal_generator.rpn_head
+    elif proposal_generator is not None:
+        raise ValueError(
+            f"MODEL.ADN.DISTILL.LOGITS_WEIGHT > 0 distills the logits of Detectron2's RPN; "
+            f"{name}'s proposal generator is a {type(proposal_generator).__name__}. "
+            f"Unsupported: {fix}."
+        )
+    elif isinstance(detector, RetinaNet):
+        dense_head = detector.head
+
+    roi_heads = getattr(detector, "roi_heads", None)
+    if roi_heads is not None:
+        predictor = getattr(roi_heads, "box_predictor", None)
+        box_head = getattr(roi_heads, "box_head", None)
+        if (
+            not isinstance(predictor, FastRCNNOutputLayers)
+            or not isinstance(box_head, nn.Module)
+            or isinstance(box_head, (nn.ModuleList, nn.ModuleDict))
+            or getattr(roi_heads, "box_pooler", None) is None
+            or not hasattr(roi_heads, "box_in_features")
+        ):
+            raise ValueError(
+                f"MODEL.ADN.DISTILL.LOGITS_WEIGHT > 0 distills ROI class scores of heads with "
+                f"one box_pooler, box_head and FastRCNNOutputLayers box_predictor "
+                f"(StandardROIHeads); {type(roi_heads).__name__} is not one (Cascade R-CNN "
+                f"has a box head and predictor per stage, Res5ROIHeads has no box_pooler). "
+                f"Unsupported: {fix}."
+            )
+    if dense_head is None and roi_heads is None:
+        raise ValueError(
+            f"MODEL.ADN.DISTILL.LOGITS_WEIGHT > 0 distills the classification logits of an "
+            f"RPN, ROI heads or a RetinaNet head; {name} has none of them. Unsupported: {fix}."
+        )
+    return dense_head, roi_heads
+
+
+@contextlib.contextmanager
+def capture_dense_logits(head: nn.Module):
+    """Record, while the block runs, the classification logits a dense head returns
+    (its output[0], a list of per-level tensors): a list with one entry per call. The
+    forward hook is removed on exit."""
+    calls: List[List[torch.Tensor]] = []
+    handle = head.register_forward_hook(
+        lambda module, inputs, output: calls.append(list(output[0]))
+    )
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
+@contextlib.contextmanager
+def capture_roi_teacher(roi_heads: nn.Module):
+    """Record, while the block runs, the boxes given to ``roi_heads.box_pooler`` (not the
+    mask or keypoint poolers) and the class scores ``roi_heads.box_predictor`` returns:
+    yields ``{"boxes": [...], "scores": [...]}``, one entry per call. Both forward hooks
+    are removed on exit."""
+    record: Dict[str, list] = {"boxes": [], "scores": []}
+
+    def on_pooler(module, args, kwargs, output):
+        box_lists = args[1] if len(args) > 1 else kwargs["box_lists"]
+        # proposals carry no gradient; detach anyway: they are the teacher's
+        record["boxes"].append([type(b)(b.tensor.detach()) for b in box_lists])
+
+    def on_predictor(module, inputs, output):
+        record["scores"].append(output[0])
+
+    handles = [roi_heads.box_pooler.register_forward_hook(on_pooler, with_kwargs=True)]
+    try:
+        handles.append(roi_heads.box_predictor.register_forward_hook(on_predictor))
+        yield record
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def roi_class_scores(
+    roi_heads: nn.Module, features: Mapping[str, torch.Tensor], boxes: Sequence
+) -> torch.Tensor:
+    """The class scores (R, K+1) of ``roi_heads``' box branch on given boxes, computed as
+    StandardROIHeads._forward_box does: box_pooler -> box_head -> box_predictor."""
+    features = [features[f] for f in roi_heads.box_in_features]
+    box_features = roi_heads.box_pooler(features, list(boxes))
+    box_features = roi_heads.box_head(box_features)
+    return roi_heads.box_predictor(box_features)[0]
+
+
+def _single_call(calls: list, depth: str, what: str = "The backbone"):
     if len(calls) != 1:
         raise RuntimeError(
-            f"The backbone ran {len(calls)} times in one training forward at depth {depth}; "
+            f"{what} ran {len(calls)} times in one training forward at depth {depth}; "
             "self-distillation expects one call per pass."
         )
     return calls[0]
+
+
+class _Pass(NamedTuple):
+    """What one pass of :meth:`SelfDistillationModel._run_pass` computed."""
+
+    losses: Dict[str, torch.Tensor]
+    features: Dict[str, torch.Tensor]
+    dense_logits: Optional[List[torch.Tensor]]  # with LOGITS_WEIGHT > 0 and a dense head
+    roi: Optional[Tuple[list, torch.Tensor]]  # (boxes per image, scores): teacher, ROI heads
 
 
 def unwrap_detector(model: nn.Module) -> nn.Module:
@@ -107,6 +240,7 @@ class SelfDistillationModel(nn.Module):
         kd_weight: float = 1.0,
         temperature: float = 1.0,
         features: Sequence[str] = ("p2", "p3", "p4", "p5", "p6"),
+        logits_weight: float = 0.0,
         seed: int = 0,
     ):
         super().__init__()
@@ -124,10 +258,15 @@ class SelfDistillationModel(nn.Module):
         self.kd_weight = float(kd_weight)
         self.temperature = float(temperature)
         self.features = list(features)
+        if logits_weight < 0:
+            raise ValueError(f"MODEL.ADN.DISTILL.LOGITS_WEIGHT must be >= 0, got {logits_weight}.")
+        self.logits_weight = float(logits_weight)
         self.seed = int(seed)
         self._calls = 0
         if self.distill:
             self._check_features()
+            if self.logits_weight > 0:
+                logits_distill_heads(detector)  # raises for what cannot be distilled
             if self.super_depth in self.subnets:
                 logger.warning(
                     "MODEL.ADN.DISTILL.SUBNETS contains the super-net %s: as a student it "
@@ -138,13 +277,6 @@ class SelfDistillationModel(nn.Module):
     @classmethod
     def from_config(cls, cfg, detector: nn.Module) -> "SelfDistillationModel":
         d = cfg.MODEL.ADN.DISTILL
-        if d.ENABLED and d.LOGITS_WEIGHT > 0:
-            raise NotImplementedError(
-                f"MODEL.ADN.DISTILL.LOGITS_WEIGHT = {d.LOGITS_WEIGHT}: distilling RPN/ROI "
-                "classification logits is not implemented yet (ROI logits of the two nets "
-                "describe different proposals). Set it to 0.0; features are distilled by "
-                "MODEL.ADN.DISTILL.FEATURES / KD_WEIGHT."
-            )
         return cls(
             detector,
             distill=d.ENABLED,
@@ -154,6 +286,7 @@ class SelfDistillationModel(nn.Module):
             kd_weight=d.KD_WEIGHT,
             temperature=d.TEMPERATURE,
             features=list(d.FEATURES),
+            logits_weight=d.LOGITS_WEIGHT,
             # The same on every rank (SEED < 0 means "random" in Detectron2, which would
             # let the ranks of a DDP run pick different sub-nets).
             seed=cfg.SEED if cfg.SEED >= 0 else 0,
@@ -202,30 +335,75 @@ class SelfDistillationModel(nn.Module):
             with using_depth(self.detector, self.super_depth):
                 return self.detector(batched_inputs)
 
-        super_losses, teacher_feats = self._run_pass(batched_inputs, self.super_depth, "super")
+        teacher = self._run_pass(batched_inputs, self.super_depth, "super", teacher=True)
         subnet = self.subnet_for_iteration(iteration)
-        sub_losses, student_feats = self._run_pass(batched_inputs, subnet, "sub")
+        student = self._run_pass(batched_inputs, subnet, "sub")
+        super_losses, sub_losses = teacher.losses, student.losses
 
-        loss_kd = feature_kd_loss(student_feats, teacher_feats, self.temperature, self.features)
-        total = self.alpha * sum(super_losses.values()) + (1.0 - self.alpha) * (
-            self.sub_task_weight * sum(sub_losses.values()) + self.kd_weight * loss_kd
+        loss_kd = feature_kd_loss(
+            student.features, teacher.features, self.temperature, self.features
         )
+        student_terms = self.sub_task_weight * sum(sub_losses.values()) + self.kd_weight * loss_kd
+        if self.logits_weight > 0:
+            loss_kd_logits = self._logits_kd_loss(teacher, student, subnet)
+            student_terms = student_terms + self.logits_weight * loss_kd_logits
+        total = self.alpha * sum(super_losses.values()) + (1.0 - self.alpha) * student_terms
         terms = {SUPER_PREFIX + k: v for k, v in super_losses.items()}
         terms.update({SUB_PREFIX + k: v for k, v in sub_losses.items()})
         terms[KD_KEY] = loss_kd
+        if self.logits_weight > 0:
+            terms[KD_LOGITS_KEY] = loss_kd_logits
         terms[TOTAL_KEY] = total
         return terms
 
-    def _run_pass(self, batched_inputs, depth: str, scope: str):
-        """The detector's losses at ``depth`` and the backbone features it computed. The
-        statistics the detector logs itself (rpn/num_pos_anchors, ...) go under ``scope/``
-        so the two passes do not overwrite each other."""
+    def _run_pass(self, batched_inputs, depth: str, scope: str, teacher: bool = False) -> _Pass:
+        """The detector's losses at ``depth`` and the backbone features it computed, and
+        with ``LOGITS_WEIGHT > 0`` its dense-head logits and (``teacher``) the boxes and
+        class scores of its ROI box branch. The statistics the detector logs itself
+        (rpn/num_pos_anchors, ...) go under ``scope/`` so the two passes do not overwrite
+        each other."""
         storage = get_event_storage()
-        with using_depth(self.detector, depth), capture_backbone_features(
-            self.detector
-        ) as calls, storage.name_scope(scope):
+        dense_head = roi_heads = None
+        if self.logits_weight > 0:
+            dense_head, roi_heads = logits_distill_heads(self.detector)
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(using_depth(self.detector, depth))
+            calls = stack.enter_context(capture_backbone_features(self.detector))
+            dense_calls = roi_record = None
+            if dense_head is not None:
+                dense_calls = stack.enter_context(capture_dense_logits(dense_head))
+            if teacher and roi_heads is not None:
+                roi_record = stack.enter_context(capture_roi_teacher(roi_heads))
+            stack.enter_context(storage.name_scope(scope))
             losses = self.detector(batched_inputs)
-        return losses, _single_call(calls, depth)
+        dense_logits = roi = None
+        if dense_calls is not None:
+            dense_logits = _single_call(dense_calls, depth, type(dense_head).__name__)
+        if roi_record is not None:
+            roi = (
+                _single_call(roi_record["boxes"], depth, "roi_heads.box_pooler"),
+                _single_call(roi_record["scores"], depth, "roi_heads.box_predictor"),
+            )
+        return _Pass(losses, _single_call(calls, depth), dense_logits, roi)
+
+    def _logits_kd_loss(self, teacher: _Pass, student: _Pass, subnet: str) -> torch.Tensor:
+        """``L_kd_logits``: the mean of the dense-head term and the ROI term (those the
+        detector has). The ROI term runs the student's box branch on the teacher's boxes."""
+        terms = []
+        if teacher.dense_logits is not None:
+            terms.append(
+                dense_logits_kd_loss(student.dense_logits, teacher.dense_logits, self.temperature)
+            )
+        if teacher.roi is not None:
+            boxes, teacher_scores = teacher.roi
+            roi_heads = self.detector.roi_heads
+            with using_depth(self.detector, subnet):
+                student_scores = roi_class_scores(roi_heads, student.features, boxes)
+            if teacher_scores.shape[0] == 0:  # no box at all: nothing to compare
+                terms.append(student_scores.float().sum() * 0.0)
+            else:
+                terms.append(logits_kd_loss(student_scores, teacher_scores, self.temperature))
+        return torch.stack(terms).mean()
 
 
 def write_loss_metrics(

@@ -1,15 +1,17 @@
 """Self-distillation losses of ADN training: the sub-net learns to match the super-net.
 
 ``feature_kd_loss`` compares backbone (FPN) features; ``logits_kd_loss`` compares
-classification logits. The teacher side is always detached: the super-net is trained
-by its own task loss only, never pulled towards the student.
+classification logits of the same boxes, ``dense_logits_kd_loss`` the per-level
+sigmoid logits of a dense head (RPN objectness, RetinaNet classes). The teacher side is
+always detached: the super-net is trained by its own task loss only, never pulled
+towards the student.
 """
-from typing import Mapping, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["channel_kl_divergence", "feature_kd_loss", "logits_kd_loss"]
+__all__ = ["channel_kl_divergence", "dense_logits_kd_loss", "feature_kd_loss", "logits_kd_loss"]
 
 
 def channel_kl_divergence(
@@ -106,3 +108,30 @@ def logits_kd_loss(
     log_p_teacher = F.log_softmax(teacher, dim=-1)
     kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=-1)
     return kl.mean() * (temperature**2)
+
+
+def dense_logits_kd_loss(
+    student_levels: Sequence[torch.Tensor],
+    teacher_levels: Sequence[torch.Tensor],
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Distillation loss of a dense head's classification logits, one tensor per level.
+
+    Every element is one sigmoid logit (RPN: (N, A, H, W) objectness; RetinaNet:
+    (N, A*K, H, W), one per anchor and class), compared with
+    :func:`logits_kd_loss` ``binary=True`` per level; the loss is the **mean over levels**.
+    Both lists must come from the same images (hence the same anchors). The teacher is
+    detached.
+    """
+    student_levels: List[torch.Tensor] = list(student_levels)
+    teacher_levels: List[torch.Tensor] = list(teacher_levels)
+    if not teacher_levels or len(student_levels) != len(teacher_levels):
+        raise ValueError(
+            f"Dense logits: the student has {len(student_levels)} level(s), the teacher "
+            f"{len(teacher_levels)}; both need the same, non-zero number of levels."
+        )
+    losses = [
+        logits_kd_loss(s, t, temperature, binary=True)
+        for s, t in zip(student_levels, teacher_levels)
+    ]
+    return torch.stack(losses).mean()

@@ -190,10 +190,6 @@ def test_subnet_sampling_is_seeded_per_iteration(bn_setup):
 def test_config_errors(bn_setup):
     cfg, detector, _ = bn_setup
     bad = cfg.clone()
-    bad.MODEL.ADN.DISTILL.LOGITS_WEIGHT = 0.5
-    with pytest.raises(NotImplementedError, match="LOGITS_WEIGHT"):
-        SelfDistillationModel.from_config(bad, detector)
-    bad = cfg.clone()
     bad.MODEL.ADN.DISTILL.FEATURES = ["p3", "p7"]
     with pytest.raises(ValueError, match="p7"):
         SelfDistillationModel.from_config(bad, detector)
