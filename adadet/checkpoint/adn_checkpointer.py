@@ -17,8 +17,11 @@
    backbone running). Head weights keep Detectron2's behaviour: an ImageNet checkpoint has
    none, and fine-tuning to other classes changes their shapes.
 4. Errors naming the file and the fix for missing, corrupt or unreadable files.
+5. Atomic saving: a checkpoint and ``last_checkpoint`` are written to temporaries and
+   renamed into place, so a run killed while saving keeps its previous checkpoint and a
+   ``last_checkpoint`` that names a complete file (``--resume`` starts from it).
 """
-
+import os
 from typing import Dict, List, Optional, Sequence, Tuple
 from urllib.parse import urlparse
 
@@ -49,6 +52,7 @@ from .key_mapping import (
 )
 from .reading import check_file_exists, read_error
 from .vit_keys import convert_vit_checkpoint, detect_vit_layout, model_vit_structure
+from .writing import atomic_write
 
 __all__ = ["ADNCheckpointer", "SKIP_NORM_INIT_POLICIES"]
 
@@ -108,6 +112,36 @@ class ADNCheckpointer(DetectionCheckpointer):
         adn = cfg.MODEL.get("ADN", None)
         kwargs.setdefault("skip_norm_init", adn.SKIP_NORM_INIT if adn else "copy")
         return cls(model, save_dir, **kwargs)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def save(self, name: str, **kwargs) -> None:
+        """fvcore's ``save`` (model, checkpointables and ``kwargs`` in ``name.pth``, then
+        ``last_checkpoint``), with both files written atomically on a local disk."""
+        if not self.save_dir or not self.save_to_disk:
+            return
+        if not os.path.isdir(self.save_dir):  # another storage (Detectron2's PathManager)
+            super().save(name, **kwargs)
+            return
+        data = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        save_file = os.path.join(self.save_dir, basename)
+        self.logger.info(f"Saving checkpoint to {save_file}")
+        atomic_write(save_file, lambda f: torch.save(data, f))
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        if not os.path.isdir(self.save_dir):
+            super().tag_last_checkpoint(last_filename_basename)
+            return
+        atomic_write(
+            os.path.join(self.save_dir, "last_checkpoint"),
+            lambda f: f.write(last_filename_basename),
+            binary=False,
+        )
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -10,7 +10,10 @@ Differences from ``DefaultTrainer`` (everything else, hooks included, is inherit
 * evaluation covers every depth setting of ``TEST.ADN.DEPTHS`` (COCOEvaluator, with
   pycocotools when detectron2 has no compiled ops), with cost and latency per setting;
 * the datasets are checked before a loader is built, with a message naming where
-  Detectron2 looked for them.
+  Detectron2 looked for them;
+* a diverged run (a non-finite loss term: FloatingPointError naming the term and the
+  iteration) stops without the end-of-training checkpoint and evaluation, so the last
+  good checkpoint stays the one ``--resume`` starts from.
 """
 import logging
 import os
@@ -19,7 +22,7 @@ from collections import OrderedDict
 from typing import Iterable
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model
+from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model, hooks
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -130,6 +133,7 @@ class ADNTrainer(DefaultTrainer):
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
+        self.diverged = False
         self.register_hooks(self.build_hooks())
 
     @classmethod
@@ -142,6 +146,30 @@ class ADNTrainer(DefaultTrainer):
         finally:
             # The step switches depths with context managers; this makes sure of it.
             set_depth(self.detector, self.cfg.MODEL.ADN.DEPTH)
+
+    def run_step(self):
+        try:
+            super().run_step()
+        except FloatingPointError:
+            self.diverged = True
+            raise
+
+    def after_train(self):
+        if not self.diverged:
+            return super().after_train()
+        # Detectron2's hooks would save the weights as "model_final" (with the failed
+        # iteration, so --resume would think training done) and evaluate them; the other
+        # hooks (writers, timer) still close properly.
+        logger.error(
+            "Training diverged at iteration %d: no final checkpoint or evaluation. Resume "
+            "from the last good checkpoint (--resume) after the cause is fixed, e.g. with a "
+            "lower SOLVER.BASE_LR or SOLVER.CLIP_GRADIENTS.",
+            self.iter,
+        )
+        self.storage.iter = self.iter
+        for hook in self._hooks:
+            if not isinstance(hook, (hooks.PeriodicCheckpointer, hooks.EvalHook)):
+                hook.after_train()
 
     # Detectron2 v0.6's DefaultTrainer saves only the iteration and hooks (scheduler);
     # adding the step's state (optimizer, grad scaler) makes --resume exact on v0.6 too.
@@ -178,6 +206,9 @@ class ADNTrainer(DefaultTrainer):
         detector = unwrap_detector(model)
         num_stages = adaptive_modules(detector)[0].num_adaptive_stages
         depths = expand_depth_list(list(cfg.TEST.ADN.DEPTHS), num_stages)
+        if not cfg.DATASETS.TEST:  # Detectron2 evaluates after the last iteration anyway
+            logger.info("DATASETS.TEST is empty: no evaluation.")
+            return {}
         check_datasets_available(cfg.DATASETS.TEST)
         dataset = cfg.DATASETS.TEST[0]
 

@@ -66,12 +66,17 @@ def write_tiny_coco(root: str, split: str, count: int, seed: int = 0):
     return json_file, image_root
 
 
+#: split -> number of images. "pair" is one batch of the tiny config: every iteration on it
+#: sees the same two images (in some order), so runs can be compared step for step.
+TINY_SPLITS = {"train": 6, "val": 3, "pair": 2}
+
+
 def register_tiny(root: str) -> None:
-    """Register adadet_test_tiny_train / _val written under ``root`` (if not yet)."""
+    """Register adadet_test_tiny_{train,val,pair} written under ``root`` (if not yet)."""
     from detectron2.data import DatasetCatalog
     from detectron2.data.datasets import register_coco_instances
 
-    for split in ("train", "val"):
+    for split in TINY_SPLITS:
         name = f"adadet_test_tiny_{split}"
         if name not in DatasetCatalog.list():
             register_coco_instances(

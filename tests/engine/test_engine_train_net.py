@@ -3,32 +3,17 @@ message for a missing COCO."""
 import glob
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 from detectron2.solver import build_lr_scheduler
 
 from adadet.engine import ADNTrainer
-from engine_tiny_data import HERE, read_metrics, tiny_cfg
+from engine_tiny_data import read_metrics, tiny_cfg
+from engine_train_net_runs import REPO, TINY_CONFIG, check_exit, run_train_net
 
-REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
-RUNNER = os.path.join(HERE, "engine_run_train_net.py")
-TINY_CONFIG = os.path.join(HERE, "tiny_config.yaml")
 # warmup longer than the run, so each iteration has its own learning rate
 SCHEDULE = ["SOLVER.WARMUP_ITERS", "10", "SOLVER.CHECKPOINT_PERIOD", "1"]
-
-
-def _run(args, tiny_root=None, cwd=REPO, env_extra=None, timeout=300):
-    env = dict(os.environ, OMP_NUM_THREADS="2", **(env_extra or {}))
-    if tiny_root:
-        env["ADADET_TEST_TINY_ROOT"] = tiny_root
-    command = [sys.executable, RUNNER if tiny_root else os.path.join(REPO, "tools", "train_net.py")]
-    proc = subprocess.run(
-        command + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
-    return proc
 
 
 def _results_files(output_dir):
@@ -37,17 +22,12 @@ def _results_files(output_dir):
     return glob.glob(pattern, recursive=True)
 
 
-def _check(proc):
-    output = f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{output}"
-
-
 @pytest.fixture(scope="module")
 def first_run(tiny_dataset, tmp_path_factory):
     """2 iterations with a checkpoint after each and an evaluation at the end."""
     out = str(tmp_path_factory.mktemp("train_net"))
     opts = ["OUTPUT_DIR", out, "SOLVER.MAX_ITER", "2", "TEST.EVAL_PERIOD", "2"] + SCHEDULE
-    _check(_run(["--config-file", TINY_CONFIG] + opts, tiny_root=tiny_dataset))
+    check_exit(run_train_net(["--config-file", TINY_CONFIG] + opts, tiny_root=tiny_dataset))
     return out
 
 
@@ -86,7 +66,7 @@ def test_resume_restores_iteration_optimizer_and_scheduler(first_run, tiny_datas
 
     # The real thing: train_net.py --resume up to 4 iterations.
     opts = ["OUTPUT_DIR", first_run, "SOLVER.MAX_ITER", "4"] + SCHEDULE
-    _check(_run(["--config-file", TINY_CONFIG, "--resume"] + opts, tiny_root=tiny_dataset))
+    check_exit(run_train_net(["--config-file", TINY_CONFIG, "--resume"] + opts, tiny_root=tiny_dataset))
     final = torch.load(os.path.join(first_run, "model_final.pth"), weights_only=False)
     assert final["iteration"] == 3
     assert final["trainer"]["hooks"]["LRScheduler"]["last_epoch"] == 4
@@ -109,8 +89,8 @@ def test_eval_only(first_run, tiny_dataset):
     weights = os.path.join(first_run, "model_0000001.pth")
     out = os.path.join(first_run, "eval_only")
     opts = ["MODEL.WEIGHTS", weights, "OUTPUT_DIR", out, "MODEL.ADN.DEPTH", "TTTT"]
-    proc = _run(["--config-file", TINY_CONFIG, "--eval-only"] + opts, tiny_root=tiny_dataset)
-    _check(proc)
+    proc = run_train_net(["--config-file", TINY_CONFIG, "--eval-only"] + opts, tiny_root=tiny_dataset)
+    check_exit(proc)
     log = proc.stdout + proc.stderr
     assert "Evaluating at depth TTTT" in log
     assert len(_results_files(out)) == 5  # one per depth of TEST.ADN.DEPTHS
@@ -123,7 +103,7 @@ def test_eval_only(first_run, tiny_dataset):
 def test_missing_coco_says_where_it_was_looked_for(tmp_path):
     missing = str(tmp_path / "no_datasets_here")
     config = os.path.join(REPO, "configs", "mask_rcnn_ada_r50.yaml")
-    proc = _run(
+    proc = run_train_net(
         ["--config-file", config, "OUTPUT_DIR", str(tmp_path / "out")],
         cwd=str(tmp_path),
         env_extra={"DETECTRON2_DATASETS": missing},
