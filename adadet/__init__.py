@@ -1,6 +1,8 @@
 """adadet: Adaptive Depth Networks (ADN) for Detectron2.
 
-``import adadet`` registers the ADN backbones in Detectron2's ``BACKBONE_REGISTRY``.
+``import adadet`` registers the ADN backbones in Detectron2's ``BACKBONE_REGISTRY`` and the
+LayerNorm ROI heads (``FastRCNNConvFCHeadLN``, ``MaskRCNNConvUpsampleHeadLN``) in its
+``ROI_BOX_HEAD_REGISTRY`` / ``ROI_MASK_HEAD_REGISTRY``.
 """
 from .config import add_adn_config
 from .depth import (
@@ -14,6 +16,8 @@ from .depth import (
     using_depth,
 )
 from .modeling import (
+    FastRCNNConvFCHeadLN,
+    MaskRCNNConvUpsampleHeadLN,
     ResNetADN,
     ViTADN,
     build_resnet_adn_backbone,

@@ -1,4 +1,5 @@
-"""Training ADN detectors: the self-distillation step and the Detectron2 trainer."""
+"""Training ADN detectors: the self-distillation step, the optimizer and the Detectron2
+trainer."""
 from .distill_step import (
     ADNAMPTrainStep,
     ADNTrainStep,
@@ -7,6 +8,7 @@ from .distill_step import (
     unwrap_detector,
     write_loss_metrics,
 )
+from .optimizer import adn_optimizer_param_groups, build_adn_optimizer
 from .trainer import ADNTrainer, check_datasets_available, ddp_kwargs
 
 __all__ = [
@@ -14,6 +16,8 @@ __all__ = [
     "ADNTrainStep",
     "ADNAMPTrainStep",
     "SelfDistillationModel",
+    "adn_optimizer_param_groups",
+    "build_adn_optimizer",
     "capture_backbone_features",
     "check_datasets_available",
     "ddp_kwargs",

@@ -1,1 +1,2 @@
 from .backbone import *  # noqa: F401,F403  (registers the ADN backbones)
+from .roi_heads import FastRCNNConvFCHeadLN, MaskRCNNConvUpsampleHeadLN  # registers the LN heads

@@ -1,5 +1,6 @@
 """ViT-ADN: block groups, depth settings, switchable LayerNorms, position embeddings,
-windowed attention, the simple feature pyramid, weight conversion, costs, Mask R-CNN.
+windowed attention, the simple feature pyramid, weight conversion, costs, Mask R-CNN with
+LayerNorm ROI heads, RetinaNet.
 
 Most tests use a tiny ViT (embed 64, 12 blocks, 4 heads, 64 px pretraining grid of 4x4
 patches) on 64x96 images; the converter tests use torchvision's real ViT-B/16 layout.
@@ -16,7 +17,9 @@ import torchvision
 from torchvision.models.vision_transformer import EncoderBlock
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.layers import ShapeSpec
+from detectron2.layers import batch_norm as d2_norms
 from detectron2.modeling import build_backbone, build_model
+from detectron2.modeling.roi_heads import build_box_head, build_mask_head
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
@@ -34,6 +37,7 @@ from adadet.checkpoint.vit_keys import (
     load_vit_state_dict,
 )
 from adadet.depth import all_depths, parse_depth
+from adadet.engine import build_adn_optimizer
 from adadet.evaluation import backbone_cost
 from adadet.layers.switchable_layernorm import ChannelLayerNorm, SwitchableLayerNorm
 from adadet.modeling.backbone.vit_adn import (
@@ -45,10 +49,9 @@ from adadet.modeling.backbone.vit_adn import (
     interpolate_pos_embed,
     mandatory_block_indexes,
     vit_layerwise_lr_decay,
-    vit_lr_decay_param_groups,
 )
 
-from adn_testing import make_adn_cfg, set_cfg_keys
+from adn_testing import make_adn_cfg, make_project_cfg, set_cfg_keys, synthetic_batch
 
 ROOT = Path(__file__).resolve().parents[2]
 INPUT = ShapeSpec(channels=3)
@@ -530,14 +533,6 @@ def test_layerwise_lr_decay():
     assert multipliers[vit + "final_norm.weight"] == 1.0
     assert multipliers["backbone.levels.p2.lateral.weight"] == 1.0
     assert multipliers["roi_heads.box_predictor.cls_score.weight"] == 1.0
-    groups = vit_lr_decay_param_groups(model, base_lr=1e-4, weight_decay=0.1, decay_rate=rate)
-    by_param = {id(p): g for g in groups for p in g["params"]}
-    assert by_param[id(model.backbone.bottom_up.pos_embed)]["weight_decay"] == 0.0
-    assert by_param[id(model.backbone.bottom_up.blocks[2].norm1.weight)]["weight_decay"] == 0.0
-    block0 = by_param[id(model.backbone.bottom_up.blocks[0].attn.qkv.weight)]
-    assert block0["weight_decay"] == 0.1 and block0["lr"] == pytest.approx(1e-4 * rate ** 12)
-    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
-    torch.optim.AdamW(groups, lr=1e-4)  # usable as is
 
 
 def test_channel_layernorm_normalises_over_channels():
@@ -547,3 +542,129 @@ def test_channel_layernorm_normalises_over_channels():
     channels_last = torch.nn.functional.layer_norm(x.permute(0, 2, 3, 1), (6,), eps=1e-6)
     reference = channels_last.permute(0, 3, 1, 2)
     torch.testing.assert_close(y, reference, rtol=1e-4, atol=1e-5)
+
+
+# -- LayerNorm ROI heads ---------------------------------------------------------------------
+
+
+def _head_cfg(norm):
+    return tiny_cfg(
+        config_file="mask_rcnn_ada_vit_b.yaml",
+        MODEL__ROI_HEADS__NUM_CLASSES=3,
+        MODEL__ROI_BOX_HEAD__NORM=norm,
+        MODEL__ROI_BOX_HEAD__CONV_DIM=32,
+        MODEL__ROI_BOX_HEAD__FC_DIM=64,
+        MODEL__ROI_MASK_HEAD__NORM=norm,
+        MODEL__ROI_MASK_HEAD__CONV_DIM=32,
+    )
+
+
+@pytest.mark.parametrize(
+    "norm, norm_type", [("LN", ChannelLayerNorm), ("GN", torch.nn.GroupNorm), ("", type(None))]
+)
+def test_ln_roi_heads_build_and_train_and_pass_other_norms_to_detectron2(norm, norm_type):
+    torch.manual_seed(0)
+    cfg = _head_cfg(norm)
+    box_head = build_box_head(cfg, ShapeSpec(channels=32, height=7, width=7))
+    mask_head = build_mask_head(cfg, ShapeSpec(channels=32, height=14, width=14))
+    assert type(box_head).__name__ == "FastRCNNConvFCHeadLN"
+    assert type(mask_head).__name__ == "MaskRCNNConvUpsampleHeadLN"
+    for head in (box_head, mask_head):
+        assert len(head.conv_norm_relus) == 4
+        for conv in head.conv_norm_relus:
+            assert type(conv.norm) is norm_type
+            assert (conv.bias is None) == bool(norm)  # Detectron2: no conv bias before a norm
+    assert box_head.output_shape.channels == 64
+    box_head(torch.randn(5, 32, 7, 7)).sum().backward()
+    mask_head.layers(torch.randn(5, 32, 14, 14)).sum().backward()  # (5, 3, 28, 28) logits
+    for head in (box_head, mask_head):
+        first = head.conv_norm_relus[0]
+        assert first.weight.grad.abs().sum() > 0
+        if norm:
+            assert first.norm.weight.grad.abs().sum() > 0
+
+
+def test_ln_heads_are_detectron2s_heads_with_its_layernorm():
+    """Where Detectron2 has "LN" (main), its stock heads and adadet's are the same network:
+    same keys, same outputs. Where it has none (v0.6), the stock heads refuse "LN"."""
+    torch.manual_seed(0)
+    cfg = _head_cfg("LN")
+    shape = ShapeSpec(channels=32, height=7, width=7)
+    ours = build_box_head(cfg, shape)
+    cfg.MODEL.ROI_BOX_HEAD.NAME = "FastRCNNConvFCHead"
+    if not hasattr(d2_norms, "LayerNorm"):
+        with pytest.raises(KeyError, match="LN"):
+            build_box_head(cfg, shape)
+        return
+    stock = build_box_head(cfg, shape)
+    assert type(stock.conv1.norm) is d2_norms.LayerNorm
+    stock.load_state_dict(ours.state_dict())  # strict: the same parameter names
+    x = torch.randn(4, 32, 7, 7)
+    torch.testing.assert_close(ours(x), stock(x))
+    reference = d2_norms.LayerNorm(32)
+    reference.load_state_dict(ours.conv1.norm.state_dict())
+    assert reference.eps == ours.conv1.norm.eps
+    x = torch.randn(2, 32, 5, 6) * 3 + 1
+    torch.testing.assert_close(ours.conv1.norm(x), reference(x))
+
+
+def test_vit_b_mask_rcnn_config_builds_with_ln_heads_and_adamw():
+    cfg = make_project_cfg("mask_rcnn_ada_vit_b.yaml")  # the full ViT-B, random init
+    model = build_model(cfg)
+    heads = (model.roi_heads.box_head, model.roi_heads.mask_head)
+    for head in heads:
+        norms = [conv.norm for conv in head.conv_norm_relus]
+        assert len(norms) == 4 and all(type(n) is ChannelLayerNorm for n in norms)
+        assert all(n.weight.numel() == 256 for n in norms)
+    assert len(model.roi_heads.box_head.fcs) == 1
+    optimizer = build_adn_optimizer(cfg, model)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    lrs = {group["lr"] for group in optimizer.param_groups}
+    assert max(lrs) == cfg.SOLVER.BASE_LR
+    assert min(lrs) == pytest.approx(cfg.SOLVER.BASE_LR * 0.7 ** 13)
+
+
+# -- RetinaNet -------------------------------------------------------------------------------
+
+
+def test_retinanet_trains_a_step_and_infers_at_every_depth():
+    torch.manual_seed(0)
+    cfg = tiny_cfg(
+        "build_retinanet_vit_adn_sfp_backbone",
+        config_file="retinanet_ada_vit_b.yaml",  # SCALE_FACTORS [2.0, 1.0, 0.5]
+        MODEL__RETINANET__NUM_CLASSES=3,
+        TEST__DETECTIONS_PER_IMAGE=10,
+    )
+    model = build_model(cfg)
+    assert type(model).__name__ == "RetinaNet"
+    assert list(model.backbone.output_shape()) == ["p3", "p4", "p5", "p6", "p7"]
+    assert cfg.MODEL.ADN.DISTILL.FEATURES == ["p3", "p4", "p5", "p6", "p7"]
+    optimizer = build_adn_optimizer(cfg, model)  # AdamW, layer-wise decay 0.7
+    batch = synthetic_batch(num_images=2, height=128, width=160)
+    with EventStorage(0):
+        losses = model(batch)
+    assert set(losses) == {"loss_cls", "loss_box_reg"}
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    vit = model.backbone.bottom_up
+    watched = [vit.blocks[0].attn.qkv.weight, model.head.cls_score.weight]
+    before = [p.detach().clone() for p in watched]
+    optimizer.step()
+    assert all(not torch.equal(b, p) for b, p in zip(before, watched))
+
+    model.eval()
+    scores = set()
+    record = model.backbone.register_forward_hook(
+        lambda module, inputs, features: scores.add(
+            round(float(sum(f.abs().mean() for f in features.values())), 5)
+        )
+    )
+    with torch.no_grad():
+        for setting in all_depths():
+            adadet.set_depth(model, setting)
+            (output,) = model([{"image": batch[0]["image"], "height": 128, "width": 160}])
+            assert output["instances"].image_size == (128, 160)
+            assert len(output["instances"]) <= 10
+    record.remove()
+    assert len(scores) == 16  # 16 different sub-networks, one set of weights

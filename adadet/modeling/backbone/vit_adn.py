@@ -45,7 +45,6 @@ __all__ = [
     "ViTADN",
     "build_vit_adn_backbone",
     "vit_layerwise_lr_decay",
-    "vit_lr_decay_param_groups",
 ]
 
 #: The standard sizes: (embed dim, blocks, heads), patch 16, MLP ratio 4.
@@ -470,39 +469,3 @@ def vit_layerwise_lr_decay(model: nn.Module, decay_rate: float) -> Dict[str, flo
             multipliers[name] = float(decay_rate) ** (top - layer)
             break
     return multipliers
-
-
-def vit_lr_decay_param_groups(
-    model: nn.Module,
-    base_lr: float,
-    weight_decay: float,
-    decay_rate: float,
-    weight_decay_norm: float = 0.0,
-) -> List[dict]:
-    """Optimizer parameter groups with layer-wise LR decay, e.g. for
-    ``torch.optim.AdamW(groups, lr=base_lr)``: each group's ``lr`` is ``base_lr`` times
-    :func:`vit_layerwise_lr_decay`'s multiplier; norms, biases and position embeddings use
-    ``weight_decay_norm`` (ViTDet's choice: 0), other weights ``weight_decay``."""
-    from detectron2.solver.build import reduce_param_groups  # in v0.6 and current main
-
-    multipliers = vit_layerwise_lr_decay(model, decay_rate)
-    no_decay = set()
-    for module in model.modules():
-        is_norm = isinstance(
-            module, (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
-        ) or type(module).__name__.endswith("LayerNorm")
-        for name, param in module.named_parameters(recurse=False):
-            if is_norm or name == "bias" or name == "pos_embed":
-                no_decay.add(id(param))
-    groups = []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        groups.append(
-            {
-                "params": [param],
-                "lr": base_lr * multipliers[name],
-                "weight_decay": weight_decay_norm if id(param) in no_decay else weight_decay,
-            }
-        )
-    return reduce_param_groups(groups)
