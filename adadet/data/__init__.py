@@ -1,4 +1,4 @@
-"""Data for adadet: the embedded data sets and checked COCO loading.
+"""Data for adadet: the embedded data sets, checked COCO loading and image reading.
 
 Importing this package registers ``adadet_shapes_train``, ``adadet_shapes_val`` and
 ``adadet_photos`` in Detectron2's catalogs (as ``detectron2.data.datasets`` does for its
@@ -16,14 +16,22 @@ from .embedded import (
     prepare_shapes_dataset,
     register_embedded_datasets,
 )
+from .mapper import CheckedDatasetMapper
 from .synthesis import SHAPE_CLASSES
-from .validation import DatasetError, DatasetWarning, check_coco_dict, load_checked_coco_json
+from .validation import (
+    DatasetError,
+    DatasetWarning,
+    check_coco_dict,
+    load_checked_coco_json,
+    register_checked_coco_instances,
+)
 
 __all__ = [
     "PHOTOS",
     "SHAPES_TRAIN",
     "SHAPES_VAL",
     "SHAPE_CLASSES",
+    "CheckedDatasetMapper",
     "DatasetError",
     "DatasetWarning",
     "SplitFiles",
@@ -33,6 +41,7 @@ __all__ = [
     "prepare_embedded_datasets",
     "prepare_photos_dataset",
     "prepare_shapes_dataset",
+    "register_checked_coco_instances",
     "register_embedded_datasets",
 ]
 

@@ -1,7 +1,8 @@
 """Checking a COCO instances file before Detectron2 loads it, with errors that say what to fix.
 
-``load_checked_coco_json`` is a drop-in for Detectron2's ``load_coco_json`` that first
-reads the file itself and checks, without decoding any image:
+``load_checked_coco_json`` is a drop-in for Detectron2's ``load_coco_json`` (and
+``register_checked_coco_instances`` for its ``register_coco_instances``) that first reads
+the file itself and checks, without decoding any image:
 
 Errors (``DatasetError``, a ``ValueError``), raised for problems that make the whole
 file unusable or that would silently train on the wrong data:
@@ -299,3 +300,18 @@ def load_checked_coco_json(
                 del ann["id"]
         record["annotations"] = kept
     return dicts
+
+
+def register_checked_coco_instances(
+    name: str, metadata: dict, json_file: str, image_root: str
+) -> None:
+    """Detectron2's ``register_coco_instances``, loading through
+    :func:`load_checked_coco_json`: a broken annotation file fails when the data set is
+    first loaded, with the problem and the fix, and bad annotations are dropped by id."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    json_file, image_root = os.fspath(json_file), os.fspath(image_root)
+    DatasetCatalog.register(name, lambda: load_checked_coco_json(json_file, image_root, name))
+    MetadataCatalog.get(name).set(
+        json_file=json_file, image_root=image_root, evaluator_type="coco", **metadata
+    )

@@ -4,13 +4,16 @@ Differences from ``DefaultTrainer`` (everything else, hooks included, is inherit
 
 * the DDP-wrapped module is a :class:`SelfDistillationModel` around the detector, and the
   step is :class:`ADNTrainStep` / :class:`ADNAMPTrainStep` (see ``distill_step``);
+* the optimizer is :func:`build_adn_optimizer` (Detectron2's, plus ViT-ADN's layer-wise
+  LR decay and AdamW);
 * checkpoints hold the bare detector (ADNCheckpointer), plus the optimizer, grad scaler
   and scheduler state, so ``--resume`` restores all of them (also on detectron2 v0.6,
   whose DefaultTrainer does not save the optimizer);
 * evaluation covers every depth setting of ``TEST.ADN.DEPTHS`` (COCOEvaluator, with
   pycocotools when detectron2 has no compiled ops), with cost and latency per setting;
 * the datasets are checked before a loader is built, with a message naming where
-  Detectron2 looked for them;
+  Detectron2 looked for them, and an image that cannot be read is named with the fix
+  (CheckedDatasetMapper);
 * a diverged run (a non-finite loss term: FloatingPointError naming the term and the
   iteration) stops without the end-of-training checkpoint and evaluation, so the last
   good checkpoint stays the one ``--resume`` starts from.
@@ -21,17 +24,24 @@ import weakref
 from collections import OrderedDict
 from typing import Iterable
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import (
+    DatasetCatalog,
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+)
 from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model, hooks
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import ADNCheckpointer
+from ..data import CheckedDatasetMapper
 from ..depth import adaptive_modules, expand_depth_list, set_depth, using_depth
 from ..env import has_compiled_ops
 from ..evaluation import device_name, evaluate_depths, format_table, report_rows, write_report
 from .distill_step import ADNAMPTrainStep, ADNTrainStep, SelfDistillationModel, unwrap_detector
+from .optimizer import build_adn_optimizer
 
 __all__ = ["ADNTrainer", "check_datasets_available", "ddp_kwargs"]
 
@@ -182,6 +192,22 @@ class ADNTrainer(DefaultTrainer):
         TrainerBase.load_state_dict(self, state_dict)
         if "_trainer" in state_dict:
             self._trainer.load_state_dict(state_dict["_trainer"])
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        """Detectron2's optimizer, plus ViT-ADN's layer-wise LR decay
+        (MODEL.VIT_ADN.LR_DECAY_RATE) and AdamW (SOLVER.OPTIMIZER): build_adn_optimizer."""
+        return build_adn_optimizer(cfg, model)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=CheckedDatasetMapper(cfg, True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(
+            cfg, dataset_name, mapper=CheckedDatasetMapper(cfg, False)
+        )
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
