@@ -410,21 +410,22 @@ def write_loss_metrics(
     loss_dict: Mapping[str, torch.Tensor], total: torch.Tensor, data_time: float
 ) -> None:
     """Detectron2's ``SimpleTrainer.write_metrics`` for weighted terms: gathers the terms
-    of all ranks, logs their means to the EventStorage (so to metrics.json / TensorBoard),
-    plus ``total_loss`` (what was back-propagated) and, for prefixed terms,
-    ``super/total_loss`` / ``sub/total_loss`` (unweighted sums of each pass's task losses).
+    of all ranks (on every rank), logs their means to the EventStorage (so to
+    metrics.json / TensorBoard), plus ``total_loss`` (what was back-propagated) and, for
+    prefixed terms, ``super/total_loss`` / ``sub/total_loss`` (unweighted sums of each
+    pass's task losses).
 
-    Raises FloatingPointError naming the non-finite terms and the iteration.
+    Raises FloatingPointError naming the non-finite terms and the iteration, on every rank.
     """
     metrics = {k: v.detach().cpu().item() for k, v in loss_dict.items()}
     metrics[TOTAL_KEY] = total.detach().cpu().item()
     metrics["data_time"] = data_time
-    all_metrics = comm.gather(metrics)
-    if not comm.is_main_process():
-        return
+    # Every rank gets every rank's terms, so all of them stop on a non-finite loss (with
+    # Detectron2's gather only the main process would, leaving the others waiting).
+    all_metrics = comm.all_gather(metrics)
     storage = get_event_storage()
     # The slowest rank's data time is the latency the loader caused.
-    storage.put_scalar("data_time", np.max([m.pop("data_time") for m in all_metrics]))
+    data_time = np.max([m.pop("data_time") for m in all_metrics])
     metrics = {k: float(np.mean([m[k] for m in all_metrics])) for k in all_metrics[0]}
     if not np.isfinite(metrics[TOTAL_KEY]):
         bad = sorted(k for k, v in metrics.items() if not np.isfinite(v) and k != TOTAL_KEY)
@@ -432,6 +433,9 @@ def write_loss_metrics(
             f"Loss became infinite or NaN at iteration={storage.iter}: non-finite term(s) "
             f"{bad or [TOTAL_KEY]}.\nloss_dict = {metrics}"
         )
+    if not comm.is_main_process():
+        return
+    storage.put_scalar("data_time", data_time)
     for prefix in (SUPER_PREFIX, SUB_PREFIX):
         task_terms = [v for k, v in metrics.items() if k.startswith(prefix)]
         if task_terms:
