@@ -4,7 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?= -q
 
-.PHONY: env demo test
+BENCH_ARGS ?=
+
+.PHONY: env demo test bench
 env:
 	@bash dev/setup_env.sh
 
@@ -13,3 +15,8 @@ demo: env
 
 test: env
 	$(PY) -m pytest $(PYTEST_ARGS) tests
+
+# benchmarks/run.py: latency per depth, overhead against stock Detectron2, switching cost,
+# distillation iteration cost (about 8 minutes on 2 CPU cores)
+bench: env
+	$(PY) benchmarks/run.py $(BENCH_ARGS)

@@ -20,10 +20,8 @@ import os
 import pickle
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from adadet.checkpoint.errors import CheckpointError, CheckpointFormatError  # noqa: E402
-from adadet.checkpoint.key_mapping import (  # noqa: E402
+from adadet.checkpoint.errors import CheckpointError, CheckpointFormatError
+from adadet.checkpoint.key_mapping import (
     ADN,
     TORCHVISION,
     convert_torchvision_state_dict,
@@ -32,8 +30,8 @@ from adadet.checkpoint.key_mapping import (  # noqa: E402
     resnet_structure,
     unwrap_state_dict,
 )
-from adadet.checkpoint.reading import read_torch_file  # noqa: E402
-from adadet.checkpoint.weights_config import torchvision_config_yaml  # noqa: E402
+from adadet.checkpoint.reading import read_torch_file
+from adadet.checkpoint.weights_config import torchvision_config_yaml
 
 
 def convert(input_path: str, output_path: str, *, trust: bool = False) -> None:

@@ -21,12 +21,10 @@ import os
 import pickle
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from adadet.checkpoint.errors import CheckpointError, CheckpointFormatError  # noqa: E402
-from adadet.checkpoint.key_mapping import unwrap_state_dict  # noqa: E402
-from adadet.checkpoint.reading import read_torch_file  # noqa: E402
-from adadet.checkpoint.vit_keys import (  # noqa: E402
+from adadet.checkpoint.errors import CheckpointError, CheckpointFormatError
+from adadet.checkpoint.key_mapping import unwrap_state_dict
+from adadet.checkpoint.reading import read_torch_file
+from adadet.checkpoint.vit_keys import (
     ADN_VIT,
     ViTStructure,
     convert_vit_checkpoint,
