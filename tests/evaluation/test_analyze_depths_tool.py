@@ -42,3 +42,21 @@ def test_table_output_and_bad_depth(capsys):
     assert "| depth" in table and "TTFF" in table and "backbone GFLOPs (224x224)" in table
     with pytest.raises(ValueError, match="Invalid depth setting 'TTF'"):
         tool.main(args[:2] + ["--depths", "TTF"] + args[2:])
+
+
+def test_vit_config_table_shows_the_base_net_saving(capsys):
+    """ViT-ADN (a small ViT-S-like width): the base-net keeps 8 of 12 blocks, so the
+    backbone's FLOPs and parameters fall by about a third from FFFF to TTTT."""
+    _tool().main([
+        "--config-file", str(ROOT / "configs" / "mask_rcnn_ada_vit_b.yaml"),
+        "--depths", "FFFF", "TTFF", "TTTT", "--input-size", "64", "64", "--json",
+        "MODEL.VIT_ADN.EMBED_DIM", "96", "MODEL.VIT_ADN.NUM_HEADS", "3",
+        "MODEL.VIT_ADN.WINDOW_SIZE", "2", "MODEL.VIT_ADN.OUT_CHANNELS", "32",
+        "MODEL.WEIGHTS", "",
+    ])
+    rows = json.loads(capsys.readouterr().out)
+    full, half, base = rows
+    assert base["flops"] < half["flops"] < full["flops"]
+    assert base["detector_flops"] < full["detector_flops"]
+    block_params = (full["params"] - base["params"]) / 4  # 4 skipped blocks
+    assert block_params == pytest.approx(12 * 96 * 96 + 13 * 96, rel=0.01)  # qkv, proj, mlp

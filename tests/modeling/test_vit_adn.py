@@ -492,22 +492,31 @@ def test_mask_rcnn_loads_converted_weights_trains_and_infers_at_every_depth(tmp_
     optimizer.step()
     assert not torch.equal(before, vit.blocks[0].attn.qkv.weight)
 
+    outputs = _infer_at_every_depth(model, batch[0]["image"], 64, 80)
+    for setting, output in outputs.items():
+        assert output["instances"].image_size == (64, 80)
+        assert output["instances"].has("pred_masks")
+
+
+def _infer_at_every_depth(model, image, height, width):
+    """Inference at each of the 16 depth settings: {setting: output}. Checks that the
+    backbone's features differ at every setting (16 sub-networks, one set of weights)."""
     model.eval()
-    scores = set()
+    signatures = set()
     record = model.backbone.register_forward_hook(
-        lambda module, inputs, features: scores.add(
+        lambda module, inputs, features: signatures.add(
             round(float(sum(f.abs().mean() for f in features.values())), 5)
         )
     )
+    outputs = {}
     with torch.no_grad():
         for setting in all_depths():
             adadet.set_depth(model, setting)
-            assert vit.depth == setting
-            (output,) = model([{"image": batch[0]["image"], "height": 64, "width": 80}])
-            assert output["instances"].image_size == (64, 80)
-            assert output["instances"].has("pred_masks")
+            assert model.backbone.bottom_up.depth == setting
+            (outputs[setting],) = model([{"image": image, "height": height, "width": width}])
     record.remove()
-    assert len(scores) == 16  # 16 different sub-networks, one set of weights
+    assert len(signatures) == 16
+    return outputs
 
 
 def _with_tiny_skip_norms(state_dict):
@@ -653,18 +662,7 @@ def test_retinanet_trains_a_step_and_infers_at_every_depth():
     optimizer.step()
     assert all(not torch.equal(b, p) for b, p in zip(before, watched))
 
-    model.eval()
-    scores = set()
-    record = model.backbone.register_forward_hook(
-        lambda module, inputs, features: scores.add(
-            round(float(sum(f.abs().mean() for f in features.values())), 5)
-        )
-    )
-    with torch.no_grad():
-        for setting in all_depths():
-            adadet.set_depth(model, setting)
-            (output,) = model([{"image": batch[0]["image"], "height": 128, "width": 160}])
-            assert output["instances"].image_size == (128, 160)
-            assert len(output["instances"]) <= 10
-    record.remove()
-    assert len(scores) == 16  # 16 different sub-networks, one set of weights
+    outputs = _infer_at_every_depth(model, batch[0]["image"], 128, 160)
+    for setting, output in outputs.items():
+        assert output["instances"].image_size == (128, 160)
+        assert len(output["instances"]) <= 10
