@@ -57,6 +57,6 @@ def test_vit_config_table_shows_the_base_net_saving(capsys):
     rows = json.loads(capsys.readouterr().out)
     full, half, base = rows
     assert base["flops"] < half["flops"] < full["flops"]
-    assert base["detector_flops"] < full["detector_flops"]
+    # (the detector's FLOPs also follow the number of random-weight detections: not compared)
     block_params = (full["params"] - base["params"]) / 4  # 4 skipped blocks
     assert block_params == pytest.approx(12 * 96 * 96 + 13 * 96, rel=0.01)  # qkv, proj, mlp
