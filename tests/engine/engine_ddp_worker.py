@@ -14,6 +14,7 @@ images:
 """
 import contextlib
 import datetime
+import gc
 import os
 
 import torch
@@ -78,6 +79,7 @@ def process_group(rank, world_size, init_file):
     try:
         yield
     finally:
+        gc.collect()  # DDP models (reference cycles) go before the group they use
         dist.destroy_process_group()
 
 
@@ -116,3 +118,6 @@ def non_finite_worker(rank, world_size, init_file, tiny_root, out_dir):
             outcome = f"{type(e).__name__}: {e}"
         with open(os.path.join(out_dir, f"rank{rank}.txt"), "w") as f:
             f.write(outcome)
+        # DDP's reducer must go before its process group (else, at times, an abort at exit)
+        del step, model, wrapper, poison
+        dist.barrier()
