@@ -72,3 +72,15 @@ def synthetic_batch(num_images=2, height=128, width=160, num_classes=3, seed=0):
         instances.gt_masks = PolygonMasks(polygons)
         batch.append({"image": image, "instances": instances, "height": height, "width": width})
     return batch
+
+
+def detectron2_zoo_config(relative_path: str) -> str:
+    """A config file of Detectron2's model zoo, found next to the installed package
+    (``detectron2.model_zoo.get_config_file`` needs ``pkg_resources``, which
+    setuptools >= 81 no longer has)."""
+    import detectron2
+
+    path = Path(detectron2.__file__).resolve().parent / "model_zoo" / "configs" / relative_path
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is not in the installed detectron2")
+    return str(path)

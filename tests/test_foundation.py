@@ -12,6 +12,7 @@ from detectron2.utils.events import EventStorage
 
 import adadet
 from adadet.env import collect_env_info, detectron2_mode
+from adn_testing import detectron2_zoo_config
 
 COMPAT = detectron2_mode() == "compat"
 needs_compat = pytest.mark.skipif(not COMPAT, reason="detectron2 has its compiled ops here")
@@ -44,13 +45,8 @@ def test_environment_report_names_detectron2_torch_and_device():
 
 def _stock_mask_rcnn_cfg():
     """Detectron2's own Mask R-CNN R50-FPN config, from its installed model zoo."""
-    from pathlib import Path
-
-    import detectron2
-
-    config_dir = Path(detectron2.__file__).parent / "model_zoo" / "configs"
     cfg = get_cfg()
-    cfg.merge_from_file(str(config_dir / "COCO-InstanceSegmentation" / "mask_rcnn_R_50_FPN_1x.yaml"))
+    cfg.merge_from_file(detectron2_zoo_config("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"))
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.RESNETS.NORM = "BN"  # random init: frozen statistics of 0/1 would blow up

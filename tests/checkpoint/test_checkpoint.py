@@ -16,7 +16,6 @@ import re
 import pytest
 import torch
 import torchvision
-from detectron2 import model_zoo
 from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone, build_model
@@ -34,7 +33,7 @@ from adadet.checkpoint import (
     torchvision_config_mismatches,
 )
 
-from adn_testing import make_adn_cfg
+from adn_testing import detectron2_zoo_config, make_adn_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONVERTER = os.path.join(REPO, "tools", "convert_adn_weights.py")
@@ -159,7 +158,7 @@ def detector(
 ):
     cfg = get_cfg()
     adadet.add_adn_config(cfg)
-    cfg.merge_from_file(model_zoo.get_config_file(config))
+    cfg.merge_from_file(detectron2_zoo_config(config))
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.ADN.DEPTH = depth
     cfg.MODEL.BACKBONE.NAME = backbone
