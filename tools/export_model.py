@@ -124,12 +124,9 @@ def main(argv=None) -> int:
 
     if args.export_method == "scripting":
         try:
-            script_model(model)
+            script_model(model)  # always refuses, with the reason
         except ExportError as e:
             print(f"[export_model] {e}", file=sys.stderr)
-            return 2
-        print("[export_model] scripting succeeded, but a scripted ADN model keeps every depth "
-              "setting's blocks; nothing was written. Use --export-method tracing.", file=sys.stderr)
         return 2
 
     image_path = sample_image_path(cfg, args.sample_image)

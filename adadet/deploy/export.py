@@ -343,38 +343,24 @@ def export_torchscript(
 def script_model(model: nn.Module):
     """Scripting is not available for ADN models; raises :class:`ExportError` saying why.
 
-    Two reasons. On detectron2 v0.6, ``detectron2.export`` (``scripting_with_instances``)
-    cannot be imported: it imports caffe2, which torch no longer has. On any version,
     TorchScript cannot compile the ADN backbone: its depth switch is a plain Python object
     shared by a stage and its switchable-norm convs, and those convs call
-    ``super().forward()``. And a scripted model would keep every block of all 16
-    settings, when the point of this export is the fixed sub-net that tracing gives.
-    """
-    try:
-        from detectron2.export import scripting_with_instances
-    except Exception as e:  # ImportError, or caffe2's missing modules on v0.6
-        raise ExportError(
-            "--export-method scripting is not available: this detectron2 cannot import "
-            f"detectron2.export.scripting_with_instances ({type(e).__name__}: {e}); "
-            "detectron2 v0.6's export package imports caffe2, which torch no longer ships. "
-            "Use --export-method tracing, which also gives what a deployment at one depth "
-            "needs: a graph with only that setting's blocks."
-        ) from None
-    from detectron2.structures import Boxes
+    ``super().forward()``. A scripted model would also keep every block of all 16
+    settings, when the point of this export is the fixed sub-net that tracing gives. (On
+    detectron2 v0.6, ``detectron2.export`` cannot even be imported: it imports caffe2.)
 
-    fields = {"proposal_boxes": Boxes, "objectness_logits": torch.Tensor, "pred_boxes": Boxes,
-              "scores": torch.Tensor, "pred_classes": torch.Tensor, "pred_masks": torch.Tensor}
-    try:
-        return scripting_with_instances(model, fields)
-    except Exception as e:
-        first_line = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
-        raise ExportError(
-            "TorchScript cannot script the ADN model: the backbone's depth switch is a Python "
-            "object (SkipSwitch) shared by each stage and its switchable-norm convs, which call "
-            "super().forward(); TorchScript compiles neither. A scripted model would also keep "
-            "the blocks of all 16 depth settings instead of one fixed sub-net. Use "
-            f"--export-method tracing. (TorchScript said: {first_line})"
-        ) from None
+    Scripting is not even attempted: on detectron2 main, a failed
+    ``scripting_with_instances`` call changed the later predictions of the same model
+    object (found by the deployment tests).
+    """
+    raise ExportError(
+        f"--export-method scripting is not available for {type(model).__name__} with an "
+        "ADN backbone: the backbone's depth switch is a Python object (SkipSwitch) shared by "
+        "each stage and its switchable-norm convs, which call super().forward(); TorchScript "
+        "compiles neither. A scripted model would also keep the blocks of all 16 depth "
+        "settings instead of one fixed sub-net. Use --export-method tracing, which gives a "
+        "graph with only the chosen setting's blocks."
+    )
 
 
 # --------------------------------------------------------------------------- ONNX
