@@ -28,17 +28,25 @@ def channel_kl_divergence(
         magnitude does not shrink as T grows, as in Hinton et al.'s distillation).
         The teacher is detached.
     """
+    return _softmax_kl(student, teacher, temperature, dim=1, what="features")
+
+
+def _softmax_kl(
+    student: torch.Tensor, teacher: torch.Tensor, temperature: float, dim: int, what: str
+) -> torch.Tensor:
+    """KL(softmax(teacher / T) || softmax(student / T)) over ``dim``, averaged over every
+    other position, times T^2; the teacher detached, computed in float32 (accurate under
+    mixed precision)."""
     if student.shape != teacher.shape:
         raise ValueError(
-            f"Student and teacher features differ in shape: {tuple(student.shape)} vs "
-            f"{tuple(teacher.shape)}; distill features of the same backbone outputs."
+            f"Student and teacher {what} differ in shape: {tuple(student.shape)} vs "
+            f"{tuple(teacher.shape)}; distill {what} of the same outputs."
         )
     if temperature <= 0:
         raise ValueError(f"The distillation temperature must be > 0, got {temperature}.")
-    # float32 so that the softmax stays accurate under mixed precision.
-    log_p_student = F.log_softmax(student.float() / temperature, dim=1)
-    log_p_teacher = F.log_softmax(teacher.detach().float() / temperature, dim=1)
-    kl_per_position = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=1)
+    log_p_student = F.log_softmax(student.float() / temperature, dim=dim)
+    log_p_teacher = F.log_softmax(teacher.detach().float() / temperature, dim=dim)
+    kl_per_position = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=dim)
     return kl_per_position.mean() * (temperature**2)
 
 
@@ -91,23 +99,11 @@ def logits_kd_loss(
     T^2; the teacher is detached. The logits must describe the same anchors/boxes in
     both nets (e.g. RPN logits of the same image).
     """
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(
-            f"Student and teacher logits differ in shape: {tuple(student_logits.shape)} vs "
-            f"{tuple(teacher_logits.shape)}."
-        )
-    if temperature <= 0:
-        raise ValueError(f"The distillation temperature must be > 0, got {temperature}.")
-    student = student_logits.float() / temperature
-    teacher = teacher_logits.detach().float() / temperature
     if binary:
         # softmax([x, 0]) == [sigmoid(x), 1 - sigmoid(x)]
-        student = torch.stack([student, torch.zeros_like(student)], dim=-1)
-        teacher = torch.stack([teacher, torch.zeros_like(teacher)], dim=-1)
-    log_p_student = F.log_softmax(student, dim=-1)
-    log_p_teacher = F.log_softmax(teacher, dim=-1)
-    kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=-1)
-    return kl.mean() * (temperature**2)
+        student_logits = torch.stack([student_logits, torch.zeros_like(student_logits)], dim=-1)
+        teacher_logits = torch.stack([teacher_logits, torch.zeros_like(teacher_logits)], dim=-1)
+    return _softmax_kl(student_logits, teacher_logits, temperature, dim=-1, what="logits")
 
 
 def dense_logits_kd_loss(
