@@ -266,7 +266,9 @@ class SelfDistillationModel(nn.Module):
         if self.distill:
             self._check_features()
             if self.logits_weight > 0:
-                logits_distill_heads(detector)  # raises for what cannot be distilled
+                # found once (raises for what cannot be distilled); a tuple, so that
+                # nn.Module does not register the heads a second time
+                self._logits_heads = logits_distill_heads(detector)
             if self.super_depth in self.subnets:
                 logger.warning(
                     "MODEL.ADN.DISTILL.SUBNETS contains the super-net %s: as a student it "
@@ -345,7 +347,7 @@ class SelfDistillationModel(nn.Module):
         )
         student_terms = self.sub_task_weight * sum(sub_losses.values()) + self.kd_weight * loss_kd
         if self.logits_weight > 0:
-            loss_kd_logits = self._logits_kd_loss(teacher, student, subnet)
+            loss_kd_logits = self._logits_kd_loss(teacher, student)
             student_terms = student_terms + self.logits_weight * loss_kd_logits
         total = self.alpha * sum(super_losses.values()) + (1.0 - self.alpha) * student_terms
         terms = {SUPER_PREFIX + k: v for k, v in super_losses.items()}
@@ -365,7 +367,7 @@ class SelfDistillationModel(nn.Module):
         storage = get_event_storage()
         dense_head = roi_heads = None
         if self.logits_weight > 0:
-            dense_head, roi_heads = logits_distill_heads(self.detector)
+            dense_head, roi_heads = self._logits_heads
         with contextlib.ExitStack() as stack:
             stack.enter_context(using_depth(self.detector, depth))
             calls = stack.enter_context(capture_backbone_features(self.detector))
@@ -386,7 +388,7 @@ class SelfDistillationModel(nn.Module):
             )
         return _Pass(losses, _single_call(calls, depth), dense_logits, roi)
 
-    def _logits_kd_loss(self, teacher: _Pass, student: _Pass, subnet: str) -> torch.Tensor:
+    def _logits_kd_loss(self, teacher: _Pass, student: _Pass) -> torch.Tensor:
         """``L_kd_logits``: the mean of the dense-head term and the ROI term (those the
         detector has). The ROI term runs the student's box branch on the teacher's boxes."""
         terms = []
@@ -396,9 +398,8 @@ class SelfDistillationModel(nn.Module):
             )
         if teacher.roi is not None:
             boxes, teacher_scores = teacher.roi
-            roi_heads = self.detector.roi_heads
-            with using_depth(self.detector, subnet):
-                student_scores = roi_class_scores(roi_heads, student.features, boxes)
+            _, roi_heads = self._logits_heads
+            student_scores = roi_class_scores(roi_heads, student.features, boxes)
             if teacher_scores.shape[0] == 0:  # no box at all: nothing to compare
                 terms.append(student_scores.float().sum() * 0.0)
             else:
