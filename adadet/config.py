@@ -28,13 +28,30 @@ def add_adn_config(cfg) -> None:
     # Several: one is sampled per iteration.
     _C.MODEL.ADN.DISTILL.SUBNETS = ["TTTT"]
     # loss = ALPHA * L_super + (1 - ALPHA) * (SUB_TASK_WEIGHT * L_sub_task + KD_WEIGHT * L_kd)
+    # ALPHA in [0, 1]; the authors' code uses 0.5 (ImageNet and RetinaNet).
     _C.MODEL.ADN.DISTILL.ALPHA = 0.5
+    # Weight (>= 0) of the student's own task losses. The authors' ImageNet training gives
+    # the base-net no label loss (0.0); their RetinaNet-ADN keeps its detection loss (1.0).
     _C.MODEL.ADN.DISTILL.SUB_TASK_WEIGHT = 1.0
+    # Weight (>= 0) of L_kd, the feature distillation below (0 turns it off).
     _C.MODEL.ADN.DISTILL.KD_WEIGHT = 1.0
-    # Temperature of the channel softmax in the feature KL divergence.
+    # Temperature (> 0) of the channel softmax in the KL divergences (the authors: 1.0).
     _C.MODEL.ADN.DISTILL.TEMPERATURE = 1.0
-    # Backbone output features (FPN levels) distilled from the super-net to the sub-net.
+    # Feature maps distilled from the super-net (detached) to the sub-net, KL(super || sub)
+    # of their channel softmaxes, averaged over the maps named. Any of: the backbone's
+    # outputs (FPN levels "p2".."p6", RetinaNet "p3".."p7"; the gradient then also flows
+    # through the FPN, shared with the super-net) and the bottom-up stage outputs
+    # ("res2".."res5" of ResNet-ADN, "group1".."group4" of ViT-ADN: where the skippable
+    # sub-paths act). The authors' ImageNet code distills the stage outputs (optionally);
+    # their RetinaNet-ADN distills FPN/head features.
     _C.MODEL.ADN.DISTILL.FEATURES = ["p2", "p3", "p4", "p5", "p6"]
+    # "none": one channel distribution per position of each map; "global": one per image,
+    # of the globally average-pooled map (the authors' ImageNet distillation of stages).
+    _C.MODEL.ADN.DISTILL.POOLING = "none"
+    # "mean": the KL averaged over positions and images; "batchmean": summed over the
+    # positions of each image, averaged over images (torch KLDivLoss(reduction="batchmean"),
+    # the authors' choice). Equal for POOLING "global".
+    _C.MODEL.ADN.DISTILL.REDUCTION = "mean"
     # Weight of L_kd_logits, the distillation of classification logits from the super-net
     # (detached) to the sub-net, added to the student's terms:
     # loss = ALPHA * L_super + (1 - ALPHA) * (... + LOGITS_WEIGHT * L_kd_logits).

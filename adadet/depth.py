@@ -12,7 +12,7 @@ mandatory blocks use: no rebuild, no weight copy.
 import contextlib
 import itertools
 import weakref
-from typing import Iterator, List, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Sequence, Tuple, Union
 
 import torch.nn as nn
 
@@ -85,10 +85,17 @@ def expand_depth_list(settings: Union[str, Sequence[str]], num_stages: int = 4) 
 class AdaptiveDepthModule(nn.Module):
     """Interface of a backbone whose stages can skip their skippable sub-paths.
 
-    Subclasses define ``num_adaptive_stages`` and ``_apply_skip_flags(flags)``.
+    Subclasses define ``num_adaptive_stages``, ``_apply_skip_flags(flags)`` and
+    ``stage_outputs()``.
     """
 
     num_adaptive_stages: int = 4
+
+    def stage_outputs(self) -> "Dict[str, nn.Module]":
+        """Stage name -> the module whose forward output is that stage's output, an
+        (N, C, H, W) map, at any depth (what self-distillation can name in
+        ``MODEL.ADN.DISTILL.FEATURES``, besides the backbone's outputs)."""
+        raise NotImplementedError
 
     @property
     def depth(self) -> str:

@@ -4,7 +4,9 @@
 
 1. the super-net ("FFFF") -> task losses ``L_super``, and its backbone features;
 2. a student sub-net (``MODEL.ADN.DISTILL.SUBNETS``) -> task losses ``L_sub_task`` and
-   ``L_kd``, the feature KL divergence to the super-net's (detached) features;
+   ``L_kd``, the KL divergence of its feature maps (``MODEL.ADN.DISTILL.FEATURES``: FPN
+   levels and/or bottom-up stage outputs, per position or pooled) to the super-net's
+   (detached) ones;
 3. only with ``LOGITS_WEIGHT > 0``: ``L_kd_logits``, the KL divergence of the student's
    classification logits to the super-net's (detached) ones, the mean of
 
@@ -41,7 +43,14 @@ from detectron2.utils.events import get_event_storage
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from ..depth import adaptive_modules, expand_depth_list, normalize_depth, parse_depth, using_depth
-from ..modeling.distill import dense_logits_kd_loss, feature_kd_loss, logits_kd_loss
+from ..modeling.distill import (
+    POOLINGS,
+    REDUCTIONS,
+    dense_logits_kd_loss,
+    feature_kd_loss,
+    logits_kd_loss,
+)
+from ..modeling.distill_features import capture_features, distillable_features
 
 __all__ = [
     "SelfDistillationModel",
@@ -205,7 +214,8 @@ class _Pass(NamedTuple):
     """What one pass of :meth:`SelfDistillationModel._run_pass` computed."""
 
     losses: Dict[str, torch.Tensor]
-    features: Dict[str, torch.Tensor]
+    features: Dict[str, torch.Tensor]  # what the backbone returned
+    distilled: Dict[str, torch.Tensor]  # the maps of MODEL.ADN.DISTILL.FEATURES
     dense_logits: Optional[List[torch.Tensor]]  # with LOGITS_WEIGHT > 0 and a dense head
     roi: Optional[Tuple[list, torch.Tensor]]  # (boxes per image, scores): teacher, ROI heads
 
@@ -240,6 +250,8 @@ class SelfDistillationModel(nn.Module):
         kd_weight: float = 1.0,
         temperature: float = 1.0,
         features: Sequence[str] = ("p2", "p3", "p4", "p5", "p6"),
+        pooling: str = "none",
+        reduction: str = "mean",
         logits_weight: float = 0.0,
         seed: int = 0,
     ):
@@ -253,6 +265,20 @@ class SelfDistillationModel(nn.Module):
             raise ValueError(f"MODEL.ADN.DISTILL.ALPHA must be in [0, 1], got {alpha}.")
         if temperature <= 0:
             raise ValueError(f"MODEL.ADN.DISTILL.TEMPERATURE must be > 0, got {temperature}.")
+        for key, value in (("SUB_TASK_WEIGHT", sub_task_weight), ("KD_WEIGHT", kd_weight)):
+            if not value >= 0:  # also refuses NaN
+                raise ValueError(
+                    f"MODEL.ADN.DISTILL.{key} must be >= 0 (a weight of a loss term), got "
+                    f"{value}; 0 turns the term off."
+                )
+        if pooling not in POOLINGS:
+            raise ValueError(f"MODEL.ADN.DISTILL.POOLING must be one of {POOLINGS}, got {pooling!r}.")
+        if reduction not in REDUCTIONS:
+            raise ValueError(
+                f"MODEL.ADN.DISTILL.REDUCTION must be one of {REDUCTIONS}, got {reduction!r}."
+            )
+        self.pooling = pooling
+        self.reduction = reduction
         self.alpha = float(alpha)
         self.sub_task_weight = float(sub_task_weight)
         self.kd_weight = float(kd_weight)
@@ -288,6 +314,8 @@ class SelfDistillationModel(nn.Module):
             kd_weight=d.KD_WEIGHT,
             temperature=d.TEMPERATURE,
             features=list(d.FEATURES),
+            pooling=d.POOLING,
+            reduction=d.REDUCTION,
             logits_weight=d.LOGITS_WEIGHT,
             # The same on every rank (SEED < 0 means "random" in Detectron2, which would
             # let the ranks of a DDP run pick different sub-nets).
@@ -296,17 +324,20 @@ class SelfDistillationModel(nn.Module):
 
     def _check_features(self) -> None:
         if not self.features:
-            raise ValueError("MODEL.ADN.DISTILL.FEATURES is empty: name the levels to distill.")
-        backbone = getattr(self.detector, "backbone", None)
-        if backbone is None or not hasattr(backbone, "output_shape"):
-            return
-        available = list(backbone.output_shape().keys())
+            raise ValueError(
+                "MODEL.ADN.DISTILL.FEATURES is empty: name the maps to distill, e.g. "
+                "['res2', 'res3', 'res4', 'res5'] or ['p2', 'p3', 'p4', 'p5', 'p6']."
+            )
+        available = distillable_features(self.detector)
         unknown = [f for f in self.features if f not in available]
         if unknown:
             raise ValueError(
-                f"MODEL.ADN.DISTILL.FEATURES names {unknown}, which the backbone does not "
-                f"return; it returns {available} (RetinaNet: p3-p7, R-CNN FPN: p2-p6)."
+                f"MODEL.ADN.DISTILL.FEATURES names {unknown}, which this model does not "
+                f"compute; it has {available} (backbone outputs, then stage outputs)."
             )
+        duplicates = sorted({f for f in self.features if self.features.count(f) > 1})
+        if duplicates:
+            raise ValueError(f"MODEL.ADN.DISTILL.FEATURES names {duplicates} more than once.")
 
     @property
     def uses_every_parameter(self) -> bool:
@@ -343,7 +374,12 @@ class SelfDistillationModel(nn.Module):
         super_losses, sub_losses = teacher.losses, student.losses
 
         loss_kd = feature_kd_loss(
-            student.features, teacher.features, self.temperature, self.features
+            student.distilled,
+            teacher.distilled,
+            self.temperature,
+            self.features,
+            pooling=self.pooling,
+            reduction=self.reduction,
         )
         student_terms = self.sub_task_weight * sum(sub_losses.values()) + self.kd_weight * loss_kd
         if self.logits_weight > 0:
@@ -371,6 +407,7 @@ class SelfDistillationModel(nn.Module):
         with contextlib.ExitStack() as stack:
             stack.enter_context(using_depth(self.detector, depth))
             calls = stack.enter_context(capture_backbone_features(self.detector))
+            distilled = stack.enter_context(capture_features(self.detector, self.features))
             dense_calls = roi_record = None
             if dense_head is not None:
                 dense_calls = stack.enter_context(capture_dense_logits(dense_head))
@@ -386,7 +423,8 @@ class SelfDistillationModel(nn.Module):
                 _single_call(roi_record["boxes"], depth, "roi_heads.box_pooler"),
                 _single_call(roi_record["scores"], depth, "roi_heads.box_predictor"),
             )
-        return _Pass(losses, _single_call(calls, depth), dense_logits, roi)
+        distilled = {name: _single_call(maps, depth, name) for name, maps in distilled.items()}
+        return _Pass(losses, _single_call(calls, depth), distilled, dense_logits, roi)
 
     def _logits_kd_loss(self, teacher: _Pass, student: _Pass) -> torch.Tensor:
         """``L_kd_logits``: the mean of the dense-head term and the ROI term (those the

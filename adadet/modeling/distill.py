@@ -1,6 +1,7 @@
 """Self-distillation losses of ADN training: the sub-net learns to match the super-net.
 
-``feature_kd_loss`` compares backbone (FPN) features; ``logits_kd_loss`` compares
+``feature_kd_loss`` compares feature maps (the bottom-up stage outputs and/or the FPN
+levels), per position or globally pooled; ``logits_kd_loss`` compares
 classification logits of the same boxes, ``dense_logits_kd_loss`` the per-level
 sigmoid logits of a dense head (RPN objectness, RetinaNet classes). The teacher side is
 always detached: the super-net is trained by its own task loss only, never pulled
@@ -11,32 +12,72 @@ from typing import List, Mapping, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["channel_kl_divergence", "dense_logits_kd_loss", "feature_kd_loss", "logits_kd_loss"]
+__all__ = [
+    "POOLINGS",
+    "REDUCTIONS",
+    "channel_kl_divergence",
+    "dense_logits_kd_loss",
+    "feature_kd_loss",
+    "logits_kd_loss",
+]
+
+
+POOLINGS = ("none", "global")
+REDUCTIONS = ("mean", "batchmean")
 
 
 def channel_kl_divergence(
-    student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    temperature: float = 1.0,
+    pooling: str = "none",
+    reduction: str = "mean",
 ) -> torch.Tensor:
-    """KL(teacher || student) between channel-softmax distributions, per position.
+    """KL(teacher || student) between channel-softmax distributions of two feature maps.
 
     Args:
         student, teacher: feature maps of the same shape (N, C, H, W).
         temperature: T; both maps are divided by T before the softmax over C.
+        pooling: ``"none"``: one distribution per position (N*H*W of them);
+            ``"global"``: one per image, of the globally average-pooled map (N, C) (the
+            authors' ImageNet distillation of stage outputs).
+        reduction: ``"mean"``: the mean over the distributions; ``"batchmean"``: their
+            sum divided by N, i.e. summed over the positions of each image and averaged
+            over images (``torch.nn.KLDivLoss(reduction="batchmean")``, the authors'). With
+            ``pooling="global"`` the two are the same.
 
     Returns:
-        the KL divergence averaged over the N*H*W positions, times T^2 (so the gradient
-        magnitude does not shrink as T grows, as in Hinton et al.'s distillation).
-        The teacher is detached.
+        that KL divergence times T^2 (so the gradient magnitude does not shrink as T
+        grows, as in Hinton et al.'s distillation). The teacher is detached.
     """
-    return _softmax_kl(student, teacher, temperature, dim=1, what="features")
+    if pooling not in POOLINGS:
+        raise ValueError(f"Unknown feature pooling {pooling!r}: use one of {POOLINGS}.")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"Unknown KL reduction {reduction!r}: use one of {REDUCTIONS}.")
+    if student.dim() != 4 or student.shape != teacher.shape:
+        raise ValueError(
+            f"Student and teacher features must be (N, C, H, W) maps of the same shape; got "
+            f"{tuple(student.shape)} and {tuple(teacher.shape)}: distill the same outputs."
+        )
+    if pooling == "global":
+        student, teacher = student.mean(dim=(2, 3)), teacher.mean(dim=(2, 3))
+    kl = _softmax_kl(student, teacher, temperature, dim=1, what="features", reduce=False)
+    if reduction == "batchmean":
+        return kl.sum() / student.shape[0]
+    return kl.mean()
 
 
 def _softmax_kl(
-    student: torch.Tensor, teacher: torch.Tensor, temperature: float, dim: int, what: str
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    temperature: float,
+    dim: int,
+    what: str,
+    reduce: bool = True,
 ) -> torch.Tensor:
-    """KL(softmax(teacher / T) || softmax(student / T)) over ``dim``, averaged over every
-    other position, times T^2; the teacher detached, computed in float32 (accurate under
-    mixed precision)."""
+    """KL(softmax(teacher / T) || softmax(student / T)) over ``dim`` times T^2, averaged
+    over every other position (``reduce``) or per position; the teacher detached,
+    computed in float32 (accurate under mixed precision)."""
     if student.shape != teacher.shape:
         raise ValueError(
             f"Student and teacher {what} differ in shape: {tuple(student.shape)} vs "
@@ -47,7 +88,8 @@ def _softmax_kl(
     log_p_student = F.log_softmax(student.float() / temperature, dim=dim)
     log_p_teacher = F.log_softmax(teacher.detach().float() / temperature, dim=dim)
     kl_per_position = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=dim)
-    return kl_per_position.mean() * (temperature**2)
+    kl_per_position = kl_per_position * (temperature**2)
+    return kl_per_position.mean() if reduce else kl_per_position
 
 
 def feature_kd_loss(
@@ -55,33 +97,38 @@ def feature_kd_loss(
     teacher_feats: Mapping[str, torch.Tensor],
     temperature: float = 1.0,
     features: Optional[Sequence[str]] = None,
+    pooling: str = "none",
+    reduction: str = "mean",
 ) -> torch.Tensor:
-    """Feature distillation loss between two dicts of FPN outputs.
+    """Feature distillation loss between two dicts of feature maps (FPN levels, stage
+    outputs).
 
-    For each level: the KL divergence KL(teacher || student) between the softmax over
-    channels of ``features / T`` at every spatial position, averaged over positions and
-    images, times T^2 (see :func:`channel_kl_divergence`). The teacher is detached.
-
-    The loss is the **mean over levels** (not the sum), so that ``KD_WEIGHT`` keeps its
-    meaning whatever the number of levels distilled. It is 0 for equal features and > 0
-    otherwise.
+    For each map: :func:`channel_kl_divergence` (KL(teacher || student) between channel
+    softmaxes of ``features / T``, per position or of the pooled map, reduced as
+    ``reduction`` says, times T^2). The loss is the **mean over maps** (not the sum), so
+    that ``KD_WEIGHT`` keeps its meaning whatever the number of maps distilled. It is 0
+    for equal features and > 0 otherwise. The teacher is detached.
 
     Args:
-        student_feats, teacher_feats: level name -> (N, C, H, W) tensor.
+        student_feats, teacher_feats: name -> (N, C, H, W) tensor.
         temperature: softmax temperature T.
-        features: the levels to compare; default: every level of ``teacher_feats``.
+        features: the maps to compare; default: every map of ``teacher_feats``.
+        pooling, reduction: as for :func:`channel_kl_divergence`.
     """
     names = list(features) if features is not None else list(teacher_feats.keys())
     if not names:
-        raise ValueError("No feature levels to distill: give at least one, e.g. ['p2'].")
+        raise ValueError("No features to distill: give at least one, e.g. ['res4'] or ['p2'].")
     missing = [n for n in names if n not in student_feats or n not in teacher_feats]
     if missing:
         raise KeyError(
-            f"Distilled feature(s) {missing} are not backbone outputs (student has "
+            f"Distilled feature(s) {missing} were not captured (student has "
             f"{sorted(student_feats)}, teacher has {sorted(teacher_feats)}); set "
-            "MODEL.ADN.DISTILL.FEATURES to names the backbone returns."
+            "MODEL.ADN.DISTILL.FEATURES to backbone outputs or stage outputs of the model."
         )
-    losses = [channel_kl_divergence(student_feats[n], teacher_feats[n], temperature) for n in names]
+    losses = [
+        channel_kl_divergence(student_feats[n], teacher_feats[n], temperature, pooling, reduction)
+        for n in names
+    ]
     return torch.stack(losses).mean()
 
 

@@ -70,3 +70,56 @@ def test_logits_kd_loss():
     x, y = torch.randn(7, generator=g), torch.randn(7, generator=g)
     two_class = logits_kd_loss(torch.stack([x, 0 * x], -1), torch.stack([y, 0 * y], -1))
     assert math.isclose(logits_kd_loss(x, y, binary=True).item(), two_class.item(), rel_tol=1e-6)
+
+
+def _uniform_map(logits, n=2, h=3, w=4):
+    """(n, C, h, w) map whose every position holds ``logits``."""
+    return torch.tensor(logits, dtype=torch.float32).view(1, -1, 1, 1).expand(n, -1, h, w)
+
+
+# KL([0.75, 0.25] || [0.5, 0.5]), by hand
+KL_3_TO_1 = 0.75 * math.log(1.5) + 0.25 * math.log(0.5)
+
+
+def test_per_position_reductions_give_the_documented_values():
+    teacher, student = _uniform_map([math.log(3.0), 0.0]), _uniform_map([0.0, 0.0])
+    mean = channel_kl_divergence(student, teacher, pooling="none", reduction="mean")
+    batchmean = channel_kl_divergence(student, teacher, pooling="none", reduction="batchmean")
+    assert math.isclose(mean.item(), KL_3_TO_1, rel_tol=1e-5)
+    # summed over the 3 x 4 positions of each image, averaged over the 2 images
+    assert math.isclose(batchmean.item(), 12 * KL_3_TO_1, rel_tol=1e-5)
+    # what torch's KLDivLoss(reduction="batchmean") computes on the (N, C, H, W) maps
+    torch_batchmean = torch.nn.KLDivLoss(reduction="batchmean", log_target=True)(
+        F.log_softmax(student, 1), F.log_softmax(teacher, 1)
+    )
+    assert math.isclose(batchmean.item(), torch_batchmean.item(), rel_tol=1e-5)
+
+
+def test_global_pooling_compares_the_pooled_maps_only():
+    # the teacher's positions alternate between two logit vectors whose mean is
+    # [log 3, 0]: per position the KL is large, after global pooling it is KL_3_TO_1
+    a, b = _uniform_map([math.log(3.0) + 4.0, 0.0]), _uniform_map([math.log(3.0) - 4.0, 0.0])
+    teacher = torch.where(torch.arange(4).view(1, 1, 1, 4) % 2 == 0, a, b)
+    student = _uniform_map([0.0, 0.0])
+    for reduction in ("mean", "batchmean"):  # one distribution per image: the same
+        pooled = channel_kl_divergence(student, teacher, pooling="global", reduction=reduction)
+        assert math.isclose(pooled.item(), KL_3_TO_1, rel_tol=1e-5)
+    per_position = channel_kl_divergence(student, teacher, pooling="none")
+    assert per_position.item() > 4 * KL_3_TO_1  # 0.57 vs 0.13
+    # a student equal to the teacher's mean map, but not to its positions: zero after pooling
+    mean_map = _uniform_map([math.log(3.0), 0.0])
+    assert channel_kl_divergence(mean_map, teacher, pooling="global").item() < 1e-6
+
+
+def test_feature_kd_loss_passes_pooling_and_reduction_to_every_map():
+    teacher = {
+        "res2": _uniform_map([math.log(3.0), 0.0]),  # 3 x 4 positions
+        "p2": _uniform_map([math.log(3.0), 0.0], h=2, w=2),
+    }
+    student = {k: torch.zeros_like(v) for k, v in teacher.items()}
+    loss = feature_kd_loss(student, teacher, reduction="batchmean")
+    assert math.isclose(loss.item(), (12 + 4) / 2 * KL_3_TO_1, rel_tol=1e-5)  # mean over maps
+    with pytest.raises(ValueError, match="pooling"):
+        feature_kd_loss(student, teacher, pooling="max")
+    with pytest.raises(ValueError, match="reduction"):
+        feature_kd_loss(student, teacher, reduction="sum")

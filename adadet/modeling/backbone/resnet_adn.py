@@ -11,7 +11,7 @@ It differs from :class:`detectron2.modeling.backbone.ResNet` in two places only:
 Everything else (blocks, stem, strides, freezing, the RESNETS config keys) is
 Detectron2's own: the builder calls ``build_resnet_backbone`` and converts its stages.
 """
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch.nn as nn
 from detectron2.layers import CNNBlockBase, Conv2d
@@ -152,6 +152,10 @@ class ResNetADN(ResNet, AdaptiveDepthModule):
     def _apply_skip_flags(self, flags: SkipFlags) -> None:
         for stage, skips in zip(self.stages, flags):
             stage.skips = skips
+
+    def stage_outputs(self) -> Dict[str, nn.Module]:
+        """``{"res2": self.res2, ...}``: each stage returns its output."""
+        return dict(zip(self.stage_names, self.stages))
 
 
 @BACKBONE_REGISTRY.register()

@@ -355,6 +355,11 @@ class ViTADN(Backbone, AdaptiveDepthModule):
             for i in range(num_blocks)
         )
         self.final_norm = nn.LayerNorm(embed_dim, eps=norm_eps)
+        # No computation: each is called on its group's output, so that forward hooks (the
+        # distillation of group outputs, MODEL.ADN.DISTILL.FEATURES "group1".."group4")
+        # see it as an (N, C, H, W) map at any depth. No parameters, so no checkpoint key.
+        self.group_outputs = nn.ModuleList(nn.Identity() for _ in range(NUM_GROUPS))
+        self._group_last_block = [(g + 1) * group_size - 1 for g in range(NUM_GROUPS)]
 
         self._out_features = [out_feature]
         self._out_feature_channels = {out_feature: embed_dim}
@@ -399,12 +404,19 @@ class ViTADN(Backbone, AdaptiveDepthModule):
         for switch, skips in zip(self.switches, flags):
             switch.active = bool(skips)
 
+    def stage_outputs(self) -> Dict[str, nn.Module]:
+        """``{"group1": ..., "group4": ...}``: modules called on each group's output
+        (tokens of its last running block, as an (N, C, H, W) map)."""
+        return {f"group{g + 1}": module for g, module in enumerate(self.group_outputs)}
+
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         x = self.patch_embed(x).permute(0, 2, 3, 1)  # (B, rows, cols, C)
         x = x + interpolate_pos_embed(self.pos_embed, (x.shape[1], x.shape[2]))
         for index, block in enumerate(self.blocks):
             if self.block_runs(index):
                 x = block(x)
+            if index == self._group_last_block[self._block_group[index]]:
+                self.group_outputs[self._block_group[index]](x.permute(0, 3, 1, 2))
         x = self.final_norm(x)
         return {self._out_features[0]: x.permute(0, 3, 1, 2)}
 

@@ -1,0 +1,90 @@
+"""Distilling stage outputs: captured from the right modules, gradients where they belong."""
+import copy
+
+import pytest
+import torch
+from detectron2.utils.events import EventStorage
+
+from adadet import set_depth, using_depth
+from adadet.engine import SelfDistillationModel
+from adadet.modeling.distill_features import capture_features, distillable_features
+from engine_tiny_data import tiny_cfg
+from test_engine_step import _backward, _batch, _build, _grad_norm
+
+STAGES = ["res2", "res3", "res4", "res5"]
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_dataset):
+    cfg = tiny_cfg()
+    return cfg, _build(cfg), _batch(cfg)
+
+
+def test_stage_outputs_are_what_the_bottom_up_returns_at_each_depth(setup):
+    _, detector, batch = setup
+    detector = copy.deepcopy(detector).eval()
+    assert distillable_features(detector) == ["p2", "p3", "p4", "p5", "p6"] + STAGES
+    images = detector.preprocess_image(batch).tensor
+    with torch.no_grad():
+        for depth in ("FFFF", "TFTF", "TTTT"):
+            with using_depth(detector, depth):
+                expected = detector.backbone.bottom_up(images)
+                with capture_features(detector, STAGES + ["p3"]) as record:
+                    fpn = detector.backbone(images)
+            for name in STAGES:
+                assert len(record[name]) == 1
+                assert torch.equal(record[name][0], expected[name]), (depth, name)
+            assert torch.equal(record["p3"][0], fpn["p3"])
+    # skipping res3's tail changes res3's output (the map compared is the stage's own)
+    with torch.no_grad(), capture_features(detector, ["res3"]) as record:
+        for depth in ("FFFF", "FTFF"):
+            set_depth(detector, depth)
+            detector.backbone(images)
+    assert (record["res3"][0] - record["res3"][1]).abs().max() > 1e-3
+
+
+def test_stage_distillation_teaches_the_bottom_up_only(setup):
+    cfg, detector, batch = setup
+    cfg = cfg.clone()
+    cfg.MODEL.ADN.DISTILL.FEATURES = STAGES
+    cfg.MODEL.ADN.DISTILL.POOLING = "global"
+    cfg.MODEL.ADN.DISTILL.REDUCTION = "batchmean"
+    wrapper = SelfDistillationModel.from_config(cfg, copy.deepcopy(detector)).train()
+    # the KD term alone: its gradient reaches the student's bottom-up, not the FPN or heads
+    losses = _backward(wrapper, batch, alpha=0.0, sub_task_weight=0.0, kd_weight=1.0)
+    assert losses["loss_kd"].item() > 0
+    student = wrapper.detector
+    assert _grad_norm(student.backbone.bottom_up.parameters()) > 0
+    fpn = [p for n, p in student.backbone.named_parameters() if not n.startswith("bottom_up.")]
+    assert _grad_norm(fpn) == 0
+    assert _grad_norm(student.roi_heads.parameters()) == 0
+
+    # FPN levels instead: the FPN learns from the KD term too
+    cfg.MODEL.ADN.DISTILL.FEATURES = ["p2", "p3"]
+    wrapper = SelfDistillationModel.from_config(cfg, copy.deepcopy(detector)).train()
+    _backward(wrapper, batch, alpha=0.0, sub_task_weight=0.0, kd_weight=1.0)
+    fpn = [p for n, p in wrapper.detector.backbone.named_parameters() if "bottom_up" not in n]
+    assert _grad_norm(fpn) > 0
+
+
+def test_stage_and_fpn_features_together_and_config_errors(setup):
+    cfg, detector, batch = setup
+    cfg = cfg.clone()
+    cfg.MODEL.ADN.DISTILL.FEATURES = ["res4", "p4"]
+    wrapper = SelfDistillationModel.from_config(cfg, detector).train()
+    with EventStorage(0):
+        losses = wrapper(batch, iteration=0)
+    assert torch.isfinite(losses["loss_kd"]) and losses["loss_kd"].item() > 0
+    for key, value, message in [
+        ("FEATURES", ["res6"], "res6"),
+        ("FEATURES", ["res4", "res4"], "more than once"),
+        ("POOLING", "max", "POOLING"),
+        ("REDUCTION", "sum", "REDUCTION"),
+        ("KD_WEIGHT", -5.0, "KD_WEIGHT must be >= 0"),
+        ("SUB_TASK_WEIGHT", -1.0, "SUB_TASK_WEIGHT must be >= 0"),
+        ("KD_WEIGHT", float("nan"), "KD_WEIGHT"),
+    ]:
+        bad = cfg.clone()
+        setattr(bad.MODEL.ADN.DISTILL, key, value)
+        with pytest.raises(ValueError, match=message):
+            SelfDistillationModel.from_config(bad, detector)
