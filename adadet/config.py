@@ -122,3 +122,15 @@ def add_adn_config(cfg) -> None:
     # Depth settings evaluated at TEST.EVAL_PERIOD, at the end of training and with
     # --eval-only: a list of settings, or ["all"] for every one of the 2^stages.
     _C.TEST.ADN.DEPTHS = ["FFFF", "TFFF", "TTFF", "TTTF", "TTTT"]
+    # Per-depth BatchNorm statistics: before evaluating, re-estimate the running mean and
+    # variance of every BN layer at each depth of TEST.ADN.DEPTHS on NUM_ITER batches of
+    # the training loader, weights unchanged (fvcore's PreciseBN, one depth at a time), and
+    # keep them per depth in the model (buffers running_mean_<depth>; set_depth uses them,
+    # checkpoints and exports keep them). Training statistics describe the two trained
+    # depths only. An adadet addition: the paper evaluates with the trained statistics.
+    # No effect without BatchNorm (FrozenBN, GN, SyncBN excepted: it is BatchNorm).
+    _C.TEST.ADN.PRECISE_BN = CN()
+    _C.TEST.ADN.PRECISE_BN.ENABLED = False
+    # Batches (of SOLVER.IMS_PER_BATCH images) per depth; Detectron2's TEST.PRECISE_BN
+    # uses 200 on COCO.
+    _C.TEST.ADN.PRECISE_BN.NUM_ITER = 50

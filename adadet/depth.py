@@ -90,6 +90,9 @@ class AdaptiveDepthModule(nn.Module):
     """
 
     num_adaptive_stages: int = 4
+    # BN layers with per-depth statistics (adadet.layers.depth_bn_statistics); none until
+    # they are re-estimated or loaded.
+    _depth_bn_layers: Sequence[nn.Module] = ()
 
     def stage_outputs(self) -> "Dict[str, nn.Module]":
         """Stage name -> the module whose forward output is that stage's output, an
@@ -113,6 +116,10 @@ class AdaptiveDepthModule(nn.Module):
         flags = parse_depth(setting, self.num_adaptive_stages)
         self._skip_flags = flags
         self._apply_skip_flags(flags)
+        if self._depth_bn_layers:
+            from .layers.depth_bn_statistics import apply_depth_bn_statistics
+
+            apply_depth_bn_statistics(self, depth_name(flags))
 
     def _apply_skip_flags(self, flags: SkipFlags) -> None:
         raise NotImplementedError

@@ -31,6 +31,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.checkpoint.c2_model_loading import convert_basic_c2_names
 from detectron2.modeling.backbone.resnet import ResNet
 
+from ..layers.depth_bn_statistics import prepare_depth_bn_buffers, refresh_depth_bn_statistics
 from .errors import (
     CheckpointError,
     CheckpointFormatError,
@@ -231,7 +232,11 @@ class ADNCheckpointer(DetectionCheckpointer):
         else:
             source_shapes = {k: tuple(v.shape) for k, v in source_state.items()}
 
+        # per-depth BN statistics (re-estimated after training) are buffers that exist only
+        # once made: make those the checkpoint holds, so that they load like any other
+        prepare_depth_bn_buffers(self.model, source_state.keys())
         incompatible = super()._load_model(checkpoint)
+        refresh_depth_bn_statistics(self.model)  # the current depth takes its statistics
         if heuristics:  # BN's batch counter carries no weights; MSRA / FrozenBN lack it
             for keys in (incompatible.missing_keys, incompatible.unexpected_keys):
                 keys[:] = [k for k in keys if not k.endswith(_NUM_BATCHES)]

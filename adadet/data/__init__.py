@@ -1,23 +1,25 @@
 """Data for adadet: the embedded data sets, checked COCO loading and image reading.
 
-Importing this package registers ``adadet_shapes_train``, ``adadet_shapes_val`` and
-``adadet_photos`` in Detectron2's catalogs (as ``detectron2.data.datasets`` does for its
+Importing this package registers ``adadet_shapes_train``, ``adadet_shapes_val``,
+``adadet_polygons_{train,tune,test}`` and ``adadet_photos`` in Detectron2's catalogs (as ``detectron2.data.datasets`` does for its
 builtin data sets); their files are generated on first load. See ``embedded.py``.
 """
 
 from .embedded import (
     PHOTOS,
+    POLYGONS,
     SHAPES_TRAIN,
     SHAPES_VAL,
     SplitFiles,
     embedded_datasets_root,
     prepare_embedded_datasets,
     prepare_photos_dataset,
+    prepare_polygons_dataset,
     prepare_shapes_dataset,
     register_embedded_datasets,
 )
 from .mapper import CheckedDatasetMapper
-from .synthesis import SHAPE_CLASSES
+from .synthesis import POLYGON_CLASSES, SHAPE_CLASSES
 from .validation import (
     DatasetError,
     DatasetWarning,
@@ -28,6 +30,8 @@ from .validation import (
 
 __all__ = [
     "PHOTOS",
+    "POLYGONS",
+    "POLYGON_CLASSES",
     "SHAPES_TRAIN",
     "SHAPES_VAL",
     "SHAPE_CLASSES",
@@ -40,6 +44,7 @@ __all__ = [
     "load_checked_coco_json",
     "prepare_embedded_datasets",
     "prepare_photos_dataset",
+    "prepare_polygons_dataset",
     "prepare_shapes_dataset",
     "register_checked_coco_instances",
     "register_embedded_datasets",

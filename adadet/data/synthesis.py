@@ -24,7 +24,10 @@ import numpy as np
 import pycocotools.mask as mask_util
 
 SHAPE_CLASSES: Tuple[str, ...] = ("circle", "rectangle", "triangle")
-SPLIT_CODES: Dict[str, int] = {"train": 0, "val": 1}
+#: The harder task of the study (tools/study.py): six classes, three of them round-ish
+#: polygons that only finer features tell apart, smaller objects, more of them per image.
+POLYGON_CLASSES: Tuple[str, ...] = SHAPE_CLASSES + ("pentagon", "hexagon", "star")
+SPLIT_CODES: Dict[str, int] = {"train": 0, "val": 1, "tune": 2, "test": 3}
 
 # Sizes chosen so a small Mask R-CNN learns the task in a few hundred CPU iterations:
 # objects are 30-100 px across in images of 192-256 px.
@@ -76,9 +79,30 @@ def instance_from_polygons(
 # --------------------------------------------------------------------------- shapes
 
 
-def _shape_outline(rng: np.random.Generator, class_name: str) -> np.ndarray:
-    """Vertices (N x 2) of a shape centred on the origin, 30-100 px across."""
-    lo, hi = OBJECT_SIDE_RANGE
+@dataclass(frozen=True)
+class ShapesSpec:
+    """What a synthetic image holds: the classes drawn, their size range (px across) and
+    the largest number of objects per image."""
+
+    classes: Tuple[str, ...] = SHAPE_CLASSES
+    side_range: Tuple[int, int] = OBJECT_SIDE_RANGE
+    max_objects: int = MAX_OBJECTS
+
+
+SHAPES_SPEC = ShapesSpec()
+POLYGONS_SPEC = ShapesSpec(classes=POLYGON_CLASSES, side_range=(18, 64), max_objects=8)
+
+
+def _regular_polygon(rng: np.random.Generator, corners: int, radius: float) -> np.ndarray:
+    angles = rng.uniform(0, 2 * math.pi) + np.arange(corners) * 2 * math.pi / corners
+    return np.stack([np.cos(angles), np.sin(angles)], axis=1) * radius
+
+
+def _shape_outline(
+    rng: np.random.Generator, class_name: str, side_range: Tuple[int, int] = OBJECT_SIDE_RANGE
+) -> np.ndarray:
+    """Vertices (N x 2) of a shape centred on the origin, ``side_range`` px across."""
+    lo, hi = side_range
     if class_name == "circle":
         radius = rng.uniform(lo, hi) / 2
         angles = np.linspace(0, 2 * math.pi, 40, endpoint=False)
@@ -95,7 +119,13 @@ def _shape_outline(rng: np.random.Generator, class_name: str) -> np.ndarray:
         base = rng.uniform(0, 2 * math.pi)
         angles = base + np.deg2rad(np.array([0.0, 120.0, 240.0]) + rng.uniform(-20, 20, size=3))
         return np.stack([np.cos(angles), np.sin(angles)], axis=1) * radius
-    raise ValueError(f"unknown shape class {class_name!r}; expected one of {SHAPE_CLASSES}")
+    if class_name in ("pentagon", "hexagon"):
+        return _regular_polygon(rng, 5 if class_name == "pentagon" else 6, rng.uniform(lo, hi) / 2)
+    if class_name == "star":
+        # Five points; the inner radius 0.5 of the outer keeps the arms thick enough to see.
+        outer = _regular_polygon(rng, 10, rng.uniform(lo, hi) / 2)
+        return outer * np.where(np.arange(10) % 2 == 0, 1.0, 0.5)[:, None]
+    raise ValueError(f"unknown shape class {class_name!r}; expected one of {POLYGON_CLASSES}")
 
 
 def _rotate(points: np.ndarray, angle: float) -> np.ndarray:
@@ -133,15 +163,18 @@ def _contrasting_colour(rng: np.random.Generator, background: np.ndarray) -> np.
     return candidates[int(np.argmax(distances))]
 
 
-def render_shapes_sample(rng: np.random.Generator, name: str) -> Sample:
-    """Draw one synthetic image with 1-4 non-overlapping shapes and annotate them."""
+def render_shapes_sample(
+    rng: np.random.Generator, name: str, spec: ShapesSpec = SHAPES_SPEC
+) -> Sample:
+    """Draw one synthetic image with 1 to ``spec.max_objects`` non-overlapping shapes and
+    annotate them."""
     height, width = (int(v) for v in rng.integers(IMAGE_SIDE_RANGE[0], IMAGE_SIDE_RANGE[1] + 1, 2))
     image = _textured_background(rng, height, width)
     occupied = np.zeros((height, width), dtype=bool)
     instances: List[Instance] = []
-    for _ in range(int(rng.integers(1, MAX_OBJECTS + 1))):
-        class_index = int(rng.integers(len(SHAPE_CLASSES)))
-        outline = _shape_outline(rng, SHAPE_CLASSES[class_index])
+    for _ in range(int(rng.integers(1, spec.max_objects + 1))):
+        class_index = int(rng.integers(len(spec.classes)))
+        outline = _shape_outline(rng, spec.classes[class_index], spec.side_range)
         placed = _place(rng, outline, occupied, height, width)
         if placed is None:
             continue  # no free room left for this one: the image keeps fewer objects
@@ -182,22 +215,21 @@ def _place(
     return None
 
 
-def shapes_samples(split: str, num_images: int, seed: int = 0) -> Iterator[Sample]:
-    """The images of one split of the synthetic shapes data set, in order."""
+def shapes_samples(
+    split: str, num_images: int, seed: int = 0, spec: ShapesSpec = SHAPES_SPEC
+) -> Iterator[Sample]:
+    """The images of one split of a synthetic shapes data set, in order."""
     if split not in SPLIT_CODES:
         raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLIT_CODES)}")
     if num_images < 1:
         raise ValueError(f"num_images must be >= 1, got {num_images}")
     for index in range(num_images):
         rng = np.random.default_rng([seed, SPLIT_CODES[split], index])
-        yield render_shapes_sample(rng, f"{split}_{index:06d}")
+        yield render_shapes_sample(rng, f"{split}_{index:06d}", spec)
 
 
-def shapes_categories() -> List[dict]:
-    return [
-        {"id": i + 1, "name": name, "supercategory": "shape"}
-        for i, name in enumerate(SHAPE_CLASSES)
-    ]
+def shapes_categories(classes: Sequence[str] = SHAPE_CLASSES) -> List[dict]:
+    return [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(classes)]
 
 
 # --------------------------------------------------------------------------- photos

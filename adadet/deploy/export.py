@@ -296,8 +296,10 @@ def trace_at_depth(adapter: nn.Module, depth: str, image: torch.Tensor) -> torch
     """Trace ``adapter`` with its model at ``depth``; frozen, so unused weights are dropped."""
     with torch.no_grad(), using_depth(adapter.model, depth), tracing_friendly_len(), _quiet_tracer():
         traced = torch.jit.trace(adapter, (image,), check_trace=False)
-    # optimize_numerics=False: no conv-BN folding, so results stay those of the eager model.
-    return torch.jit.freeze(traced.eval(), optimize_numerics=False)
+        # Frozen inside the block: the trace shares the model's buffers, and leaving the
+        # depth copies other BN statistics into them (per-depth statistics).
+        # optimize_numerics=False: no conv-BN folding, so results stay the eager model's.
+        return torch.jit.freeze(traced.eval(), optimize_numerics=False)
 
 
 def export_torchscript(

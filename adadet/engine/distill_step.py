@@ -43,6 +43,7 @@ from detectron2.utils.events import get_event_storage
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from ..depth import adaptive_modules, expand_depth_list, normalize_depth, parse_depth, using_depth
+from ..layers.depth_bn_statistics import discard_depth_bn_statistics
 from ..modeling.distill import (
     POOLINGS,
     REDUCTIONS,
@@ -363,6 +364,8 @@ class SelfDistillationModel(nn.Module):
         if iteration is None:  # called outside the trainer (e.g. PreciseBN)
             iteration = self._calls
         self._calls += 1
+        # statistics re-estimated per depth describe the weights before this step
+        discard_depth_bn_statistics(self.detector)
 
         if not self.distill:
             with using_depth(self.detector, self.super_depth):

@@ -39,6 +39,7 @@ from ..checkpoint import ADNCheckpointer
 from ..data import CheckedDatasetMapper
 from ..depth import adaptive_modules, expand_depth_list, set_depth, using_depth
 from ..env import has_compiled_ops
+from ..layers import calibrate_depth_bn_statistics
 from ..evaluation import device_name, evaluate_depths, format_table, report_rows, write_report
 from .distill_step import ADNAMPTrainStep, ADNTrainStep, SelfDistillationModel, unwrap_detector
 from .optimizer import build_adn_optimizer
@@ -237,6 +238,16 @@ class ADNTrainer(DefaultTrainer):
             return {}
         check_datasets_available(cfg.DATASETS.TEST)
         dataset = cfg.DATASETS.TEST[0]
+        if cfg.TEST.ADN.PRECISE_BN.ENABLED:
+            check_datasets_available(cfg.DATASETS.TRAIN)
+            num_iter = cfg.TEST.ADN.PRECISE_BN.NUM_ITER
+            logger.info(
+                f"Re-estimating BN statistics at {len(depths)} depth settings on {num_iter} "
+                f"training batches each (TEST.ADN.PRECISE_BN)"
+            )
+            calibrate_depth_bn_statistics(
+                detector, cls.build_train_loader(cfg), depths, num_iter
+            )
 
         def evaluate_at_depth(depth):
             depth_evaluators = evaluators or [

@@ -11,6 +11,8 @@ from PIL import Image
 import adadet.data
 from adadet.data import (
     PHOTOS,
+    POLYGON_CLASSES,
+    POLYGONS,
     SHAPE_CLASSES,
     SHAPES_TRAIN,
     SHAPES_VAL,
@@ -178,6 +180,27 @@ def test_import_registers_the_embedded_datasets():
         assert metadata.evaluator_type == "coco"
         assert metadata.json_file.startswith(embedded_datasets_root())
     assert MetadataCatalog.get(SHAPES_TRAIN).thing_classes == list(SHAPE_CLASSES)
+    assert MetadataCatalog.get(POLYGONS["tune"]).thing_classes == list(POLYGON_CLASSES)
+
+
+def test_polygons_task_is_harder_than_shapes_and_its_splits_are_disjoint():
+    from adadet.data.synthesis import POLYGONS_SPEC, SHAPES_SPEC, shapes_samples
+
+    polygons = list(shapes_samples("tune", 30, 0, POLYGONS_SPEC))
+    shapes = list(shapes_samples("val", 30, 0, SHAPES_SPEC))
+    per_image = [len(s.instances) for s in polygons]
+    assert max(per_image) > 4 and sum(per_image) > sum(len(s.instances) for s in shapes)
+    seen = {i.category_id for s in polygons for i in s.instances}
+    assert seen == set(range(1, len(POLYGON_CLASSES) + 1))
+    sides = [max(i.bbox[2:]) for s in polygons for i in s.instances]
+    assert min(sides) >= 14 and max(sides) <= 96  # 18-64 px across (rotated: up to 1.5x)
+    # a star is not convex: its area is well below its box's
+    star = POLYGON_CLASSES.index("star") + 1
+    fill = [i.area / (i.bbox[2] * i.bbox[3]) for s in polygons for i in s.instances
+            if i.category_id == star]
+    assert fill and max(fill) < 0.6
+    test = list(shapes_samples("test", 3, 0, POLYGONS_SPEC))
+    assert not any(np.array_equal(a.image, b.image) for a in test for b in polygons)
 
 
 def test_registration_is_lazy_repeatable_and_feeds_the_dataset_mapper(registered_in_tmp):
@@ -186,7 +209,7 @@ def test_registration_is_lazy_repeatable_and_feeds_the_dataset_mapper(registered
     from detectron2.structures import PolygonMasks
 
     root, names = registered_in_tmp
-    assert names == [SHAPES_TRAIN, SHAPES_VAL, PHOTOS]
+    assert names == [SHAPES_TRAIN, SHAPES_VAL, *POLYGONS.values(), PHOTOS]
     assert os.listdir(root) == []  # nothing is generated before a first load
     assert register_embedded_datasets(root, num_train=NUM_TRAIN, num_val=NUM_VAL) == names
 
