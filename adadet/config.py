@@ -18,6 +18,10 @@ def add_adn_config(cfg) -> None:
     # Detectron2/MSRA layout): "copy" starts every skip norm as a copy of its main norm
     # (logged), "error" refuses such a checkpoint.
     _C.MODEL.ADN.SKIP_NORM_INIT = "copy"
+    # Whether the shortcut (downsample) conv of a mandatory first block gets a skip norm
+    # too. The authors' code switches the residual branch's norms only (False); its
+    # statistics then mix both passes' inputs. The official ADN weights have none.
+    _C.MODEL.ADN.SWITCH_SHORTCUT_NORM = False
 
     # Self-distillation (the paper's training): each iteration runs the super-net on the
     # task loss and a sub-net taught to match the super-net's features, then one step.

@@ -17,14 +17,19 @@ over seeds of box and mask AP, with backbone GFLOPs at 224x224 and detector late
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
+
+from adadet.depth import all_depths
+from adadet.evaluation.study_report import aggregate_runs, claim_checks, write_study
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 CONFIG = os.path.join(ROOT, "configs", "mask_rcnn_ada_r18_polygons_cpu.yaml")
 STAGES = '["res2","res3","res4","res5"]'
+ALL_SUBNETS = [d for d in all_depths(4) if d != "FFFF"]
 FPN = '["p2","p3","p4","p5","p6"]'
 
 #: Recipe name -> (what it is, config overrides). The first ones are the paper's ablations.
@@ -46,8 +51,127 @@ RECIPES = {
     "no_kd": ("no distillation term: the base-net learns from labels only",
               ["MODEL.ADN.DISTILL.KD_WEIGHT", "0.0"]),
     "super_only": ("the super-net alone (no base-net pass)", ["MODEL.ADN.DISTILL.ENABLED", "False"]),
-    "sandwich": (
+    "random_subnets": (
         "a student drawn per iteration among all 15 sub-nets (not the paper)",
-        ["MODEL.ADN.DISTILL.SUBNETS", '["all_subnets"]'],
+        ["MODEL.ADN.DISTILL.SUBNETS",
+         "[" + ",".join(f'"{d}"' for d in ALL_SUBNETS) + "]"],
+    ),
+    "switch_shortcut": (
+        "as 'fpn', with skip norms on the shortcuts of mandatory blocks too",
+        ["MODEL.ADN.SWITCH_SHORTCUT_NORM", "True"],
     ),
 }
+
+BN_MODES = {"trained": "False", "per_depth": "True"}
+
+
+def _run(command, log_path, what):
+    """Run a command with its output to ``log_path``; say what it is and how long it took."""
+    start = time.perf_counter()
+    print(f"[study] {what} ...", flush=True)
+    with open(log_path, "w") as log:
+        returncode = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    if returncode != 0:
+        sys.exit(f"[study] {what} failed (exit {returncode}); its log: {log_path}")
+    print(f"[study] {what}: done in {time.perf_counter() - start:.0f} s", flush=True)
+
+
+def train(run_dir, recipe, seed, extra_opts):
+    if os.path.isfile(os.path.join(run_dir, "model_final.pth")):
+        return
+    os.makedirs(run_dir, exist_ok=True)
+    command = [sys.executable, os.path.join(HERE, "train_net.py"), "--config-file", CONFIG,
+               "SEED", str(seed), "OUTPUT_DIR", run_dir, "DATASETS.TEST", "()",
+               *RECIPES[recipe][1], *extra_opts]
+    _run(command, os.path.join(run_dir, "train.log"), f"training {recipe} seed {seed}")
+
+
+def seconds_per_iteration(run_dir):
+    """The median iteration time of a run (Detectron2's metrics.json "time")."""
+    times = []
+    with open(os.path.join(run_dir, "metrics.json")) as f:
+        for line in f:
+            record = json.loads(line)
+            if "time" in record:
+                times.append(record["time"])
+    return statistics.median(times) if times else float("nan")
+
+
+def evaluate(run_dir, recipe, split, bn, extra_opts):
+    out_dir = os.path.join(run_dir, f"eval_{split}_{bn}")
+    report = os.path.join(out_dir, "depth_eval.json")
+    if not os.path.isfile(report):
+        os.makedirs(out_dir, exist_ok=True)
+        command = [sys.executable, os.path.join(HERE, "train_net.py"), "--eval-only",
+                   "--config-file", CONFIG, *RECIPES[recipe][1], *extra_opts,
+                   "MODEL.WEIGHTS", os.path.join(run_dir, "model_final.pth"),
+                   "OUTPUT_DIR", out_dir, "TEST.ADN.DEPTHS", '["all"]',
+                   "DATASETS.TEST", f'("adadet_polygons_{split}",)',
+                   "TEST.ADN.PRECISE_BN.ENABLED", BN_MODES[bn]]
+        _run(command, os.path.join(out_dir, "eval.log"),
+             f"evaluating {os.path.relpath(run_dir, ROOT)} on {split}, {bn} BN statistics")
+    with open(report) as f:
+        return json.load(f)["depths"]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Recipes:\n" + "\n".join(
+                                         f"  {k:16s} {v[0]}" for k, v in RECIPES.items()))
+    parser.add_argument("--recipes", nargs="+", default=["fpn", "stages"], choices=sorted(RECIPES))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--split", choices=["tune", "test"], default="tune",
+                        help="tune: compare recipes; test: the final figures (default: tune)")
+    parser.add_argument("--bn", nargs="+", choices=sorted(BN_MODES), default=sorted(BN_MODES),
+                        help="BN statistics to evaluate with (default: both)")
+    parser.add_argument("--output", default=os.path.join(ROOT, "output", "study"))
+    parser.add_argument("--train-only", action="store_true", help="train, do not evaluate")
+    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
+                        help="config overrides for every run (KEY VALUE ...), e.g. SOLVER.MAX_ITER 300")
+    args = parser.parse_args(argv)
+    if len(args.seeds) < 2:
+        parser.error("give at least 2 seeds (--seeds): a spread needs several runs")
+
+    start = time.perf_counter()
+    runs = {(r, s): os.path.join(args.output, r, f"seed{s}") for r in args.recipes for s in args.seeds}
+    for (recipe, seed), run_dir in runs.items():
+        train(run_dir, recipe, seed, args.opts)
+    if args.train_only:
+        return
+    rows = []
+    for bn in args.bn:
+        per_recipe = {}
+        for recipe in args.recipes:
+            per_recipe[f"{recipe}/{bn}"] = [
+                evaluate(runs[recipe, s], recipe, args.split, bn, args.opts) for s in args.seeds
+            ]
+        rows += aggregate_runs(per_recipe)
+    timing = {r: statistics.fmean(seconds_per_iteration(runs[r, s]) for s in args.seeds)
+              for r in args.recipes}
+    info = {
+        "title": f"adadet study: R-18-ADN Mask R-CNN, adadet_polygons_{args.split}, "
+                 f"seeds {args.seeds}",
+        "split": f"adadet_polygons_{args.split}",
+        "seeds": args.seeds,
+        "recipes": {r: {"what": RECIPES[r][0], "overrides": RECIPES[r][1],
+                        "seconds_per_iteration": timing[r]} for r in args.recipes},
+        "opts": args.opts,
+        "minutes": (time.perf_counter() - start) / 60,
+    }
+    paths = write_study(rows, args.output, f"study_{args.split}", info)
+    print(open(paths["md"]).read())
+    for key in dict.fromkeys(r["recipe"] for r in rows):
+        check = claim_checks([r for r in rows if r["recipe"] == key], "box_AP")
+        print(f"[study] {key}: FFFF - TTTT box AP {check.get('super_minus_base', float('nan')):+.1f} "
+              f"(± {check.get('super_minus_base_std', float('nan')):.1f}); chain rises "
+              f"{len(check['chain_rises'])}, dominance violations "
+              f"{len(check['dominance_violations'])}/{check['dominance_pairs']}: "
+              f"{'HOLDS' if check['holds'] else 'does not hold'}")
+    for r in args.recipes:
+        print(f"[study] {r}: {timing[r]:.2f} s per iteration")
+    print("[study] written: " + ", ".join(paths.values()))
+
+
+if __name__ == "__main__":
+    main()

@@ -18,7 +18,11 @@ import torch
 import torch.nn as nn
 
 from ..depth import using_depth
-from .cost import model_cost
+from .cost import backbone_flops, model_cost
+
+#: The backbone's FLOPs are counted on one image of this size (the protocol of ImageNet
+#: tables): unlike the whole detector's, they do not follow the number of detections.
+BACKBONE_COST_SIZE = (224, 224)
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +86,8 @@ def evaluate_depths(
 
     Returns:
         ``OrderedDict(depth -> {task: {metric: value}, "cost": {...}})``; cost holds
-        ``gflops``, ``params_m`` (parameters used, millions), ``latency_ms`` (median per
+        ``gflops`` (the whole detector on ``cost_inputs``), ``backbone_gflops`` (the
+        backbone, FPN included, on one 224x224 image), ``params_m`` (parameters used, millions), ``latency_ms`` (median per
         forward call over the evaluation run) and ``images`` (forward calls timed).
     """
     device = next(detector.parameters()).device
@@ -93,9 +98,11 @@ def evaluate_depths(
             accuracy = evaluate_at_depth(depth)
         with using_depth(detector, depth):
             cost = model_cost(detector, cost_inputs)
+            backbone = backbone_flops(detector.backbone, BACKBONE_COST_SIZE)
         results[depth] = OrderedDict(accuracy)
         results[depth]["cost"] = {
             "gflops": cost["flops"] / 1e9,
+            "backbone_gflops": backbone / 1e9,
             "params_m": cost["params"] / 1e6,
             "latency_ms": timer.median_ms(),
             "images": len(timer.seconds),

@@ -10,7 +10,7 @@ from tabulate import tabulate
 # Detectron2's COCOEvaluator task names -> the prefix used in the report.
 TASKS = {"bbox": "box", "segm": "mask"}
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-COST_COLUMNS = ("gflops", "params_m", "latency_ms")
+COST_COLUMNS = ("gflops", "backbone_gflops", "params_m", "latency_ms")
 REPORT_NAME = "depth_eval"
 
 
@@ -24,14 +24,15 @@ def report_rows(results: Mapping[str, Mapping[str, Any]]) -> List[Dict[str, Any]
                 if task in per_depth and metric in per_depth[task]:
                     row[f"{prefix}_{metric}"] = float(per_depth[task][metric])
         for column in COST_COLUMNS:
-            row[column] = float(per_depth["cost"][column])
+            if column in per_depth["cost"]:
+                row[column] = float(per_depth["cost"][column])
         rows.append(row)
     return rows
 
 
 def format_table(rows: List[Dict[str, Any]]) -> str:
     columns = list(rows[0].keys())
-    headers = [c.replace("_", " ").replace("gflops", "GFLOPs").replace("params m", "params (M)")
+    headers = [c.replace("_", " ").replace("backbone gflops", "backbone GFLOPs (224)").replace("gflops", "GFLOPs").replace("params m", "params (M)")
                .replace("latency ms", "latency (ms)") for c in columns]
     return tabulate([[row.get(c) for c in columns] for row in rows], headers=headers,
                     tablefmt="pipe", floatfmt=".2f")

@@ -6,7 +6,8 @@ It differs from :class:`detectron2.modeling.backbone.ResNet` in two places only:
 * each stage is an :class:`AdaptiveStage`: its first blocks (the mandatory sub-path)
   always run, the rest (the skippable sub-path) run unless the stage's skip flag is set;
 * the normalized convs of mandatory blocks are :class:`SwitchableNormConv2d`, with a
-  second norm used while their stage skips. Stem, shortcuts and skippable blocks keep one.
+  second norm used while their stage skips. Stem, shortcuts (unless
+  MODEL.ADN.SWITCH_SHORTCUT_NORM) and skippable blocks keep one.
 
 Everything else (blocks, stem, strides, freezing, the RESNETS config keys) is
 Detectron2's own: the builder calls ``build_resnet_backbone`` and converts its stages.
@@ -42,7 +43,13 @@ class AdaptiveStage(nn.Sequential):
     while ``switch.active``. Blocks keep their indices, so checkpoint keys stay
     ``res<k>.<i>.*`` as in Detectron2's ResNet."""
 
-    def __init__(self, blocks: Sequence[CNNBlockBase], num_mandatory: int, norm: str):
+    def __init__(
+        self,
+        blocks: Sequence[CNNBlockBase],
+        num_mandatory: int,
+        norm: str,
+        switch_shortcut_norm: bool = False,
+    ):
         super().__init__(*blocks)
         if not 1 <= num_mandatory <= len(blocks):
             raise ValueError(
@@ -55,7 +62,7 @@ class AdaptiveStage(nn.Sequential):
         self.num_mandatory = num_mandatory
         self.switch = SkipSwitch()
         for block in blocks[:num_mandatory]:
-            _make_norms_switchable(block, norm, self.switch)
+            _make_norms_switchable(block, norm, self.switch, switch_shortcut_norm)
 
     @property
     def skips(self) -> bool:
@@ -81,15 +88,19 @@ class AdaptiveStage(nn.Sequential):
         return x
 
 
-def _make_norms_switchable(block: CNNBlockBase, norm: str, switch: SkipSwitch) -> None:
-    """Give every normalized conv of a mandatory block, except its shortcut, a skip norm."""
+def _make_norms_switchable(
+    block: CNNBlockBase, norm: str, switch: SkipSwitch, shortcut: bool = False
+) -> None:
+    """Give every normalized conv of a mandatory block a skip norm; its shortcut's too only
+    with ``shortcut`` (the authors switch the residual branch's norms only)."""
     if type(block) not in (BasicBlock, BottleneckBlock):
         raise NotImplementedError(
             f"ADN backbones support Detectron2's BasicBlock and BottleneckBlock, not "
             f"{type(block).__name__} (e.g. set MODEL.RESNETS.DEFORM_ON_PER_STAGE to all False)."
         )
     for name, child in list(block.named_children()):
-        if name != "shortcut" and isinstance(child, Conv2d) and child.norm is not None:
+        switched = shortcut or name != "shortcut"
+        if switched and isinstance(child, Conv2d) and child.norm is not None:
             setattr(block, name, SwitchableNormConv2d.from_conv(child, norm, switch))
 
 
@@ -108,6 +119,7 @@ class ResNetADN(ResNet, AdaptiveDepthModule):
         out_features: Optional[List[str]] = None,
         freeze_at: int = 0,
         num_mandatory_per_stage: Optional[Sequence[int]] = None,
+        switch_shortcut_norm: bool = False,
         depth: str = "super",
     ):
         """
@@ -116,6 +128,8 @@ class ResNetADN(ResNet, AdaptiveDepthModule):
             norm: the norm type of the skip norms (Detectron2's ``get_norm`` names).
             num_mandatory_per_stage: mandatory blocks of each stage; default: the paper's
                 rule (:func:`num_mandatory_blocks`).
+            switch_shortcut_norm: give the shortcut (downsample) convs of mandatory blocks
+                a skip norm too (MODEL.ADN.SWITCH_SHORTCUT_NORM).
             depth: the depth setting to start at.
         """
         super().__init__(stem, stages, out_features=out_features, freeze_at=0)
@@ -129,7 +143,9 @@ class ResNetADN(ResNet, AdaptiveDepthModule):
         for index, (name, num_mandatory) in enumerate(
             zip(self.stage_names, num_mandatory_per_stage)
         ):
-            stage = AdaptiveStage(list(self.stages[index].children()), num_mandatory, norm)
+            stage = AdaptiveStage(
+                list(self.stages[index].children()), num_mandatory, norm, switch_shortcut_norm
+            )
             setattr(self, name, stage)
             self.stages[index] = stage
         self.num_adaptive_stages = len(self.stages)
@@ -168,5 +184,6 @@ def build_resnet_adn_backbone(cfg, input_shape):
         norm=cfg.MODEL.RESNETS.NORM,
         freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT,
         num_mandatory_per_stage=list(cfg.MODEL.ADN.NUM_MANDATORY_BLOCKS) or None,
+        switch_shortcut_norm=cfg.MODEL.ADN.SWITCH_SHORTCUT_NORM,
         depth=cfg.MODEL.ADN.DEPTH,
     )

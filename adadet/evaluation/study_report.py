@@ -1,0 +1,176 @@
+"""The study's report: per recipe and depth setting, the mean and spread over seeds.
+
+Input: for each recipe, the ``depth_eval.json`` rows of each seed's run (one row per
+setting, as :func:`adadet.evaluation.report_rows` writes them). Output: one row per
+(recipe, setting) with ``<metric>_mean`` / ``<metric>_std`` (sample standard deviation
+over seeds) and the checks of the paper's claim that every mixed setting lies between
+the super-net and the base-net:
+
+* **chain**: along FFFF -> TFFF -> TTFF -> TTTF -> TTTT (one more stage skips at each step)
+  the mean AP never rises by more than one standard deviation;
+* **dominance**: no setting that skips a strict superset of another's stages (so costs
+  less) beats it by more than one standard deviation.
+
+"One standard deviation" of a difference is the larger of the two settings' spreads.
+"""
+import csv
+import json
+import math
+import os
+import statistics
+from typing import Any, Dict, List, Mapping, Sequence
+
+from ..depth import DEFAULT_EVAL_CHAIN
+
+__all__ = ["aggregate_runs", "claim_checks", "format_study_table", "plot_study", "write_study"]
+
+METRICS = ("box_AP", "mask_AP")
+COSTS = ("backbone_gflops", "gflops", "latency_ms")
+
+
+def _mean_std(values: Sequence[float]):
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return float("nan"), float("nan")
+    mean = statistics.fmean(values)
+    return mean, (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def aggregate_runs(runs: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]]) -> List[Dict[str, Any]]:
+    """``{recipe: [rows of seed 0, rows of seed 1, ...]}`` -> one row per (recipe, depth):
+    recipe, depth, seeds, then ``<metric>_mean``/``_std`` for AP and costs."""
+    out = []
+    for recipe, seeds in runs.items():
+        by_depth: Dict[str, List[Mapping[str, Any]]] = {}
+        for rows in seeds:
+            for row in rows:
+                by_depth.setdefault(row["depth"], []).append(row)
+        for depth, rows in by_depth.items():
+            row: Dict[str, Any] = {"recipe": recipe, "depth": depth, "seeds": len(rows)}
+            for key in METRICS + COSTS:
+                if all(key in r for r in rows):
+                    row[f"{key}_mean"], row[f"{key}_std"] = _mean_std([float(r[key]) for r in rows])
+            out.append(row)
+    return out
+
+
+def _skips_superset(cheaper: str, dearer: str) -> bool:
+    """Whether ``cheaper`` skips every stage ``dearer`` skips, and more."""
+    return cheaper != dearer and all(a == "T" or b == "F" for a, b in zip(cheaper, dearer))
+
+
+def claim_checks(rows: Sequence[Mapping[str, Any]], metric: str = "box_AP") -> Dict[str, Any]:
+    """The chain and dominance checks of one recipe's rows (see the module docstring)."""
+    by_depth = {r["depth"]: r for r in rows}
+    mean = {d: r[f"{metric}_mean"] for d, r in by_depth.items()}
+    std = {d: r[f"{metric}_std"] for d, r in by_depth.items()}
+    chain = [d for d in DEFAULT_EVAL_CHAIN if d in by_depth]
+    rises = []
+    for dearer, cheaper in zip(chain, chain[1:]):
+        gain = mean[cheaper] - mean[dearer]
+        if gain > max(std[cheaper], std[dearer]):
+            rises.append({"from": dearer, "to": cheaper, "gain": gain})
+    violations = []
+    for cheaper in by_depth:
+        for dearer in by_depth:
+            if _skips_superset(cheaper, dearer):
+                gain = mean[cheaper] - mean[dearer]
+                if gain > max(std[cheaper], std[dearer]):
+                    violations.append({"cheaper": cheaper, "dearer": dearer, "gain": gain})
+    pairs = sum(_skips_superset(a, b) for a in by_depth for b in by_depth)
+    result: Dict[str, Any] = {
+        "metric": metric,
+        "chain": chain,
+        "chain_rises": rises,
+        "dominance_pairs": pairs,
+        "dominance_violations": sorted(violations, key=lambda v: -v["gain"]),
+        "holds": not rises and not violations,
+    }
+    if "FFFF" in mean and "TTTT" in mean:
+        result["super_minus_base"] = mean["FFFF"] - mean["TTTT"]
+        result["super_minus_base_std"] = max(std["FFFF"], std["TTTT"])
+    return result
+
+
+def format_study_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A markdown table: recipe | depth | box AP | mask AP (mean ± std) | costs."""
+    lines = [
+        "| recipe | depth | box AP | mask AP | backbone GFLOPs (224) | latency (ms) | seeds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def pm(row, key):
+        if f"{key}_mean" not in row:
+            return "-"
+        return f"{row[key + '_mean']:.1f} ± {row[key + '_std']:.1f}"
+
+    for row in rows:
+        lines.append(
+            f"| {row['recipe']} | {row['depth']} | {pm(row, 'box_AP')} | {pm(row, 'mask_AP')} | "
+            f"{row.get('backbone_gflops_mean', float('nan')):.2f} | "
+            f"{row.get('latency_ms_mean', float('nan')):.1f} | {row['seeds']} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_study(rows: Sequence[Mapping[str, Any]], path: str, title: str = "") -> None:
+    """AP (mean ± std over seeds) against backbone GFLOPs and against latency, one colour per
+    recipe; the chain's settings are joined and labelled, the other mixed settings are
+    unlabelled points (16 labels would overlap)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    recipes = list(dict.fromkeys(r["recipe"] for r in rows))
+    metrics = [m for m in METRICS if any(f"{m}_mean" in r for r in rows)]
+    figure = Figure(figsize=(6 * len(metrics), 4.8), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, len(metrics), squeeze=False)[0]
+    colours = [f"C{i}" for i in range(10)]
+    for axis, metric in zip(axes, metrics):
+        for recipe, colour in zip(recipes, colours * 3):
+            own = [r for r in rows if r["recipe"] == recipe and f"{metric}_mean" in r]
+            x = [r["backbone_gflops_mean"] for r in own]
+            y = [r[f"{metric}_mean"] for r in own]
+            e = [r[f"{metric}_std"] for r in own]
+            axis.errorbar(x, y, yerr=e, fmt="o", ms=3, color=colour, alpha=0.45, capsize=2)
+            chain = [next(r for r in own if r["depth"] == d) for d in DEFAULT_EVAL_CHAIN
+                     if any(r["depth"] == d for r in own)]
+            axis.plot([r["backbone_gflops_mean"] for r in chain],
+                      [r[f"{metric}_mean"] for r in chain], "-o", color=colour, label=recipe)
+            for r in chain:
+                axis.annotate(r["depth"], (r["backbone_gflops_mean"], r[f"{metric}_mean"]),
+                              textcoords="offset points", xytext=(3, -10), fontsize=7,
+                              color=colour)
+        axis.set_xlabel("backbone GFLOPs (224x224; does not depend on detections)")
+        axis.set_ylabel(f"{metric.replace('_', ' ')} (mean ± std over seeds)")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path)
+
+
+def write_study(
+    rows: Sequence[Mapping[str, Any]], output_dir: str, name: str, info: Mapping[str, Any]
+) -> Dict[str, str]:
+    """``<name>.json`` (rows, per-recipe checks, ``info``), ``.csv``, ``.md`` and ``.png``."""
+    os.makedirs(output_dir, exist_ok=True)
+    paths = {ext: os.path.join(output_dir, f"{name}.{ext}") for ext in ("json", "csv", "md", "png")}
+    recipes = list(dict.fromkeys(r["recipe"] for r in rows))
+    checks = {
+        recipe: {m: claim_checks([r for r in rows if r["recipe"] == recipe], m)
+                 for m in METRICS if all(f"{m}_mean" in r for r in rows if r["recipe"] == recipe)}
+        for recipe in recipes
+    }
+    with open(paths["json"], "w") as f:
+        json.dump({"info": dict(info), "rows": list(rows), "checks": checks}, f, indent=1)
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    with open(paths["csv"], "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    with open(paths["md"], "w") as f:
+        f.write(format_study_table(rows) + "\n")
+    plot_study(rows, paths["png"], title=info.get("title", ""))
+    return paths

@@ -1,0 +1,64 @@
+"""The study's aggregation over seeds and the checks of the paper's claim."""
+import json
+
+import pytest
+
+from adadet.depth import all_depths
+from adadet.evaluation.study_report import aggregate_runs, claim_checks, write_study
+
+
+def _rows(ap_of, seed_offset=0.0):
+    return [
+        {"depth": d, "box_AP": ap_of(d) + seed_offset, "mask_AP": ap_of(d), "gflops": 2.0,
+         "backbone_gflops": 4.0 - d.count("T"), "latency_ms": 10.0 - d.count("T")}
+        for d in all_depths(4)
+    ]
+
+
+def _monotone(depth):  # each skipped stage costs 1 AP
+    return 40.0 - depth.count("T")
+
+
+def test_mean_and_sample_std_over_seeds():
+    rows = aggregate_runs({"r": [_rows(_monotone, -1.0), _rows(_monotone, 1.0)]})
+    assert len(rows) == 16
+    ffff = next(r for r in rows if r["depth"] == "FFFF")
+    assert ffff["seeds"] == 2 and ffff["box_AP_mean"] == pytest.approx(40.0)
+    assert ffff["box_AP_std"] == pytest.approx(2 ** 0.5)  # sample std of 39 and 41
+    assert ffff["mask_AP_std"] == 0.0 and ffff["backbone_gflops_mean"] == 4.0
+
+
+def test_claim_holds_for_a_monotone_model_and_names_what_breaks_it():
+    seeds = [_rows(_monotone, -0.1), _rows(_monotone, 0.1)]
+    check = claim_checks(aggregate_runs({"r": seeds}))
+    assert check["holds"] and check["dominance_pairs"] == 65  # 3^4 - 2^4 strict supersets
+    assert check["super_minus_base"] == pytest.approx(4.0)
+
+    def ttff_too_low(depth):  # TTFF 5 AP below TTTF and TTTT: a rise along the chain
+        return _monotone(depth) - (5.0 if depth == "TTFF" else 0.0)
+
+    check = claim_checks(aggregate_runs({"r": [_rows(ttff_too_low, -0.1), _rows(ttff_too_low, 0.1)]}))
+    assert not check["holds"]
+    assert [(r["from"], r["to"]) for r in check["chain_rises"]] == [("TTFF", "TTTF")]
+    violations = {(v["cheaper"], v["dearer"]) for v in check["dominance_violations"]}
+    assert ("TTTF", "TTFF") in violations and ("TTTT", "TTFF") in violations
+    assert all(v["dearer"] == "TTFF" for v in check["dominance_violations"])
+
+
+def test_a_rise_within_one_std_is_noise():
+    def noisy(depth):
+        return _monotone(depth) + (1.5 if depth == "TTTT" else 0.0)  # TTTT 0.5 above TTTF
+
+    seeds = [_rows(noisy, -1.0), _rows(noisy, 1.0)]  # std 1.41 > 0.5
+    assert claim_checks(aggregate_runs({"r": seeds}))["holds"]
+
+
+def test_report_files(tmp_path):
+    rows = aggregate_runs({"a": [_rows(_monotone, -1), _rows(_monotone, 1)],
+                           "b": [_rows(_monotone, 0), _rows(_monotone, 0.5)]})
+    paths = write_study(rows, str(tmp_path), "study_tune", {"title": "t", "seeds": [0, 1]})
+    saved = json.load(open(paths["json"]))
+    assert set(saved["checks"]) == {"a", "b"} and saved["checks"]["a"]["box_AP"]["holds"]
+    assert len(saved["rows"]) == 32
+    assert "| a | FFFF | 40.0 ± 1.4 |" in open(paths["md"]).read()
+    assert open(paths["png"], "rb").read(4) == b"\x89PNG"
