@@ -31,6 +31,11 @@ def add_adn_config(cfg) -> None:
     # Student sub-nets. One entry: always that one (the paper: the base-net "TTTT").
     # Several: one is sampled per iteration.
     _C.MODEL.ADN.DISTILL.SUBNETS = ["TTTT"]
+    # Students per iteration, drawn from SUBNETS without replacement (all of them if
+    # SUBNETS has no more); each student term is then the mean over them. The paper: 1
+    # (the base-net). Every sub-net each iteration ("sandwich"-style training of all
+    # settings): SUBNETS = the 15 sub-nets, NUM_STUDENTS 15, at ~8x the cost.
+    _C.MODEL.ADN.DISTILL.NUM_STUDENTS = 1
     # loss = ALPHA * L_super + (1 - ALPHA) * (SUB_TASK_WEIGHT * L_sub_task + KD_WEIGHT * L_kd)
     # ALPHA in [0, 1]; the authors' code uses 0.5 (ImageNet and RetinaNet).
     _C.MODEL.ADN.DISTILL.ALPHA = 0.5

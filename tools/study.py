@@ -56,6 +56,11 @@ RECIPES = {
         ["MODEL.ADN.DISTILL.SUBNETS",
          "[" + ",".join(f'"{d}"' for d in ALL_SUBNETS) + "]"],
     ),
+    "three_students": (
+        "3 students per iteration drawn among all 15 sub-nets (sandwich-like, not the paper)",
+        ["MODEL.ADN.DISTILL.SUBNETS", "[" + ",".join(f'"{d}"' for d in ALL_SUBNETS) + "]",
+         "MODEL.ADN.DISTILL.NUM_STUDENTS", "3"],
+    ),
     "switch_shortcut": (
         "as 'fpn', with skip norms on the shortcuts of mandatory blocks too",
         ["MODEL.ADN.SWITCH_SHORTCUT_NORM", "True"],

@@ -3,7 +3,8 @@
 :class:`SelfDistillationModel` wraps a detector; one call of its ``forward`` runs
 
 1. the super-net ("FFFF") -> task losses ``L_super``, and its backbone features;
-2. a student sub-net (``MODEL.ADN.DISTILL.SUBNETS``) -> task losses ``L_sub_task`` and
+2. a student sub-net (``MODEL.ADN.DISTILL.SUBNETS``; ``NUM_STUDENTS`` of them, each term
+   then the mean over the students) -> task losses ``L_sub_task`` and
    ``L_kd``, the KL divergence of its feature maps (``MODEL.ADN.DISTILL.FEATURES``: FPN
    levels and/or bottom-up stage outputs, per position or pooled) to the super-net's
    (detached) ones;
@@ -246,6 +247,7 @@ class SelfDistillationModel(nn.Module):
         *,
         distill: bool = True,
         subnets: Sequence[str] = ("TTTT",),
+        num_students: int = 1,
         alpha: float = 0.5,
         sub_task_weight: float = 1.0,
         kd_weight: float = 1.0,
@@ -262,6 +264,11 @@ class SelfDistillationModel(nn.Module):
         self.super_depth = normalize_depth("super", num_stages)
         self.distill = bool(distill)
         self.subnets = expand_depth_list(list(subnets), num_stages)
+        if isinstance(num_students, bool) or not isinstance(num_students, int) or num_students < 1:
+            raise ValueError(
+                f"MODEL.ADN.DISTILL.NUM_STUDENTS must be an integer >= 1, got {num_students!r}."
+            )
+        self.num_students = num_students
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"MODEL.ADN.DISTILL.ALPHA must be in [0, 1], got {alpha}.")
         if temperature <= 0:
@@ -310,6 +317,7 @@ class SelfDistillationModel(nn.Module):
             detector,
             distill=d.ENABLED,
             subnets=list(d.SUBNETS),
+            num_students=d.NUM_STUDENTS,
             alpha=d.ALPHA,
             sub_task_weight=d.SUB_TASK_WEIGHT,
             kd_weight=d.KD_WEIGHT,
@@ -350,13 +358,17 @@ class SelfDistillationModel(nn.Module):
         num_stages = len(parse_depth(self.super_depth))
         return all(all(parse_depth(s, num_stages)) for s in self.subnets)
 
-    def subnet_for_iteration(self, iteration: int) -> str:
-        """The student of an iteration: seeded by (seed, iteration), so all DDP ranks pick
-        the same one and a resumed run continues the same sequence."""
-        if len(self.subnets) == 1:
-            return self.subnets[0]
-        index = np.random.default_rng([self.seed, int(iteration)]).integers(len(self.subnets))
-        return self.subnets[int(index)]
+    def students_for_iteration(self, iteration: int) -> List[str]:
+        """The students of an iteration: ``num_students`` of ``subnets``, drawn without
+        replacement, seeded by (seed, iteration), so all DDP ranks pick the same ones and a
+        resumed run continues the same sequence. All of them when there are no more."""
+        if self.num_students >= len(self.subnets):
+            return list(self.subnets)
+        rng = np.random.default_rng([self.seed, int(iteration)])
+        if self.num_students == 1:
+            return [self.subnets[int(rng.integers(len(self.subnets)))]]
+        picks = rng.choice(len(self.subnets), size=self.num_students, replace=False)
+        return [self.subnets[int(i)] for i in sorted(picks)]
 
     def forward(self, batched_inputs, iteration: Optional[int] = None):
         if not self.training:
@@ -372,10 +384,24 @@ class SelfDistillationModel(nn.Module):
                 return self.detector(batched_inputs)
 
         teacher = self._run_pass(batched_inputs, self.super_depth, "super", teacher=True)
-        subnet = self.subnet_for_iteration(iteration)
-        student = self._run_pass(batched_inputs, subnet, "sub")
-        super_losses, sub_losses = teacher.losses, student.losses
+        students = [
+            self._student_terms(batched_inputs, teacher, subnet)
+            for subnet in self.students_for_iteration(iteration)
+        ]
+        # several students: each term is their mean, so the weights keep their meaning
+        student_terms = {k: torch.stack([s[k] for s in students]).mean() for k in students[0]}
+        student_total = student_terms.pop(TOTAL_KEY)
+        total = self.alpha * sum(teacher.losses.values()) + (1.0 - self.alpha) * student_total
+        terms = {SUPER_PREFIX + k: v for k, v in teacher.losses.items()}
+        terms.update(student_terms)
+        terms[TOTAL_KEY] = total
+        return terms
 
+    def _student_terms(self, batched_inputs, teacher: "_Pass", subnet: str) -> Dict[str, torch.Tensor]:
+        """One student's pass: its task losses (``sub/...``), ``loss_kd`` (and
+        ``loss_kd_logits``) and, as ``total_loss``, their weighted sum
+        ``SUB_TASK_WEIGHT * L_sub + KD_WEIGHT * L_kd (+ LOGITS_WEIGHT * L_kd_logits)``."""
+        student = self._run_pass(batched_inputs, subnet, "sub")
         loss_kd = feature_kd_loss(
             student.distilled,
             teacher.distilled,
@@ -384,16 +410,12 @@ class SelfDistillationModel(nn.Module):
             pooling=self.pooling,
             reduction=self.reduction,
         )
-        student_terms = self.sub_task_weight * sum(sub_losses.values()) + self.kd_weight * loss_kd
-        if self.logits_weight > 0:
-            loss_kd_logits = self._logits_kd_loss(teacher, student)
-            student_terms = student_terms + self.logits_weight * loss_kd_logits
-        total = self.alpha * sum(super_losses.values()) + (1.0 - self.alpha) * student_terms
-        terms = {SUPER_PREFIX + k: v for k, v in super_losses.items()}
-        terms.update({SUB_PREFIX + k: v for k, v in sub_losses.items()})
+        total = self.sub_task_weight * sum(student.losses.values()) + self.kd_weight * loss_kd
+        terms = {SUB_PREFIX + k: v for k, v in student.losses.items()}
         terms[KD_KEY] = loss_kd
         if self.logits_weight > 0:
-            terms[KD_LOGITS_KEY] = loss_kd_logits
+            terms[KD_LOGITS_KEY] = self._logits_kd_loss(teacher, student)
+            total = total + self.logits_weight * terms[KD_LOGITS_KEY]
         terms[TOTAL_KEY] = total
         return terms
 

@@ -178,8 +178,8 @@ def test_subnet_sampling_is_seeded_per_iteration(bn_setup):
     cfg.SEED = 3
     a = SelfDistillationModel.from_config(cfg, detector)
     b = SelfDistillationModel.from_config(cfg, detector)
-    picks = [a.subnet_for_iteration(i) for i in range(40)]
-    assert picks == [b.subnet_for_iteration(i) for i in range(40)]
+    picks = [a.students_for_iteration(i)[0] for i in range(40)]
+    assert picks == [b.students_for_iteration(i)[0] for i in range(40)]
     assert set(picks) == {"TTTT", "TTFF"}
     assert not a.uses_every_parameter  # TTFF leaves res4/res5 skip norms unused
 
@@ -233,3 +233,38 @@ def test_trainer_leaves_the_model_at_the_configured_depth(tiny_dataset, tmp_path
     cfg.defrost()
     cfg.MODEL.ADN.SKIP_NORM_INIT = "error"
     assert ADNTrainer(cfg).checkpointer.skip_norm_init == "error"
+
+
+def test_several_students_per_iteration_average_their_terms(bn_setup):
+    cfg, detector, batch = bn_setup
+    cfg = cfg.clone()
+    cfg.MODEL.ADN.DISTILL.SUBNETS = ["TTTT", "TFFF", "FTFT", "TTTF"]
+    cfg.MODEL.ADN.DISTILL.NUM_STUDENTS = 3
+    wrapper = SelfDistillationModel.from_config(cfg, detector).train()
+    draws = [wrapper.students_for_iteration(i) for i in range(30)]
+    assert all(len(set(d)) == 3 and set(d) <= set(cfg.MODEL.ADN.DISTILL.SUBNETS) for d in draws)
+    assert len({tuple(d) for d in draws}) > 1  # a new draw per iteration
+    assert draws == [wrapper.students_for_iteration(i) for i in range(30)]
+
+    seen = []
+    handle = detector.backbone.register_forward_pre_hook(
+        lambda module, inputs: seen.append(get_depth(detector))
+    )
+    try:
+        with EventStorage(0):
+            torch.manual_seed(0)
+            losses = wrapper(batch, iteration=4)
+            singles = []
+            for subnet in draws[4]:
+                torch.manual_seed(0)  # the same sampling as above for each pass
+                teacher = wrapper._run_pass(batch, "FFFF", "super", teacher=True)
+                singles.append(wrapper._student_terms(batch, teacher, subnet))
+    finally:
+        handle.remove()
+    assert seen[:4] == ["FFFF", *draws[4]]
+    kd = torch.stack([s["loss_kd"] for s in singles]).mean()
+    torch.testing.assert_close(losses["loss_kd"], kd, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="NUM_STUDENTS"):
+        bad = cfg.clone()
+        bad.MODEL.ADN.DISTILL.NUM_STUDENTS = 0
+        SelfDistillationModel.from_config(bad, detector)
