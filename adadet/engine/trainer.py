@@ -3,7 +3,7 @@
 Differences from ``DefaultTrainer`` (everything else, hooks included, is inherited):
 
 * the DDP-wrapped module is a :class:`SelfDistillationModel` around the detector, and the
-  step is :class:`ADNTrainStep` / :class:`ADNAMPTrainStep` (see ``distill_step``);
+  step is :class:`ADNTrainStep` / :class:`ADNAMPTrainStep` (``train_step.py``);
 * the optimizer is :func:`build_adn_optimizer` (Detectron2's, plus ViT-ADN's layer-wise
   LR decay and AdamW);
 * checkpoints hold the bare detector (ADNCheckpointer), plus the optimizer, grad scaler
@@ -41,7 +41,8 @@ from ..depth import adaptive_modules, expand_depth_list, set_depth, using_depth
 from ..env import has_compiled_ops
 from ..layers import calibrate_depth_bn_statistics
 from ..evaluation import device_name, evaluate_depths, format_table, report_rows, write_report
-from .distill_step import ADNAMPTrainStep, ADNTrainStep, SelfDistillationModel, unwrap_detector
+from ..modeling.self_distillation import SelfDistillationModel, unwrap_detector
+from .train_step import ADNAMPTrainStep, ADNTrainStep
 from .optimizer import build_adn_optimizer
 
 __all__ = ["ADNTrainer", "check_datasets_available", "ddp_kwargs"]

@@ -1,2 +1,3 @@
 from .backbone import *  # noqa: F401,F403  (registers the ADN backbones)
 from .roi_heads import FastRCNNConvFCHeadLN, MaskRCNNConvUpsampleHeadLN  # registers the LN heads
+from .self_distillation import SelfDistillationModel, unwrap_detector  # noqa: F401

@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from ..depth import adaptive_modules
 
-__all__ = ["capture_features", "distillable_features"]
+__all__ = ["capture_backbone_features", "capture_features", "distillable_features"]
 
 
 def _stage_modules(detector: nn.Module) -> Dict[str, nn.Module]:
@@ -68,3 +68,21 @@ def capture_features(detector: nn.Module, names: Sequence[str]) -> Iterator[Dict
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextlib.contextmanager
+def capture_backbone_features(detector: nn.Module):
+    """Record what ``detector.backbone`` returns while the block runs (a forward hook,
+    removed on exit): a list with one dict of features per backbone call."""
+    backbone = getattr(detector, "backbone", None)
+    if backbone is None:
+        raise AttributeError(
+            f"{type(detector).__name__} has no `backbone`; self-distillation needs a "
+            "meta-architecture with one (GeneralizedRCNN, RetinaNet)."
+        )
+    calls: List[Dict[str, torch.Tensor]] = []
+    handle = backbone.register_forward_hook(lambda module, inputs, output: calls.append(output))
+    try:
+        yield calls
+    finally:
+        handle.remove()

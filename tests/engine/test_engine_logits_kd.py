@@ -9,7 +9,7 @@ from detectron2.solver import build_optimizer
 from detectron2.utils.events import EventStorage
 
 from adadet.engine import ADNTrainStep, SelfDistillationModel
-from adadet.engine.distill_step import roi_class_scores
+from adadet.modeling.logits_distill import roi_class_scores
 from adn_testing import make_project_cfg, synthetic_batch
 from engine_tiny_data import tiny_cfg
 from test_engine_step import _batch, _build, _grad_norm, _param_groups

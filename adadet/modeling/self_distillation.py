@@ -1,4 +1,4 @@
-"""One ADN training step: the super-net and a sub-net on the same batch, one backward.
+"""The self-distillation model: the super-net and its students on the same batch, one call.
 
 :class:`SelfDistillationModel` wraps a detector; one call of its ``forward`` runs
 
@@ -27,45 +27,30 @@ per backward, and only the two passes together use every parameter (skippable bl
 run in the super-net only, skip norms in the sub-net only), so DDP needs no
 ``find_unused_parameters`` for the paper's setting (student "TTTT").
 
-:class:`ADNTrainStep` / :class:`ADNAMPTrainStep` are Detectron2's ``SimpleTrainer`` /
-``AMPTrainer`` with a step that back-propagates ``total_loss`` and logs every term.
 """
 import contextlib
 import logging
-import time
-from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
-from detectron2.engine import AMPTrainer, SimpleTrainer
-from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from ..depth import adaptive_modules, expand_depth_list, normalize_depth, parse_depth, using_depth
 from ..layers.depth_bn_statistics import discard_depth_bn_statistics
-from ..modeling.distill import (
-    POOLINGS,
-    REDUCTIONS,
-    dense_logits_kd_loss,
-    feature_kd_loss,
-    logits_kd_loss,
+from .distill import POOLINGS, REDUCTIONS, dense_logits_kd_loss, feature_kd_loss, logits_kd_loss
+from .distill_features import capture_backbone_features, capture_features, distillable_features
+from .logits_distill import (
+    capture_dense_logits,
+    capture_roi_teacher,
+    logits_distill_heads,
+    roi_class_scores,
 )
-from ..modeling.distill_features import capture_features, distillable_features
 
-__all__ = [
-    "SelfDistillationModel",
-    "ADNTrainStep",
-    "ADNAMPTrainStep",
-    "capture_backbone_features",
-    "capture_dense_logits",
-    "capture_roi_teacher",
-    "logits_distill_heads",
-    "roi_class_scores",
-    "unwrap_detector",
-    "write_loss_metrics",
-]
+__all__ = ["KD_KEY", "KD_LOGITS_KEY", "SUB_PREFIX", "SUPER_PREFIX", "TOTAL_KEY",
+           "SelfDistillationModel", "unwrap_detector"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,133 +59,6 @@ SUB_PREFIX = "sub/"
 KD_KEY = "loss_kd"
 KD_LOGITS_KEY = "loss_kd_logits"
 TOTAL_KEY = "total_loss"
-
-
-@contextlib.contextmanager
-def capture_backbone_features(detector: nn.Module):
-    """Record what ``detector.backbone`` returns while the block runs (a forward hook,
-    removed on exit): a list with one dict of features per backbone call."""
-    backbone = getattr(detector, "backbone", None)
-    if backbone is None:
-        raise AttributeError(
-            f"{type(detector).__name__} has no `backbone`; self-distillation needs a "
-            "meta-architecture with one (GeneralizedRCNN, RetinaNet)."
-        )
-    calls: List[Dict[str, torch.Tensor]] = []
-    handle = backbone.register_forward_hook(lambda module, inputs, output: calls.append(output))
-    try:
-        yield calls
-    finally:
-        handle.remove()
-
-
-def logits_distill_heads(detector: nn.Module) -> Tuple[Optional[nn.Module], Optional[nn.Module]]:
-    """``(dense_head, roi_heads)`` whose classification logits ``LOGITS_WEIGHT``
-    distills; either may be None, not both.
-
-    dense_head: ``proposal_generator.rpn_head`` of an :class:`RPN` (its output[0]: a list
-    per level of (N, A, H, W) objectness logits) or the ``head`` of a :class:`RetinaNet`
-    (output[0]: per level (N, A*K, H, W) class logits). roi_heads: a StandardROIHeads-like
-    module with one ``box_pooler``, ``box_head`` and a ``FastRCNNOutputLayers``
-    ``box_predictor`` (Detectron2 v0.6 and main).
-
-    Raises ValueError for what it cannot distill (Cascade R-CNN, Res5ROIHeads, other
-    proposal generators or meta-architectures).
-    """
-    from detectron2.modeling.meta_arch.retinanet import RetinaNet
-    from detectron2.modeling.proposal_generator.rpn import RPN
-    from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
-
-    fix = "set MODEL.ADN.DISTILL.LOGITS_WEIGHT to 0.0 (feature distillation still applies)"
-    name = type(detector).__name__
-    dense_head = None
-    proposal_generator = getattr(detector, "proposal_generator", None)
-    if isinstance(proposal_generator, RPN):
-        dense_head = proposal_generator.rpn_head
-    elif proposal_generator is not None:
-        raise ValueError(
-            f"MODEL.ADN.DISTILL.LOGITS_WEIGHT > 0 distills the logits of Detectron2's RPN; "
-            f"{name}'s proposal generator is a {type(proposal_generator).__name__}. "
-            f"Unsupported: {fix}."
-        )
-    elif isinstance(detector, RetinaNet):
-        dense_head = detector.head
-
-    roi_heads = getattr(detector, "roi_heads", None)
-    if roi_heads is not None:
-        predictor = getattr(roi_heads, "box_predictor", None)
-        box_head = getattr(roi_heads, "box_head", None)
-        if (
-            not isinstance(predictor, FastRCNNOutputLayers)
-            or not isinstance(box_head, nn.Module)
-            or isinstance(box_head, (nn.ModuleList, nn.ModuleDict))
-            or getattr(roi_heads, "box_pooler", None) is None
-            or not hasattr(roi_heads, "box_in_features")
-        ):
-            raise ValueError(
-                f"MODEL.ADN.DISTILL.LOGITS_WEIGHT > 0 distills ROI class scores of heads with "
-                f"one box_pooler, box_head and FastRCNNOutputLayers box_predictor "
-                f"(StandardROIHeads); {type(roi_heads).__name__} is not one (Cascade R-CNN "
-                f"has a box head and predictor per stage, Res5ROIHeads has no box_pooler). "
-                f"Unsupported: {fix}."
-            )
-    if dense_head is None and roi_heads is None:
-        raise ValueError(
-            f"MODEL.ADN.DISTILL.LOGITS_WEIGHT > 0 distills the classification logits of an "
-            f"RPN, ROI heads or a RetinaNet head; {name} has none of them. Unsupported: {fix}."
-        )
-    return dense_head, roi_heads
-
-
-@contextlib.contextmanager
-def capture_dense_logits(head: nn.Module):
-    """Record, while the block runs, the classification logits a dense head returns
-    (its output[0], a list of per-level tensors): a list with one entry per call. The
-    forward hook is removed on exit."""
-    calls: List[List[torch.Tensor]] = []
-    handle = head.register_forward_hook(
-        lambda module, inputs, output: calls.append(list(output[0]))
-    )
-    try:
-        yield calls
-    finally:
-        handle.remove()
-
-
-@contextlib.contextmanager
-def capture_roi_teacher(roi_heads: nn.Module):
-    """Record, while the block runs, the boxes given to ``roi_heads.box_pooler`` (not the
-    mask or keypoint poolers) and the class scores ``roi_heads.box_predictor`` returns:
-    yields ``{"boxes": [...], "scores": [...]}``, one entry per call. Both forward hooks
-    are removed on exit."""
-    record: Dict[str, list] = {"boxes": [], "scores": []}
-
-    def on_pooler(module, args, kwargs, output):
-        box_lists = args[1] if len(args) > 1 else kwargs["box_lists"]
-        # proposals carry no gradient; detach anyway: they are the teacher's
-        record["boxes"].append([type(b)(b.tensor.detach()) for b in box_lists])
-
-    def on_predictor(module, inputs, output):
-        record["scores"].append(output[0])
-
-    handles = [roi_heads.box_pooler.register_forward_hook(on_pooler, with_kwargs=True)]
-    try:
-        handles.append(roi_heads.box_predictor.register_forward_hook(on_predictor))
-        yield record
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def roi_class_scores(
-    roi_heads: nn.Module, features: Mapping[str, torch.Tensor], boxes: Sequence
-) -> torch.Tensor:
-    """The class scores (R, K+1) of ``roi_heads``' box branch on given boxes, computed as
-    StandardROIHeads._forward_box does: box_pooler -> box_head -> box_predictor."""
-    features = [features[f] for f in roi_heads.box_in_features]
-    box_features = roi_heads.box_pooler(features, list(boxes))
-    box_features = roi_heads.box_head(box_features)
-    return roi_heads.box_predictor(box_features)[0]
 
 
 def _single_call(calls: list, depth: str, what: str = "The backbone"):
@@ -468,119 +326,3 @@ class SelfDistillationModel(nn.Module):
             else:
                 terms.append(logits_kd_loss(student_scores, teacher_scores, self.temperature))
         return torch.stack(terms).mean()
-
-
-def write_loss_metrics(
-    loss_dict: Mapping[str, torch.Tensor], total: torch.Tensor, data_time: float
-) -> None:
-    """Detectron2's ``SimpleTrainer.write_metrics`` for weighted terms: gathers the terms
-    of all ranks (on every rank), logs their means to the EventStorage (so to
-    metrics.json / TensorBoard), plus ``total_loss`` (what was back-propagated) and, for
-    prefixed terms, ``super/total_loss`` / ``sub/total_loss`` (unweighted sums of each
-    pass's task losses).
-
-    Raises FloatingPointError naming the non-finite terms and the iteration, on every rank.
-    """
-    metrics = {k: v.detach().cpu().item() for k, v in loss_dict.items()}
-    metrics[TOTAL_KEY] = total.detach().cpu().item()
-    metrics["data_time"] = data_time
-    # Every rank gets every rank's terms, so all of them stop on a non-finite loss (with
-    # Detectron2's gather only the main process would, leaving the others waiting).
-    all_metrics = comm.all_gather(metrics)
-    storage = get_event_storage()
-    # The slowest rank's data time is the latency the loader caused.
-    data_time = np.max([m.pop("data_time") for m in all_metrics])
-    metrics = {k: float(np.mean([m[k] for m in all_metrics])) for k in all_metrics[0]}
-    if not np.isfinite(metrics[TOTAL_KEY]):
-        bad = sorted(k for k, v in metrics.items() if not np.isfinite(v) and k != TOTAL_KEY)
-        raise FloatingPointError(
-            f"Loss became infinite or NaN at iteration={storage.iter}: non-finite term(s) "
-            f"{bad or [TOTAL_KEY]}.\nloss_dict = {metrics}"
-        )
-    if not comm.is_main_process():
-        return
-    storage.put_scalar("data_time", data_time)
-    for prefix in (SUPER_PREFIX, SUB_PREFIX):
-        task_terms = [v for k, v in metrics.items() if k.startswith(prefix)]
-        if task_terms:
-            metrics[prefix + TOTAL_KEY] = float(sum(task_terms))
-    storage.put_scalar(TOTAL_KEY, metrics.pop(TOTAL_KEY))
-    if metrics:
-        storage.put_scalars(**metrics)
-
-
-class _ADNStepMixin:
-    """The parts shared by the FP32 and AMP steps."""
-
-    def _load_batch(self):
-        start = time.perf_counter()
-        data = next(self._data_loader_iter)
-        return data, time.perf_counter() - start
-
-    def _compute_losses(self, data):
-        """(total loss to back-propagate, dict of the terms to log)."""
-        inner = self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
-        if isinstance(inner, SelfDistillationModel):
-            loss_dict = self.model(data, iteration=self.iter)
-        else:
-            loss_dict = self.model(data)
-        if isinstance(loss_dict, torch.Tensor):
-            return loss_dict, {}
-        loss_dict = dict(loss_dict)
-        total = loss_dict.pop(TOTAL_KEY) if TOTAL_KEY in loss_dict else sum(loss_dict.values())
-        return total, loss_dict
-
-    def _after_backward(self):
-        # Detectron2 main has an after_backward hook stage; v0.6 does not.
-        after_backward = getattr(self, "after_backward", None)
-        if after_backward is not None:
-            after_backward()
-
-
-class ADNTrainStep(_ADNStepMixin, SimpleTrainer):
-    """``SimpleTrainer`` whose step back-propagates the ADN total loss once:
-    load batch -> losses (both passes) -> zero_grad -> backward -> write metrics -> step."""
-
-    def run_step(self):
-        assert self.model.training, "[ADNTrainStep] model was changed to eval mode!"
-        data, data_time = self._load_batch()
-        total, loss_dict = self._compute_losses(data)
-        self.optimizer.zero_grad()
-        total.backward()
-        self._after_backward()
-        write_loss_metrics(loss_dict, total, data_time)
-        self.optimizer.step()
-
-
-class ADNAMPTrainStep(_ADNStepMixin, AMPTrainer):
-    """``AMPTrainer`` with the ADN step: both passes under autocast, one scaled backward.
-
-    On CUDA it autocasts to ``precision`` (float16) with a GradScaler, like Detectron2's
-    AMPTrainer; on CPU it autocasts to bfloat16 and the scaler is disabled (no-op).
-    """
-
-    def __init__(self, model, data_loader, optimizer, grad_scaler=None, precision=None):
-        cuda = torch.cuda.is_available()
-        if grad_scaler is None:
-            grad_scaler = _grad_scaler(enabled=cuda)
-        super().__init__(model, data_loader, optimizer, grad_scaler=grad_scaler)
-        self.autocast_device = "cuda" if cuda else "cpu"
-        self.precision = precision or (torch.float16 if cuda else torch.bfloat16)
-
-    def run_step(self):
-        assert self.model.training, "[ADNAMPTrainStep] model was changed to eval mode!"
-        data, data_time = self._load_batch()
-        with torch.autocast(device_type=self.autocast_device, dtype=self.precision):
-            total, loss_dict = self._compute_losses(data)
-        self.optimizer.zero_grad()
-        self.grad_scaler.scale(total).backward()
-        self._after_backward()
-        write_loss_metrics(loss_dict, total, data_time)
-        self.grad_scaler.step(self.optimizer)
-        self.grad_scaler.update()
-
-
-def _grad_scaler(enabled: bool):
-    if hasattr(torch.amp, "GradScaler"):  # torch >= 2.3
-        return torch.amp.GradScaler("cuda", enabled=enabled)
-    return torch.cuda.amp.GradScaler(enabled=enabled)
