@@ -6,10 +6,15 @@ Examples:
     tools/train_net.py --config-file configs/mask_rcnn_ada_r18_embedded_cpu.yaml
     # COCO, 8 GPUs (COCO under $DETECTRON2_DATASETS/coco)
     tools/train_net.py --config-file configs/mask_rcnn_ada_r50.yaml --num-gpus 8
-    # evaluate a trained model at the base-net depth
+    # evaluate a trained model at every depth of TEST.ADN.DEPTHS (["all"]: the 16)
+    tools/train_net.py --config-file configs/mask_rcnn_ada_r50.yaml --eval-only \
+        MODEL.WEIGHTS output/model_final.pth
+    # ... at the base-net depth only (MODEL.ADN.DEPTH given alone: that one depth)
     tools/train_net.py --config-file configs/mask_rcnn_ada_r50.yaml --eval-only \
         MODEL.WEIGHTS output/model_final.pth MODEL.ADN.DEPTH TTTT
 """
+import sys
+
 import detectron2.utils.comm as comm
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
@@ -33,11 +38,27 @@ def setup(args):
     add_adn_config(cfg)
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
+    if args.eval_only:
+        check_eval_only(cfg, args)
     cfg.freeze()
     default_setup(cfg, args)
     # adadet's own messages (depth evaluated, ...) in the console and OUTPUT_DIR/log.txt
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="adadet")
     return cfg
+
+
+def check_eval_only(cfg, args) -> None:
+    """--eval-only evaluates TEST.ADN.DEPTHS; MODEL.ADN.DEPTH given on the command line
+    without TEST.ADN.DEPTHS evaluates that one depth. Random weights only when asked."""
+    given = args.opts[0::2]
+    if "MODEL.ADN.DEPTH" in given and "TEST.ADN.DEPTHS" not in given:
+        cfg.TEST.ADN.DEPTHS = [cfg.MODEL.ADN.DEPTH]
+    if not cfg.MODEL.WEIGHTS and not args.allow_random_weights:
+        sys.exit(
+            "--eval-only with an empty MODEL.WEIGHTS would evaluate randomly initialised "
+            "weights. Give the checkpoint: MODEL.WEIGHTS output/model_final.pth (or "
+            "--allow-random-weights to evaluate random weights on purpose)."
+        )
 
 
 def main(args):
@@ -59,7 +80,13 @@ def main(args):
 
 
 def invoke_main() -> None:
-    args = default_argument_parser().parse_args()
+    parser = default_argument_parser()
+    parser.add_argument(
+        "--allow-random-weights",
+        action="store_true",
+        help="with --eval-only: evaluate even without MODEL.WEIGHTS (random init)",
+    )
+    args = parser.parse_args()
     print("Command Line Args:", args)
     launch(
         main,

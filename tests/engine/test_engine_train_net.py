@@ -93,11 +93,22 @@ def test_eval_only(first_run, tiny_dataset):
     check_exit(proc)
     log = proc.stdout + proc.stderr
     assert "Evaluating at depth TTTT" in log
-    assert len(_results_files(out)) == 5  # one per depth of TEST.ADN.DEPTHS
+    # MODEL.ADN.DEPTH on the command line alone: that depth only, as the docstring says
+    assert len(_results_files(out)) == 1
     with open(os.path.join(out, "depth_eval.json")) as f:
         report = json.load(f)
-    assert [row["depth"] for row in report["depths"]] == ["FFFF", "TFFF", "TTFF", "TTTF", "TTTT"]
+    assert [row["depth"] for row in report["depths"]] == ["TTTT"]
     assert "| TTTT" in log  # the table is printed
+
+
+def test_eval_only_refuses_random_weights(tiny_dataset, tmp_path):
+    out = str(tmp_path / "random")
+    proc = run_train_net(
+        ["--config-file", TINY_CONFIG, "--eval-only", "OUTPUT_DIR", out], tiny_root=tiny_dataset
+    )
+    assert proc.returncode != 0
+    assert "empty MODEL.WEIGHTS" in proc.stderr and "--allow-random-weights" in proc.stderr
+    assert not os.path.exists(os.path.join(out, "depth_eval.json"))
 
 
 def test_missing_coco_says_where_it_was_looked_for(tmp_path):
