@@ -174,7 +174,10 @@ def test_super_net_equals_plain_resnet_with_same_weights():
     with torch.no_grad():
         adn_out, plain_out = adn(x), plain(x)
     for name in plain_out:
-        torch.testing.assert_close(adn_out[name], plain_out[name], rtol=0, atol=0)
+        # The same modules run the same ops, so the outputs agree to float rounding at most
+        # (CPU kernels may choose their algorithm per machine); a wrong norm would change
+        # them by far more than this.
+        torch.testing.assert_close(adn_out[name], plain_out[name], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("norm", ["BN", "SyncBN", "FrozenBN", "GN"])
