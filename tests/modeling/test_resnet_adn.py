@@ -1,6 +1,7 @@
 """ResNet-ADN: the split rule, depth settings, skipping, switchable norms, FPN outputs."""
 import copy
 
+import numpy as np
 import pytest
 import torch
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
@@ -72,6 +73,31 @@ def test_bad_depth_settings_are_refused():
     assert backbone.depth == "TTTT"
     backbone.depth = "tftf"
     assert backbone.depth == "TFTF"
+
+
+def test_depth_sequences_are_read_as_letters_or_bools_never_by_truthiness():
+    # bool("F") is True: these used to select TTTT.
+    backbone = build_backbone(make_adn_cfg(18, "build_resnet_adn_backbone"), INPUT)
+    for setting in (list("FFFF"), ("F", "F", "F", "F"), [False] * 4, np.zeros(4, dtype=bool)):
+        backbone.set_depth("TTTT")
+        backbone.set_depth(setting)
+        assert backbone.depth == "FFFF", setting
+    adadet.set_depth(backbone, ("T", "F", "F", "F"))
+    assert backbone.depth == "TFFF"
+    backbone.depth = list("ftft")
+    assert backbone.depth == "FTFT"
+    backbone.depth = [np.bool_(True), False, True, np.bool_(False)]
+    assert backbone.depth == "TFTF"
+    for bad in (b"FFFF", [1, 0, 0, 0], [True, "F", False, False], ["FF", "FF"], [None] * 4, 4):
+        with pytest.raises(TypeError, match="a depth setting is a string of 4 letters"):
+            backbone.set_depth(bad)
+    with pytest.raises(TypeError, match=r"No depth setting was given \(None"):
+        adadet.set_depth(backbone, None)
+    assert backbone.depth == "TFTF"  # a refused setting changes nothing
+    cfg = make_adn_cfg(18, "build_resnet_adn_backbone")
+    cfg.merge_from_list(["MODEL.ADN.DEPTH", "None"])
+    with pytest.raises(TypeError, match="MODEL.ADN.DEPTH None.*'FFFF' for the super-net"):
+        build_backbone(cfg, INPUT)
 
 
 def test_context_manager_restores_previous_depth():
