@@ -40,6 +40,19 @@ def test_num_mandatory_blocks_from_config():
         build_backbone(cfg, INPUT)
 
 
+def test_a_stage_without_skippable_blocks_is_refused():
+    # [2, 2, 2, 2] on R-18 made every stage fully mandatory: FFFF ran the same net as TTTT.
+    cfg = make_adn_cfg(18, "build_resnet_adn_backbone", MODEL__ADN__NUM_MANDATORY_BLOCKS=[2, 2, 2, 2])
+    with pytest.raises(ValueError, match=r"gives res2, a stage of 2 blocks, 2 mandatory blocks; "
+                       r"it must keep between 1 and 1 .*Fix: give res2 a number in 1\.\.1"):
+        build_backbone(cfg, INPUT)
+    cfg.MODEL.ADN.NUM_MANDATORY_BLOCKS = [1, 1, 0, 1]
+    with pytest.raises(ValueError, match="gives res4, a stage of 2 blocks, 0 mandatory"):
+        build_backbone(cfg, INPUT)
+    cfg.MODEL.ADN.NUM_MANDATORY_BLOCKS = [1, 1, 1, 1]
+    assert _skippable_counts(build_backbone(cfg, INPUT)) == [1, 1, 1, 1]
+
+
 @pytest.mark.parametrize("depth", [50, 101])
 def test_fpn_shapes_and_strides_at_every_depth(depth):
     torch.manual_seed(0)
