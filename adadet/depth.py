@@ -22,16 +22,75 @@ DEPTH_ALIASES = {"super": "F", "base": "T"}
 DEFAULT_EVAL_CHAIN = ("FFFF", "TFFF", "TTFF", "TTTF", "TTTT")
 
 
+def _depth_format(num_stages: int) -> str:
+    """What a depth setting looks like, for error messages."""
+    return (
+        f"a depth setting is a string of {num_stages} letters, one per stage, each 'T' (skip "
+        f"that stage's skippable blocks) or 'F' (run them), e.g. {'F' * num_stages!r} for the "
+        f"super-net, {'T' * num_stages!r} for the base-net, or the aliases 'super' / 'base'; "
+        f"a sequence of {num_stages} bools (True = skip) or of {num_stages} single letters "
+        f"'T'/'F' is accepted too"
+    )
+
+
+def _is_bool(value) -> bool:
+    """A real bool: Python's or numpy's (not 0/1, not a string, not None)."""
+    if isinstance(value, bool):
+        return True
+    return type(value).__module__ == "numpy" and type(value).__name__ in ("bool_", "bool")
+
+
+def _is_letter(value) -> bool:
+    return isinstance(value, str) and value.upper() in ("T", "F")
+
+
+def _sequence_flags(setting, num_stages: int) -> SkipFlags:
+    """Skip flags of a sequence of bools or of single 'T'/'F' letters; anything else raises."""
+    if isinstance(setting, (bytes, bytearray, memoryview)):
+        raise TypeError(
+            f"Invalid depth setting {setting!r}: bytes are not read as letters; decode them "
+            f"(e.g. {bytes(setting).decode(errors='replace')!r}): {_depth_format(num_stages)}."
+        )
+    try:
+        entries = list(setting)
+    except TypeError:
+        raise TypeError(
+            f"Invalid depth setting {setting!r} ({type(setting).__name__}): "
+            f"{_depth_format(num_stages)}."
+        ) from None
+    if all(_is_bool(entry) for entry in entries):
+        flags = tuple(bool(entry) for entry in entries)
+    elif all(_is_letter(entry) for entry in entries):
+        flags = tuple(entry.upper() == "T" for entry in entries)
+    else:
+        raise TypeError(
+            f"Invalid depth setting {entries!r}: its entries must be all bools (True = skip) or "
+            f"all single letters 'T'/'F', not numbers, None, words or a mix; "
+            f"{_depth_format(num_stages)}."
+        )
+    if len(flags) != num_stages:
+        raise ValueError(
+            f"Depth setting {entries!r} has {len(flags)} flags; this backbone has {num_stages} "
+            f"stages, so give one flag per stage: {_depth_format(num_stages)}."
+        )
+    return flags
+
+
 def parse_depth(setting: Union[str, Sequence[bool]], num_stages: int = 4) -> SkipFlags:
-    """Turn a depth setting ("TFFF", "super", "base" or a sequence of bools) into skip flags."""
+    """Turn a depth setting into skip flags (True = that stage skips).
+
+    Accepted: a string ("TFFF", "super", "base"), a sequence of real bools (Python's or
+    numpy's), or a sequence of single "T"/"F" letters (``list("TFFF")``). Anything else
+    (None, bytes, numbers, mixed sequences) raises a TypeError saying what a depth setting
+    looks like, rather than being read by truthiness ("F" is a true string).
+    """
+    if setting is None:
+        raise TypeError(
+            f"No depth setting was given (None, e.g. MODEL.ADN.DEPTH None): "
+            f"{_depth_format(num_stages)}."
+        )
     if not isinstance(setting, str):
-        flags = tuple(bool(flag) for flag in setting)
-        if len(flags) != num_stages:
-            raise ValueError(
-                f"Depth setting {list(setting)} has {len(flags)} flags; this backbone has "
-                f"{num_stages} stages, so give one flag per stage."
-            )
-        return flags
+        return _sequence_flags(setting, num_stages)
     text = setting.strip()
     if text.lower() in DEPTH_ALIASES:
         return (DEPTH_ALIASES[text.lower()] == "T",) * num_stages

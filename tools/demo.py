@@ -11,11 +11,16 @@
 captioned with the depth, its number of detections and its latency (median of --repeat
 model calls, after --warmup untimed calls; resizing excluded). Class names come from the
 metadata of cfg.DATASETS.TEST[0]. Webcam and video input are not supported.
+
+Inputs that are directories or empty files, an --output whose extension OpenCV cannot
+write, or an output folder that cannot be written to are refused before the model is
+built; a drawn image that cannot be saved stops the run. All of these exit with status 2.
 """
 import argparse
 import glob
 import os
 import sys
+import tempfile
 
 import cv2
 import numpy as np
@@ -62,23 +67,56 @@ def setup_cfg(args):
     return cfg
 
 
+def fail(message: str):
+    """Stop with ``message`` and exit status 2 (as argparse does for a bad argument)."""
+    print(f"demo.py: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def expand_inputs(patterns):
     paths = []
     for pattern in patterns:
         matches = sorted(glob.glob(os.path.expanduser(pattern)))
         if not matches:
-            raise SystemExit(f"--input {pattern!r} matches no file.")
+            fail(f"--input {pattern!r} matches no file.")
+        for path in matches:
+            if os.path.isdir(path):
+                fail(f"--input {path} is a directory: give image files, or a pattern such as "
+                     f"{os.path.join(path, '*.jpg')!r} (quoted, so that the shell passes it on).")
+            if os.path.getsize(path) == 0:
+                fail(f"--input {path} is empty (0 bytes): it is no image; copy it again or "
+                     "leave it out.")
         paths.extend(matches)
     return paths
 
 
-def output_path(args, path, count):
+def check_outputs(args, paths):
+    """Refuse, before the model is built, outputs that OpenCV could not write."""
+    targets = [output_path(args, path, len(paths), create=False) for path in paths]
+    for target in targets:
+        if target is not None and not cv2.haveImageWriter(target):
+            given = "" if target == args.output else f" (from --output {args.output})"
+            fail(f"--output {target!r}{given} has no image extension OpenCV can write: give a "
+                 "file ending in .jpg or .png, or a directory (ending in '/') for several inputs.")
+    for directory in sorted({os.path.dirname(os.path.abspath(t)) for t in targets if t}):
+        try:
+            os.makedirs(directory, exist_ok=True)
+            with tempfile.TemporaryFile(dir=directory):
+                pass
+        except OSError as e:
+            fail(f"cannot write to {directory} ({e.strerror or e}): choose an --output in a "
+                 "writable place.")
+
+
+def output_path(args, path, count, create=True):
     if args.output is None:
         return None
     if os.path.isdir(args.output) or count > 1 or args.output.endswith(os.sep):
-        os.makedirs(args.output, exist_ok=True)
+        if create:
+            os.makedirs(args.output, exist_ok=True)
         return os.path.join(args.output, os.path.basename(path))
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    if create:
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     return args.output
 
 
@@ -87,13 +125,17 @@ def main(argv=None) -> int:
     setup_logger(name="fvcore")
     logger = setup_logger(name="adadet")
     logger.info("Arguments: %s", args)
+    paths = expand_inputs(args.input)
+    check_outputs(args, paths)
     cfg = setup_cfg(args)
     depths = expand_depth_list(args.compare_depths) if args.compare_depths else None
     predictor = AdaptiveDepthPredictor(cfg, repeat=args.repeat, warmup=args.warmup)
-    paths = expand_inputs(args.input)
 
     for path in paths:
-        image = read_image(path, format="BGR")  # as Detectron2's demo; the predictor converts
+        try:
+            image = read_image(path, format="BGR")  # as Detectron2's demo; the predictor converts
+        except OSError as e:
+            fail(f"--input {path} could not be read as an image ({type(e).__name__}: {e}).")
         if depths:
             drawn, predictions = compare_depths(predictor, image, depths)
             summary = "; ".join(
@@ -108,7 +150,11 @@ def main(argv=None) -> int:
         logger.info("%s: %s", path, summary)
         target = output_path(args, path, len(paths))
         if target is not None:
-            cv2.imwrite(target, drawn[:, :, ::-1])  # drawn is RGB, OpenCV writes BGR
+            # drawn is RGB, OpenCV writes BGR; imwrite reports a failure only by returning False
+            if not cv2.imwrite(target, np.ascontiguousarray(drawn[:, :, ::-1])):
+                fail(f"could not write {target}: OpenCV's imwrite failed (a location that "
+                     "takes no files, a full disk or an encoder it lacks); nothing was saved. "
+                     "Choose another --output.")
             logger.info("wrote %s (%dx%d)", target, drawn.shape[1], drawn.shape[0])
     return 0
 

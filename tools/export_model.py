@@ -10,7 +10,12 @@ conventions). The exported graph holds only the blocks of that setting.
 Writes ``OUTPUT/model.ts`` or ``OUTPUT/model.onnx`` (metadata inside: depth, input format
 and test size, output names, class names) and ``OUTPUT/export_info.json`` (conv nodes of
 the graph vs conv calls of the eager model at that depth, output differences measured on
-the sample images). Exits 1 when a check fails.
+the sample images).
+
+Exit status: 0 exported and checked; 1 the exported model failed a check, and nothing
+else; 2 a bad argument or input (an --output that cannot be written, a --sample-image that
+is missing, empty or no image, a bad checkpoint or no sample image in the config). The
+arguments are checked before the model is built.
 
 --export-method scripting is refused with the reason (adadet.deploy.export.script_model).
 --sample-image: the image traced and checked on (default: the first image of
@@ -21,6 +26,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 
 import torch
 from detectron2.utils.logger import setup_logger
@@ -39,8 +45,49 @@ from adadet.deploy.predictor import build_inference_model, read_model_input, set
 from adadet.deploy.tracing import DetectorTracingAdapter, output_names_of
 
 
+def fail(message: str):
+    """Stop with ``message`` and exit status 2 (exit 1 means a failed check only)."""
+    print(f"[export_model] error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def check_output_dir(path: str) -> None:
+    """``path`` is, or can be made, a directory this process can write files into."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        fail(f"--output {path} is a file: give a directory (model.ts and export_info.json "
+             "are written into it).")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        fail(f"--output {path} cannot be written to ({e.strerror or e}): choose a directory in "
+             "a writable place.")
+
+
+def check_sample_image(path: str) -> None:
+    """A --sample-image that exists, is a non-empty file and opens as an image."""
+    from PIL import Image
+
+    fix = "give an image file (JPEG, PNG, ...) or leave --sample-image out to use DATASETS.TEST[0]"
+    if not os.path.exists(path):
+        fail(f"--sample-image {path} does not exist: {fix}.")
+    if os.path.isdir(path) or os.path.getsize(path) == 0:
+        what = "is a directory" if os.path.isdir(path) else "is empty (0 bytes)"
+        fail(f"--sample-image {path} {what}: {fix}.")
+    try:
+        with Image.open(path):
+            pass
+    except OSError as e:
+        fail(f"--sample-image {path} is not an image ({type(e).__name__}: {e}): {fix}.")
+
+
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__[__doc__.index("Exit status:"):].split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript")
     parser.add_argument("--export-method", choices=["tracing", "scripting"], default="tracing")
@@ -60,12 +107,12 @@ def sample_image_path(cfg, given):
     from detectron2.data import DatasetCatalog
 
     if not len(cfg.DATASETS.TEST):
-        raise SystemExit("No DATASETS.TEST in the config: give --sample-image.")
+        fail("No DATASETS.TEST in the config: give --sample-image.")
     name = cfg.DATASETS.TEST[0]
     try:
         return DatasetCatalog.get(name)[0]["file_name"]
     except Exception as e:
-        raise SystemExit(f"Cannot read a sample image from {name} ({e}): give --sample-image.")
+        fail(f"Cannot read a sample image from {name} ({e}): give --sample-image.")
 
 
 def smaller_copy(image: torch.Tensor) -> torch.Tensor:
@@ -112,6 +159,9 @@ def summary_lines(report, super_calls=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    check_output_dir(args.output)
+    if args.sample_image:
+        check_sample_image(args.sample_image)
     setup_logger(name="adadet")
     logger = logging.getLogger("adadet")
     cfg = setup_deploy_cfg(args.config_file, args.opts, depth=args.depth)

@@ -14,6 +14,10 @@ Steps: read the image (EXIF orientation applied), convert it to the model's inpu
 resize as Detectron2's test loader does (shortest edge, bilinear), run, scale the boxes
 back to the original image, paste each mask's probabilities into its box (bilinear, as
 Detectron2's paste_masks_in_image) and threshold them at 0.5.
+
+Exit status: 0 done; 2 a bad argument or input (a missing, empty or non-image --input, a
+model file that is missing, a directory, empty or not an exported model), checked before
+the model runs.
 """
 import argparse
 import json
@@ -58,12 +62,46 @@ class OnnxModel:
         return tuple(torch.from_numpy(o) for o in outputs)
 
 
-def load_model(path):
+def fail(message):
+    """Stop with ``message`` and exit status 2 (as argparse does for a bad argument)."""
+    print(f"run_exported.py: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def check_file(path, what, fix):
+    """``path`` is a non-empty regular file; else stop naming ``what`` it should be."""
     if not os.path.exists(path):
-        raise SystemExit(f"{path} does not exist: export a model with tools/export_model.py first.")
-    model = OnnxModel(path) if path.endswith(".onnx") else TorchScriptModel(path)
+        fail(f"{what} {path} does not exist: {fix}.")
+    if os.path.isdir(path):
+        fail(f"{what} {path} is a directory, not a file: {fix}.")
+    if os.path.getsize(path) == 0:
+        fail(f"{what} {path} is empty (0 bytes): {fix}.")
+
+
+def check_inputs(paths):
+    """Every --input is an image file Pillow can open (the header only; no decoding)."""
+    for path in paths:
+        check_file(path, "--input", "give image files (JPEG, PNG, ...)")
+        try:
+            with Image.open(path):
+                pass
+        except OSError as e:
+            fail(f"--input {path} is not an image Pillow can read ({type(e).__name__}: {e}).")
+
+
+def load_model(path):
+    fix = "give the model.ts or model.onnx written by tools/export_model.py"
+    check_file(path, "model", fix)
+    try:
+        model = OnnxModel(path) if path.endswith(".onnx") else TorchScriptModel(path)
+    except ImportError:
+        raise
+    except Exception as e:  # torch.jit.load / onnxruntime: RuntimeError and the like
+        kind = "an ONNX model" if path.endswith(".onnx") else "a TorchScript file"
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        fail(f"model {path} is not {kind} ({first_line}): {fix}.")
     if not model.metadata:
-        raise SystemExit(f"{path} has no {METADATA_NAME} metadata: export it with tools/export_model.py.")
+        fail(f"model {path} has no {METADATA_NAME} metadata: export it with tools/export_model.py.")
     return model
 
 
@@ -164,7 +202,11 @@ def print_result(result, threshold, limit):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog=__doc__[__doc__.index("Exit status:"):],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("model", help="model.ts (TorchScript) or model.onnx")
     parser.add_argument("--input", nargs="+", required=True, help="image files")
     parser.add_argument("--confidence-threshold", type=float, default=0.0,
@@ -181,6 +223,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+    check_inputs(args.input)
     model = load_model(args.model)
     meta = model.metadata
     print(f"{args.model}: {model.kind}, depth {meta.get('depth')}, {meta.get('meta_architecture')}, "

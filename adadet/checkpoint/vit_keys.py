@@ -219,8 +219,13 @@ def _mandatory_fix(blocks_with_skip: List[int], num_blocks: int) -> str:
     group = num_blocks // 4
     counts = [sum(1 for b in blocks_with_skip if b // group == g) for g in range(4)]
     prefixes = [g * group + i for g, count in enumerate(counts) for i in range(count)]
-    if prefixes == blocks_with_skip and all(counts):
+    if prefixes == blocks_with_skip and all(counts) and all(n < group for n in counts):
         return f"set MODEL.ADN.NUM_MANDATORY_BLOCKS: {counts}."
+    if prefixes == blocks_with_skip and all(counts):
+        return (
+            "the checkpoint has skip norms in every block of a group, so that group would have "
+            "nothing to skip, which ViT-ADN cannot build; use a checkpoint of the paper's split."
+        )
     return (
         "the checkpoint's mandatory blocks are not the first blocks of each of 4 equal "
         "groups, which ViT-ADN cannot build; use a checkpoint of the paper's split."

@@ -12,6 +12,10 @@ file unusable or that would silently train on the wrong data:
 * the data set is empty: no images, no categories or no (usable) annotations;
 * records lack required fields, or image / annotation / category ids are duplicated;
 * an annotation refers to an image id or a category id that the file does not define;
+* a box or polygon coordinate is NaN or infinite (Python's JSON reader accepts ``NaN`` and
+  ``Infinity``). Such a value comes from a broken export, not from one odd object, and
+  dropping it would not be enough: COCO evaluation reads the original file and would keep
+  it as ground truth that nothing can match;
 * image files named by the file do not exist under ``image_root``.
 
 Warnings (``DatasetWarning``), for isolated bad annotations, which are dropped so one
@@ -25,6 +29,7 @@ included, contain a few):
 """
 
 import json
+import math
 import os
 import warnings
 from typing import Dict, Iterable, List, Optional, Set
@@ -212,11 +217,14 @@ def _polygon_is_valid(polygon) -> bool:
 def _dropped_annotations(json_file: str, annotations: List[dict]) -> Set[int]:
     """Ids of annotations with degenerate boxes or no usable polygon; warn about them."""
     bad_boxes, all_polygons_bad, some_polygons_bad = [], [], []
-    malformed_boxes, flat_polygons = [], []
+    malformed_boxes, flat_polygons, non_finite = [], [], []
     for ann in annotations:
         box = ann["bbox"]
         if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
             malformed_boxes.append(ann["id"])
+            continue
+        if _has_non_finite(box) or _has_non_finite(ann.get("segmentation")):
+            non_finite.append(ann["id"])
             continue
         if box[2] <= 0 or box[3] <= 0:
             bad_boxes.append(ann["id"])
@@ -235,6 +243,15 @@ def _dropped_annotations(json_file: str, annotations: List[dict]) -> Set[int]:
             f"{len(malformed_boxes)} annotation(s) have a 'bbox' that is not 4 numbers "
             f"[x, y, width, height]: annotation ids {_examples(malformed_boxes)}",
             "write each box as a list of 4 numbers in XYWH format",
+        )
+    if non_finite:
+        raise _fail(
+            json_file,
+            f"{len(non_finite)} annotation(s) have a NaN or infinite coordinate in 'bbox' or "
+            f"'segmentation': annotation ids {_examples(non_finite)}",
+            "regenerate the annotations from their source (a NaN or inf coordinate comes from a "
+            "broken export), or remove those annotations; evaluation reads this file, so they "
+            "cannot just be skipped",
         )
     if flat_polygons:
         raise _fail(
@@ -266,6 +283,13 @@ def _dropped_annotations(json_file: str, annotations: List[dict]) -> Set[int]:
             stacklevel=3,
         )
     return set(bad_boxes) | set(all_polygons_bad)
+
+
+def _has_non_finite(values) -> bool:
+    """A NaN or infinite number anywhere in ``values`` (a number or nested lists)."""
+    if isinstance(values, list):
+        return any(_has_non_finite(v) for v in values)
+    return isinstance(values, float) and not math.isfinite(values)
 
 
 def _is_number(value) -> bool:

@@ -14,6 +14,7 @@ which setting came closest (smallest summed relative excess over the limits).
 """
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -40,6 +41,26 @@ class DepthBudget:
     min_ap: Optional[float] = None
     metric: str = "box_AP"
     ap_tolerance: float = 0.0
+
+    def __post_init__(self):
+        """Refuse limits no measurement can be held to (NaN compares false with everything,
+        so ``latency <= nan`` used to let every setting through)."""
+        checks = (
+            ("max_latency_ms", self.max_latency_ms, "a latency in ms, e.g. 50"),
+            ("max_gflops", self.max_gflops, "GFLOPs per image, e.g. 120"),
+            ("min_ap", self.min_ap, "an AP in COCO percent, 0 to 100, e.g. 35"),
+            ("ap_tolerance", self.ap_tolerance, "AP points, e.g. 0.5"),
+        )
+        for name, value, meaning in checks:
+            if value is None and name != "ap_tolerance":
+                continue
+            number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+            top = 100.0 if name == "min_ap" else math.inf
+            if number is None or not math.isfinite(number) or not 0 <= number <= top:
+                raise ValueError(
+                    f"Invalid limit {name} = {value!r}: give {meaning} (a finite number, "
+                    f"not negative{', at most 100' if name == 'min_ap' else ''})."
+                )
 
     @property
     def has_cost_limit(self) -> bool:
@@ -82,6 +103,13 @@ class NoDepthFits(Exception):
 
 def load_depth_table(path: str) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     """The rows of a ``depth_eval.json`` and its other fields (dataset, device)."""
+    if os.path.isdir(path):
+        inside = os.path.join(path, "depth_eval.json")
+        hint = f" ({inside} is there)" if os.path.isfile(inside) else ""
+        raise ValueError(
+            f"{path} is a directory: give the depth_eval.json file of the per-depth "
+            f"evaluation, e.g. {inside}{hint}."
+        )
     try:
         with open(path) as f:
             report = json.load(f)
@@ -92,6 +120,10 @@ def load_depth_table(path: str) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
         ) from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON ({e}).") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a text file: give the depth_eval.json report.") from None
+    except OSError as e:
+        raise ValueError(f"{path} cannot be read ({e.strerror or e}).") from None
     rows = report.get("depths") if isinstance(report, dict) else None
     if not isinstance(rows, list) or not rows or not all(
         isinstance(r, dict) and "depth" in r for r in rows
@@ -121,6 +153,8 @@ def _num_skips(row: Row) -> int:
 def _violations(row: Row, budget: DepthBudget) -> List[str]:
     """Human-readable limits this row breaks (a missing measurement counts as breaking it)."""
     broken = []
+    if budget.min_ap is None and math.isnan(_number(row, budget.metric)):
+        broken.append(f"{budget.metric} not measured")  # cannot be ranked by it
     checks = (
         ("latency_ms", budget.max_latency_ms, "latency", " ms", +1),
         ("gflops", budget.max_gflops, "GFLOPs", "", +1),
@@ -177,6 +211,41 @@ def _check_metric(rows: Sequence[Row], metric: str) -> None:
             f"The table has no {metric!r} for every setting; its AP columns are {available}. "
             "(mask_AP needs a Mask R-CNN evaluated with segm.)"
         )
+    if all(math.isnan(_number(row, metric)) for row in rows):
+        measured = sorted(
+            {k for row in rows for k in row if "AP" in k and not math.isnan(_number(row, k))}
+        )
+        raise ValueError(
+            f"The table's {metric!r} is NaN (not measured) for every setting, so it cannot "
+            f"rank them (COCO gives NaN for an area range without objects, e.g. box_APl on "
+            f"small images). Choose another --metric; columns with values: {measured}."
+        )
+
+
+def _check_rows(rows: Sequence[Row], where: str) -> None:
+    """Every row's depth is a depth setting ('TFFF'), all of one length, none twice."""
+    lengths = set()
+    for index, row in enumerate(rows):
+        depth = row.get("depth") if isinstance(row, Mapping) else None
+        if not (isinstance(depth, str) and depth and set(depth) <= {"T", "F"}):
+            raise ValueError(
+                f"{where}: row {index} has depth {depth!r}, which is not a depth setting "
+                "(one letter per stage, 'T' or 'F', e.g. 'TFFF'). Fix or regenerate the table "
+                "(tools/train_net.py --eval-only writes it)."
+            )
+        lengths.add(len(depth))
+    names = [row["depth"] for row in rows]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if len(lengths) > 1 or duplicates:
+        problem = (
+            f"settings of different lengths ({sorted(lengths)} letters)"
+            if len(lengths) > 1
+            else f"{duplicates} more than once"
+        )
+        raise ValueError(
+            f"{where}: the table lists {problem}: it mixes evaluations. Use the "
+            "depth_eval.json of one evaluation run."
+        )
 
 
 def select_depth(
@@ -192,6 +261,7 @@ def select_depth(
         raise ValueError("Give at least one limit: max_latency_ms, max_gflops or min_ap.")
     if not rows:
         raise ValueError("The table has no depth settings.")
+    _check_rows(rows, (source or {}).get("path", "the table"))
     _check_metric(rows, budget.metric)
     excluded = {str(r["depth"]): _violations(r, budget) for r in rows}
     excluded = {depth: broken for depth, broken in excluded.items() if broken}

@@ -3,7 +3,9 @@ named with the fix (also from the trainer's data loader)."""
 import json
 import os
 
+import numpy as np
 import pytest
+from PIL import Image
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from adadet.data import CheckedDatasetMapper, DatasetError, register_checked_coco_instances
@@ -62,6 +64,26 @@ def test_unreadable_image_is_named_with_the_fix(own_dataset, damage):
     assert mapper(good)["image"].shape[0] == 3
     with pytest.raises(DatasetError, match=rf"Image {path} \(image_id 2\).*Fix: restore"):
         mapper(record)
+
+
+def test_16_bit_grayscale_png_is_refused_not_read_as_white(own_dataset):
+    name, _, image_root = own_dataset
+    first, second = DatasetCatalog.get(name)
+    path = second["file_name"]
+    height, width = second["height"], second["width"]
+    ramp = np.linspace(0, 65535, height * width).reshape(height, width).astype(np.uint16)
+    Image.fromarray(ramp).save(path)  # a 16-bit grayscale PNG
+    with Image.open(path) as image:
+        assert image.mode in ("I", "I;16")
+    mapper = CheckedDatasetMapper(tiny_cfg(), is_train=False)
+    with pytest.raises(
+        DatasetError,
+        match=rf"Image {path} \(image_id 2\) has more than 8 bits per channel .*Fix: convert",
+    ):
+        mapper(second)
+    Image.fromarray((ramp // 256).astype(np.uint8)).save(path)  # 8-bit grayscale: fine
+    assert mapper(second)["image"].shape[0] == 3
+    assert mapper(first)["image"].shape[0] == 3
 
 
 def test_trainer_loader_reports_the_image(own_dataset):

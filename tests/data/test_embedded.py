@@ -385,6 +385,26 @@ def test_polygon_with_fewer_than_3_points_is_dropped_with_a_warning(tmp_path):
     ]
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("where", ["bbox", "segmentation"])
+def test_nan_or_infinite_coordinates_are_an_error(tmp_path, where, value):
+    # Python's JSON reader takes NaN / Infinity: [10, 10, NaN, 30] used to pass every check.
+    def corrupt(coco):
+        if where == "bbox":
+            coco["annotations"][1]["bbox"][2] = value
+        else:
+            coco["annotations"][1]["segmentation"][0][3] = value
+
+    json_file, image_root = _write_coco(tmp_path, corrupt)
+    assert ("NaN" in open(json_file).read()) or ("Infinity" in open(json_file).read())
+    with pytest.raises(
+        DatasetError,
+        match=r"instances\.json: 1 annotation\(s\) have a NaN or infinite coordinate in "
+        r"'bbox' or 'segmentation': annotation ids 12\. Fix: regenerate",
+    ):
+        load_checked_coco_json(json_file, image_root)
+
+
 def test_dataset_left_empty_by_dropping_is_an_error(tmp_path):
     paths = _write_coco(
         tmp_path, lambda c: [a["bbox"].__setitem__(3, -1.0) for a in c["annotations"]]

@@ -1,6 +1,7 @@
 """tools/demo.py: one drawn image per input; --compare-depths puts captioned panels side by side."""
 import cv2
 import numpy as np
+import pytest
 
 from adadet.deploy.visualize import PANEL_GAP, add_caption, side_by_side
 from deploy_testing import TINY_CONFIG, load_tool
@@ -34,3 +35,50 @@ def test_demo_writes_single_and_side_by_side_images(shapes_images, tmp_path, tin
     drawn = cv2.imread(str(compared / "val_000000.jpg"))
     assert drawn.shape[1] == 2 * width + PANEL_GAP
     assert drawn.shape[0] > height  # caption bands above the panels
+
+
+def _demo_fails(capsys, argv, message):
+    """demo.main(argv) stops with exit status 2 and ``message`` on stderr."""
+    with pytest.raises(SystemExit) as raised:
+        load_tool("demo").main(["--config-file", str(TINY_CONFIG)] + argv)
+    assert raised.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    return err
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fails the test if the demo gets as far as building a model."""
+    import adadet.deploy.predictor as predictor
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was built before the arguments were checked")
+
+    monkeypatch.setattr(predictor.AdaptiveDepthPredictor, "__init__", refuse)
+
+
+def test_demo_refuses_bad_inputs_and_outputs_before_running_the_model(shapes_images, tmp_path, capsys, no_model):
+    image = shapes_images[0]
+    _demo_fails(capsys, ["--input", image, "--output", str(tmp_path / "out.xyz")],
+                f"--output '{tmp_path / 'out.xyz'}' has no image extension OpenCV can write")
+    _demo_fails(capsys, ["--input", image, "--output", "/proc/d.jpg"],
+                "cannot write to /proc (")
+    _demo_fails(capsys, ["--input", str(tmp_path)],
+                f"--input {tmp_path} is a directory: give image files, or a pattern such as")
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    _demo_fails(capsys, ["--input", str(empty)], f"--input {empty} is empty (0 bytes)")
+    assert not (tmp_path / "out.xyz").exists()
+
+
+def test_demo_fails_when_the_drawn_image_cannot_be_saved(shapes_images, tmp_path, capsys, tiny_weights, monkeypatch):
+    not_an_image = tmp_path / "notes.jpg"
+    not_an_image.write_text("not an image")
+    opts = ["--warmup", "0", "--opts", "MODEL.WEIGHTS", tiny_weights, "TEST.DETECTIONS_PER_IMAGE", "1"]
+    _demo_fails(capsys, ["--input", str(not_an_image)] + opts,
+                f"--input {not_an_image} could not be read as an image (UnidentifiedImageError")
+    monkeypatch.setattr(cv2, "imwrite", lambda *args: False)  # what /proc or a full disk gives
+    target = tmp_path / "out.jpg"
+    _demo_fails(capsys, ["--input", shapes_images[0], "--output", str(target)] + opts,
+                f"could not write {target}: OpenCV's imwrite failed")

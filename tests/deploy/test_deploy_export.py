@@ -144,3 +144,58 @@ def test_export_tool_and_standalone_runner(tiny_cfg, tiny_model, tiny_weights, s
     assert [d["class_id"] for d in found] == expected.pred_classes.tolist()
     mask_pixels = torch.tensor([d["mask_pixels"] for d in found])
     assert (mask_pixels - expected.pred_masks.flatten(1).sum(1)).abs().max() <= 2
+
+
+def _exits_2(capsys, call, message):
+    with pytest.raises(SystemExit) as raised:
+        call()
+    assert raised.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+
+
+def test_runner_refuses_bad_model_files_and_inputs(shapes_images, tmp_path, capsys):
+    runner = load_tool("run_exported")
+    image = shapes_images[0]
+    not_a_model = tmp_path / "model.ts"
+    not_a_model.write_text("not a model")
+    _exits_2(capsys, lambda: runner.main([str(not_a_model), "--input", image]),
+             f"model {not_a_model} is not a TorchScript file (")
+    empty = tmp_path / "empty.ts"
+    empty.write_bytes(b"")
+    _exits_2(capsys, lambda: runner.main([str(empty), "--input", image]),
+             f"model {empty} is empty (0 bytes): give the model.ts or model.onnx written by")
+    _exits_2(capsys, lambda: runner.main([str(tmp_path), "--input", image]),
+             f"model {tmp_path} is a directory, not a file")
+    _exits_2(capsys, lambda: runner.main([str(tmp_path / "absent.ts"), "--input", image]),
+             "absent.ts does not exist")
+    empty_image = tmp_path / "empty.jpg"
+    empty_image.write_bytes(b"")
+    for bad, message in ((tmp_path / "absent.jpg", "does not exist"), (tmp_path, "is a directory"),
+                         (empty_image, "is empty (0 bytes)"), (not_a_model, "is not an image Pillow can read")):
+        # the inputs are checked first: the (bad) model file is not even opened
+        _exits_2(capsys, lambda: runner.main([str(not_a_model), "--input", image, str(bad)]),
+                 f"--input {bad} {message}")
+
+
+def test_export_tool_checks_output_and_sample_image_before_building(shapes_images, tmp_path, capsys, monkeypatch):
+    tool = load_tool("export_model")
+
+    def refuse(cfg):
+        raise AssertionError("the model was built before the arguments were checked")
+
+    monkeypatch.setattr(tool, "build_inference_model", refuse)
+    config = ["--config-file", str(ROOT / "tests" / "deploy" / "tiny_deploy.yaml")]
+    _exits_2(capsys, lambda: tool.main(config + ["--output", "/proc/export"]),
+             "--output /proc/export cannot be written to (")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    _exits_2(capsys, lambda: tool.main(config + ["--output", str(a_file)]),
+             f"--output {a_file} is a file: give a directory")
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    output = str(tmp_path / "out")
+    for bad, message in ((tmp_path / "absent.jpg", "does not exist"), (empty, "is empty (0 bytes)"),
+                         (a_file, "is not an image")):
+        _exits_2(capsys, lambda: tool.main(config + ["--sample-image", str(bad), "--output", output]),
+                 f"--sample-image {bad} {message}")

@@ -137,3 +137,72 @@ def test_cli_usage_errors(table_file, tmp_path, capsys):
     assert raised.value.code == 2
     assert tool.main([str(tmp_path / "missing.json"), "--min-ap", "1"]) == 2
     assert "run the per-depth evaluation first" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("limit", ["nan", "inf", "-5"])
+def test_cli_refuses_a_limit_that_is_nan_infinite_or_negative(table_file, capsys, limit):
+    # --max-latency-ms nan used to select FFFF and print "<= nan ms".
+    tool = load_tool("select_depth")
+    for flag in ("--max-latency-ms", "--max-gflops", "--min-ap"):
+        with pytest.raises(SystemExit) as raised:
+            tool.main([table_file, flag, limit])
+        assert raised.value.code == 2
+        err = capsys.readouterr().err
+        assert f"{flag} {float(limit)!r}: give " in err and "a finite number, not negative" in err
+    with pytest.raises(ValueError, match=r"Invalid limit max_latency_ms = nan: give a latency"):
+        DepthBudget(max_latency_ms=float("nan"))
+    with pytest.raises(ValueError, match="at most 100"):
+        DepthBudget(min_ap=350)
+
+
+def test_a_metric_with_no_value_is_refused_and_partly_missing_values_are_excluded(capsys):
+    rows = [dict(r, box_APl=float("nan")) for r in TABLE]
+    with pytest.raises(ValueError, match=r"'box_APl' is NaN \(not measured\) for every setting.*"
+                       r"Choose another --metric; columns with values: \['box_AP', 'mask_AP'\]"):
+        select_depth(rows, DepthBudget(max_latency_ms=200, metric="box_APl"))
+    rows[0]["box_APl"], rows[3]["box_APl"] = float("nan"), 20.0
+    rows[1]["box_APl"] = 30.0
+    selection = select_depth(rows, DepthBudget(max_latency_ms=200, metric="box_APl"))
+    assert selection.best["depth"] == "TFFF"  # FFFF's box_APl is unknown: not ranked first
+    assert selection.excluded["FFFF"] == ["box_APl not measured"]
+
+
+@pytest.mark.parametrize("bad", ["TXTT", "", None, 7, "TTT"])
+def test_rows_that_are_not_depth_settings_are_refused(tmp_path, capsys, bad):
+    rows = [dict(r) for r in TABLE]
+    rows[2]["depth"] = bad
+    path = tmp_path / "depth_eval.json"
+    path.write_text(json.dumps({"depths": rows}))
+    with pytest.raises(ValueError, match=str(path)):
+        select_depth(rows, DepthBudget(max_latency_ms=200), {"path": str(path)})
+    assert load_tool("select_depth").main([str(path), "--max-latency-ms", "1000"]) == 2
+    err = capsys.readouterr().err
+    if bad == "TTT":
+        assert "settings of different lengths ([3, 4] letters)" in err
+    else:
+        assert f"row 2 has depth {bad!r}, which is not a depth setting" in err
+    rows[2]["depth"] = "FFFF"
+    with pytest.raises(ValueError, match=r"\['FFFF'\] more than once"):
+        select_depth(rows, DepthBudget(max_latency_ms=200))
+
+
+def test_cli_on_a_directory_says_which_file_to_give(table_file, tmp_path, capsys):
+    tool = load_tool("select_depth")
+    assert tool.main([str(tmp_path), "--min-ap", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path} is a directory: give the depth_eval.json file" in err
+    assert f"({table_file} is there)" in err
+
+
+def test_cli_exit_1_means_nothing_fits_only(table_file, capsys, monkeypatch):
+    tool = load_tool("select_depth")
+
+    def broken(*args, **kwargs):
+        raise KeyError("an unexpected failure")
+
+    monkeypatch.setattr(tool, "select_depth", broken)
+    assert tool.main([table_file, "--max-latency-ms", "85"]) == 2
+    assert "KeyError" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        tool.main(["--help"])
+    assert "1 no setting fits the limits" in capsys.readouterr().out

@@ -175,7 +175,9 @@ def test_retinanet_distills_its_class_logits():
     batch = synthetic_batch(num_images=2, height=128, width=160)
     losses = _forward(_wrapper(cfg, detector, kd_weight=0.0, sub_task_weight=0.0), batch)
     kd_logits = losses["loss_kd_logits"]
-    assert math.isfinite(kd_logits.item()) and kd_logits.item() > 0
+    # Small (about 2e-6: RetinaNet's prior-probability bias dominates the random-weight
+    # logits) but a real difference of two depths; float noise on equal logits gives < 1e-12.
+    assert math.isfinite(kd_logits.item()) and kd_logits.item() > 1e-8
     super_task = sum(v for k, v in losses.items() if k.startswith("super/"))
     torch.testing.assert_close(losses["total_loss"], 0.5 * super_task + 0.5 * kd_logits)
 
@@ -183,8 +185,8 @@ def test_retinanet_distills_its_class_logits():
     detector.zero_grad(set_to_none=True)
     kd_logits.backward()
     assert _grad_norm(groups["skippable"]) == 0 and _grad_norm(groups["main_norms"]) == 0
-    assert _grad_norm(groups["skip_norms"]) > 0
-    assert _grad_norm(detector.head.cls_score.parameters()) > 0
+    assert _grad_norm(groups["skip_norms"]) > 1e-8  # about 1e-5
+    assert _grad_norm(detector.head.cls_score.parameters()) > 1e-8  # about 5e-4
     assert _grad_norm(detector.head.bbox_pred.parameters()) == 0
     assert _hooked(detector) == []
 

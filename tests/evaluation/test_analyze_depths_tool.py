@@ -40,8 +40,39 @@ def test_table_output_and_bad_depth(capsys):
     tool.main(args[:2] + ["--depths", "TTFF"] + args[2:])
     table = capsys.readouterr().out
     assert "| depth" in table and "TTFF" in table and "backbone GFLOPs (224x224)" in table
-    with pytest.raises(ValueError, match="Invalid depth setting 'TTF'"):
+    with pytest.raises(SystemExit) as raised:  # refused while the arguments are read
         tool.main(args[:2] + ["--depths", "TTF"] + args[2:])
+    assert raised.value.code == 2 and "Invalid depth setting 'TTF'" in capsys.readouterr().err
+
+
+def _refused(capsys, argv):
+    """analyze_depths refuses argv when it reads the arguments (exit 2), before any model."""
+    with pytest.raises(SystemExit) as raised:
+        _tool().parse_args(["--config-file", "unused.yaml"] + argv)
+    assert raised.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("size", [["0", "0"], ["-5", "100"], ["800", "x"]])
+def test_input_size_must_be_positive_pixels(capsys, size):
+    err = _refused(capsys, ["--input-size"] + size)
+    bad = next(v for v in size if not v.isdigit() or int(v) <= 0)
+    assert f"{bad!r} is not a positive number of pixels: give the detector input as H W" in err
+
+
+def test_overrides_after_depths_are_not_taken_for_depths(capsys):
+    # '--depths FFFF TTTT KEY VALUE' read KEY and VALUE as depth settings.
+    err = _refused(capsys, ["--depths", "FFFF", "TTTT", "MODEL.WEIGHTS", "m.pth"])
+    assert "Invalid depth setting 'MODEL.WEIGHTS'" in err
+    assert "put the overrides after --opts (or --): --depths FFFF TTTT --opts MODEL.WEIGHTS" in err
+    tool = _tool()
+    for argv in (["--depths", "FFFF", "base", "--opts", "MODEL.WEIGHTS", "m.pth"],
+                 ["--depths", "FFFF", "base", "--", "MODEL.WEIGHTS", "m.pth"],
+                 ["--json", "MODEL.WEIGHTS", "m.pth"]):
+        args = tool.parse_args(["--config-file", "c.yaml"] + argv)
+        assert args.opts == ["MODEL.WEIGHTS", "m.pth"], argv
+    assert tool.parse_args(["--config-file", "c.yaml", "--depths", "FFFF", "base"]).depths == ["FFFF", "TTTT"]
+    assert "pairs" in _refused(capsys, ["--opts", "MODEL.WEIGHTS"])
 
 
 def test_vit_config_table_shows_the_base_net_saving(capsys):

@@ -1,6 +1,7 @@
 """ResNet-ADN: the split rule, depth settings, skipping, switchable norms, FPN outputs."""
 import copy
 
+import numpy as np
 import pytest
 import torch
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
@@ -39,6 +40,19 @@ def test_num_mandatory_blocks_from_config():
         build_backbone(cfg, INPUT)
 
 
+def test_a_stage_without_skippable_blocks_is_refused():
+    # [2, 2, 2, 2] on R-18 made every stage fully mandatory: FFFF ran the same net as TTTT.
+    cfg = make_adn_cfg(18, "build_resnet_adn_backbone", MODEL__ADN__NUM_MANDATORY_BLOCKS=[2, 2, 2, 2])
+    with pytest.raises(ValueError, match=r"gives res2, a stage of 2 blocks, 2 mandatory blocks; "
+                       r"it must keep between 1 and 1 .*Fix: give res2 a number in 1\.\.1"):
+        build_backbone(cfg, INPUT)
+    cfg.MODEL.ADN.NUM_MANDATORY_BLOCKS = [1, 1, 0, 1]
+    with pytest.raises(ValueError, match="gives res4, a stage of 2 blocks, 0 mandatory"):
+        build_backbone(cfg, INPUT)
+    cfg.MODEL.ADN.NUM_MANDATORY_BLOCKS = [1, 1, 1, 1]
+    assert _skippable_counts(build_backbone(cfg, INPUT)) == [1, 1, 1, 1]
+
+
 @pytest.mark.parametrize("depth", [50, 101])
 def test_fpn_shapes_and_strides_at_every_depth(depth):
     torch.manual_seed(0)
@@ -72,6 +86,31 @@ def test_bad_depth_settings_are_refused():
     assert backbone.depth == "TTTT"
     backbone.depth = "tftf"
     assert backbone.depth == "TFTF"
+
+
+def test_depth_sequences_are_read_as_letters_or_bools_never_by_truthiness():
+    # bool("F") is True: these used to select TTTT.
+    backbone = build_backbone(make_adn_cfg(18, "build_resnet_adn_backbone"), INPUT)
+    for setting in (list("FFFF"), ("F", "F", "F", "F"), [False] * 4, np.zeros(4, dtype=bool)):
+        backbone.set_depth("TTTT")
+        backbone.set_depth(setting)
+        assert backbone.depth == "FFFF", setting
+    adadet.set_depth(backbone, ("T", "F", "F", "F"))
+    assert backbone.depth == "TFFF"
+    backbone.depth = list("ftft")
+    assert backbone.depth == "FTFT"
+    backbone.depth = [np.bool_(True), False, True, np.bool_(False)]
+    assert backbone.depth == "TFTF"
+    for bad in (b"FFFF", [1, 0, 0, 0], [True, "F", False, False], ["FF", "FF"], [None] * 4, 4):
+        with pytest.raises(TypeError, match="a depth setting is a string of 4 letters"):
+            backbone.set_depth(bad)
+    with pytest.raises(TypeError, match=r"No depth setting was given \(None"):
+        adadet.set_depth(backbone, None)
+    assert backbone.depth == "TFTF"  # a refused setting changes nothing
+    cfg = make_adn_cfg(18, "build_resnet_adn_backbone")
+    cfg.merge_from_list(["MODEL.ADN.DEPTH", "None"])
+    with pytest.raises(TypeError, match="MODEL.ADN.DEPTH None.*'FFFF' for the super-net"):
+        build_backbone(cfg, INPUT)
 
 
 def test_context_manager_restores_previous_depth():
@@ -174,7 +213,10 @@ def test_super_net_equals_plain_resnet_with_same_weights():
     with torch.no_grad():
         adn_out, plain_out = adn(x), plain(x)
     for name in plain_out:
-        torch.testing.assert_close(adn_out[name], plain_out[name], rtol=0, atol=0)
+        # The same modules run the same ops, so the outputs agree to float rounding at most
+        # (CPU kernels may choose their algorithm per machine); a wrong norm would change
+        # them by far more than this.
+        torch.testing.assert_close(adn_out[name], plain_out[name], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("norm", ["BN", "SyncBN", "FrozenBN", "GN"])

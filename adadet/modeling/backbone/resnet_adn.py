@@ -49,12 +49,22 @@ class AdaptiveStage(nn.Sequential):
         num_mandatory: int,
         norm: str,
         switch_shortcut_norm: bool = False,
+        name: str = "stage",
     ):
         super().__init__(*blocks)
-        if not 1 <= num_mandatory <= len(blocks):
+        if len(blocks) < 2:
             raise ValueError(
-                f"A stage of {len(blocks)} blocks cannot keep {num_mandatory} mandatory blocks: "
-                f"give a number between 1 and {len(blocks)}."
+                f"{name} has {len(blocks)} block(s): an adaptive stage needs at least 2, a "
+                "mandatory one and a skippable one, or its 'T' would skip nothing. Fix: use a "
+                "ResNet with 2 or more blocks per stage (MODEL.RESNETS.DEPTH 18 or deeper)."
+            )
+        if not 1 <= num_mandatory < len(blocks):
+            raise ValueError(
+                f"MODEL.ADN.NUM_MANDATORY_BLOCKS gives {name}, a stage of {len(blocks)} blocks, "
+                f"{num_mandatory} mandatory blocks; it must keep between 1 and {len(blocks) - 1} "
+                f"(at least one block to skip, or 'T' and 'F' would run the same network). Fix: "
+                f"give {name} a number in 1..{len(blocks) - 1}, or set "
+                "MODEL.ADN.NUM_MANDATORY_BLOCKS: [] for the paper's split."
             )
         for block in blocks[num_mandatory:]:
             if block.stride != 1 or block.in_channels != block.out_channels:
@@ -144,7 +154,11 @@ class ResNetADN(ResNet, AdaptiveDepthModule):
             zip(self.stage_names, num_mandatory_per_stage)
         ):
             stage = AdaptiveStage(
-                list(self.stages[index].children()), num_mandatory, norm, switch_shortcut_norm
+                list(self.stages[index].children()),
+                int(num_mandatory),
+                norm,
+                switch_shortcut_norm,
+                name=name,
             )
             setattr(self, name, stage)
             self.stages[index] = stage

@@ -87,6 +87,13 @@ def _group_size(num_blocks: int) -> int:
 def _mandatory_counts(
     group_size: int, num_mandatory_per_group: Optional[Sequence[int]]
 ) -> List[int]:
+    if group_size < 2:
+        raise ValueError(
+            f"A ViT-ADN whose {NUM_GROUPS} block groups have {group_size} block each has nothing "
+            "to skip: every group needs a mandatory and a skippable block. Fix: set "
+            f"MODEL.VIT_ADN.NUM_BLOCKS to a multiple of {NUM_GROUPS} of at least "
+            f"{2 * NUM_GROUPS} (ViT-S/B: 12, ViT-L: 24)."
+        )
     if not num_mandatory_per_group:
         return [num_mandatory_vit_blocks(group_size)] * NUM_GROUPS
     counts = [int(n) for n in num_mandatory_per_group]
@@ -95,11 +102,13 @@ def _mandatory_counts(
             f"MODEL.ADN.NUM_MANDATORY_BLOCKS has {len(counts)} entries; a ViT-ADN has "
             f"{NUM_GROUPS} block groups: give one number per group or []."
         )
-    bad = [n for n in counts if not 1 <= n <= group_size]
+    bad = [f"group {g} ({n})" for g, n in enumerate(counts) if not 1 <= n < group_size]
     if bad:
         raise ValueError(
             f"MODEL.ADN.NUM_MANDATORY_BLOCKS {counts}: a group of {group_size} blocks keeps "
-            f"between 1 and {group_size} mandatory blocks."
+            f"between 1 and {group_size - 1} mandatory blocks (at least one block to skip, or "
+            f"'T' and 'F' would run the same network); out of range: {', '.join(bad)}. Fix: "
+            f"give each group a number in 1..{group_size - 1}, or [] for the paper's split."
         )
     return counts
 
