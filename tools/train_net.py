@@ -71,6 +71,11 @@ def main(args):
         )
         res = Trainer.test(cfg, model)
         if comm.is_main_process():
+            if cfg.TEST.ADN.PRECISE_BN.ENABLED:
+                # the weights with their per-depth BN statistics, for deployment
+                ADNCheckpointer(model, save_dir=cfg.OUTPUT_DIR).save("model_precise_bn")
+                path = f"{cfg.OUTPUT_DIR}/model_precise_bn.pth"
+                print(f"Weights with per-depth BN statistics: {path}")
             verify_results(cfg, res)
         return res
 
