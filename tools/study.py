@@ -23,7 +23,12 @@ import sys
 import time
 
 from adadet.depth import all_depths
-from adadet.evaluation.study_report import aggregate_runs, claim_checks, write_study
+from adadet.evaluation.study_report import (
+    aggregate_runs,
+    claim_checks,
+    refinement_summary,
+    write_study,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -119,6 +124,24 @@ def evaluate(run_dir, recipe, split, bn, extra_opts):
         return json.load(f)["depths"]
 
 
+def analyze_features(run_dir, recipe, split, extra_opts):
+    """tools/analyze_features.py on the run's model: how far each stage output moves when
+    its skippable sub-path is skipped (20 images of the split)."""
+    out_dir = os.path.join(run_dir, f"features_{split}")
+    report = os.path.join(out_dir, "features.json")
+    if not os.path.isfile(report):
+        command = [sys.executable, os.path.join(HERE, "analyze_features.py"),
+                   "--config-file", CONFIG, "--images", "20", "--output", out_dir,
+                   *RECIPES[recipe][1], *extra_opts,
+                   "MODEL.WEIGHTS", os.path.join(run_dir, "model_final.pth"),
+                   "DATASETS.TEST", f'("adadet_polygons_{split}",)']
+        os.makedirs(out_dir, exist_ok=True)
+        _run(command, os.path.join(out_dir, "features.log"),
+             f"feature analysis of {os.path.relpath(run_dir, ROOT)}")
+    with open(report) as f:
+        return json.load(f)["stages"]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -163,6 +186,11 @@ def main(argv=None):
                         "seconds_per_iteration": timing[r]} for r in args.recipes},
         "opts": args.opts,
         "minutes": (time.perf_counter() - start) / 60,
+    }
+    info["refinement"] = {
+        r: refinement_summary([analyze_features(runs[r, s], r, args.split, args.opts)
+                               for s in args.seeds])
+        for r in args.recipes
     }
     paths = write_study(rows, args.output, f"study_{args.split}", info)
     print(open(paths["md"]).read())

@@ -22,7 +22,15 @@ from typing import Any, Dict, List, Mapping, Sequence
 
 from ..depth import DEFAULT_EVAL_CHAIN
 
-__all__ = ["aggregate_runs", "claim_checks", "format_study_table", "plot_study", "write_study"]
+__all__ = [
+    "aggregate_runs",
+    "claim_checks",
+    "format_refinement_table",
+    "format_study_table",
+    "plot_study",
+    "refinement_summary",
+    "write_study",
+]
 
 METRICS = ("box_AP", "mask_AP")
 COSTS = ("backbone_gflops", "gflops", "latency_ms")
@@ -90,6 +98,33 @@ def claim_checks(rows: Sequence[Mapping[str, Any]], metric: str = "box_AP") -> D
         result["super_minus_base"] = mean["FFFF"] - mean["TTTT"]
         result["super_minus_base_std"] = max(std["FFFF"], std["TTTT"])
     return result
+
+
+def refinement_summary(per_seed: Sequence[Sequence[Mapping[str, Any]]]) -> List[Dict[str, Any]]:
+    """The feature analysis (:func:`adadet.evaluation.feature_analysis.stage_refinement`)
+    of each seed -> per stage the mean and std over seeds of each measure."""
+    out = []
+    for rows in zip(*per_seed):
+        summary: Dict[str, Any] = {"stage": rows[0]["stage"], "skipped_alone": rows[0]["skipped_alone"]}
+        for key in ("kl", "cosine", "relative_l2"):
+            summary[f"{key}_mean"], summary[f"{key}_std"] = _mean_std([r[key] for r in rows])
+        out.append(summary)
+    return out
+
+
+def format_refinement_table(summaries: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
+    """recipe | stage | relative L2 change | cosine | KL, when the stage alone skips."""
+    lines = [
+        "| recipe | stage | relative L2 change | cosine similarity | KL(full \\|\\| skipped) |",
+        "|---|---|---|---|---|",
+    ]
+    for recipe, rows in summaries.items():
+        for r in rows:
+            lines.append(
+                f"| {recipe} | {r['stage']} | {r['relative_l2_mean']:.3f} ± {r['relative_l2_std']:.3f} | "
+                f"{r['cosine_mean']:.3f} ± {r['cosine_std']:.3f} | {r['kl_mean']:.3f} ± {r['kl_std']:.3f} |"
+            )
+    return "\n".join(lines)
 
 
 def format_study_table(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -172,5 +207,8 @@ def write_study(
         writer.writerows(rows)
     with open(paths["md"], "w") as f:
         f.write(format_study_table(rows) + "\n")
+        if info.get("refinement"):
+            f.write("\nWhen a stage alone skips its skippable sub-path, its output moves by:\n\n")
+            f.write(format_refinement_table(info["refinement"]) + "\n")
     plot_study(rows, paths["png"], title=info.get("title", ""))
     return paths

@@ -62,3 +62,16 @@ def test_report_files(tmp_path):
     assert len(saved["rows"]) == 32
     assert "| a | FFFF | 40.0 ± 1.4 |" in open(paths["md"]).read()
     assert open(paths["png"], "rb").read(4) == b"\x89PNG"
+
+
+def test_refinement_summary_over_seeds():
+    from adadet.evaluation.study_report import format_refinement_table, refinement_summary
+
+    def seed(x):
+        return [{"stage": "res2", "skipped_alone": "TFFF", "kl": x, "cosine": 1 - x,
+                 "relative_l2": 2 * x}]
+
+    summary = refinement_summary([seed(0.1), seed(0.3)])
+    assert summary[0]["relative_l2_mean"] == pytest.approx(0.4)
+    assert summary[0]["cosine_std"] == pytest.approx(0.1414, abs=1e-3)
+    assert "| stages | res2 | 0.400 ± 0.283 |" in format_refinement_table({"stages": summary})
