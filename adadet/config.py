@@ -1,5 +1,5 @@
-"""``add_adn_config``: the ``MODEL.ADN``, ``MODEL.VIT_ADN``, ``SOLVER.OPTIMIZER`` and
-``TEST.ADN`` config keys of adadet."""
+"""``add_adn_config``: the ``MODEL.ADN``, ``MODEL.VIT_ADN``, ``SOLVER.OPTIMIZER``,
+``DATALOADER.EXACT_RESUME`` and ``TEST.ADN`` config keys of adadet."""
 from detectron2.config import CfgNode as CN
 
 
@@ -126,6 +126,13 @@ def add_adn_config(cfg) -> None:
     # (ViTDet's, torch's default betas 0.9/0.999); both take SOLVER.BASE_LR, WEIGHT_DECAY,
     # WEIGHT_DECAY_NORM, BIAS_LR_FACTOR, WEIGHT_DECAY_BIAS and CLIP_GRADIENTS.
     _C.SOLVER.OPTIMIZER = "SGD"
+
+    # Exact --resume (an adadet addition): the training batch of iteration k, its
+    # augmentations and the iteration's sampling randomness depend only on (SEED, k), so a
+    # run resumed from a checkpoint continues exactly as if uninterrupted (same machine,
+    # deterministic kernels). Needs a fixed SEED (>= 0). False: Detectron2's loader, whose
+    # image stream starts again after a resume.
+    _C.DATALOADER.EXACT_RESUME = False
 
     _C.TEST.ADN = CN()
     # Depth settings evaluated at TEST.EVAL_PERIOD, at the end of training and with

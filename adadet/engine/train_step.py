@@ -79,6 +79,13 @@ class _ADNStepMixin:
         total = loss_dict.pop(TOTAL_KEY) if TOTAL_KEY in loss_dict else sum(loss_dict.values())
         return total, loss_dict
 
+    def restart_data(self):
+        """Start a new iterator of the data loader (after it was moved to another start)."""
+        if isinstance(getattr(type(self), "_data_loader_iter", None), property):
+            self._data_loader_iter_obj = None  # detectron2 main: made on first use
+        else:
+            self._data_loader_iter = iter(self.data_loader)  # v0.6
+
     def _after_backward(self):
         # Detectron2 main has an after_backward hook stage; v0.6 does not.
         after_backward = getattr(self, "after_backward", None)

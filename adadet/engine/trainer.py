@@ -14,6 +14,8 @@ Differences from ``DefaultTrainer`` (everything else, hooks included, is inherit
 * the datasets are checked before a loader is built, with a message naming where
   Detectron2 looked for them, and an image that cannot be read is named with the fix
   (CheckedDatasetMapper);
+* with ``DATALOADER.EXACT_RESUME``, batch ``k`` and iteration ``k``'s randomness depend on
+  (SEED, k) only, so ``--resume`` continues exactly (``adadet.data.resumable_loader``);
 * a diverged run (a non-finite loss term: FloatingPointError naming the term and the
   iteration) stops without the end-of-training checkpoint and evaluation, so the last
   good checkpoint stays the one ``--resume`` starts from.
@@ -29,6 +31,7 @@ from detectron2.data import (
     MetadataCatalog,
     build_detection_test_loader,
     build_detection_train_loader,
+    get_detection_dataset_dicts,
 )
 from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model, hooks
 from detectron2.evaluation import COCOEvaluator
@@ -37,6 +40,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import ADNCheckpointer
 from ..data import CheckedDatasetMapper
+from ..data.resumable_loader import ResumableTrainLoader, seed_iteration
 from ..depth import adaptive_modules, expand_depth_list, set_depth, using_depth
 from ..env import has_compiled_ops
 from ..layers import calibrate_depth_bn_statistics
@@ -160,6 +164,8 @@ class ADNTrainer(DefaultTrainer):
             set_depth(self.detector, self.cfg.MODEL.ADN.DEPTH)
 
     def run_step(self):
+        if self.cfg.DATALOADER.EXACT_RESUME:
+            seed_iteration(self.cfg.SEED, self.iter)
         try:
             super().run_step()
         except FloatingPointError:
@@ -188,9 +194,21 @@ class ADNTrainer(DefaultTrainer):
     def state_dict(self):
         ret = TrainerBase.state_dict(self)
         ret["_trainer"] = self._trainer.state_dict()
+        loader = self._trainer.data_loader
+        if isinstance(loader, ResumableTrainLoader):
+            ret["data_order"] = loader.state()
         return ret
 
     def load_state_dict(self, state_dict):
+        loader = self._trainer.data_loader
+        saved = state_dict.get("data_order")
+        if isinstance(loader, ResumableTrainLoader) and saved is not None and saved != loader.state():
+            raise ValueError(
+                f"The checkpoint was trained with batches from {saved}; this run would draw "
+                f"them from {loader.state()}, so --resume could not continue exactly. Fix: "
+                "resume with the same SEED, SOLVER.IMS_PER_BATCH, number of processes and "
+                "training set, or set DATALOADER.EXACT_RESUME False."
+            )
         TrainerBase.load_state_dict(self, state_dict)
         if "_trainer" in state_dict:
             self._trainer.load_state_dict(state_dict["_trainer"])
@@ -203,7 +221,38 @@ class ADNTrainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=CheckedDatasetMapper(cfg, True))
+        mapper = CheckedDatasetMapper(cfg, True)
+        if not cfg.DATALOADER.EXACT_RESUME:
+            return build_detection_train_loader(cfg, mapper=mapper)
+        if cfg.SEED < 0:
+            raise ValueError(
+                "DATALOADER.EXACT_RESUME needs a fixed SEED (>= 0): the batches are computed "
+                f"from it, and SEED {cfg.SEED} draws a new one per run. Set e.g. SEED 0."
+            )
+        dataset_dicts = get_detection_dataset_dicts(
+            cfg.DATASETS.TRAIN,
+            filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+            min_keypoints=(
+                cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE if cfg.MODEL.KEYPOINT_ON else 0
+            ),
+            proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
+        )
+        return ResumableTrainLoader(
+            dataset_dicts,
+            mapper,
+            total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
+            seed=cfg.SEED,
+            rank=comm.get_rank(),
+            world_size=comm.get_world_size(),
+            num_workers=cfg.DATALOADER.NUM_WORKERS,
+        )
+
+    def resume_or_load(self, resume=True):
+        super().resume_or_load(resume=resume)
+        loader = self._trainer.data_loader
+        if isinstance(loader, ResumableTrainLoader) and loader.start_batch != self.start_iter:
+            loader.start_batch = self.start_iter  # batch k is iteration k's
+            self._trainer.restart_data()
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
