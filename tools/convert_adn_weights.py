@@ -11,8 +11,11 @@ The output is ``{"model": {Detectron2 name: numpy array}, "__author__": "adadet"
 checkpoints directly; a ``.pkl`` is smaller (no optimizer state) and needs no
 ``--trust`` when the original holds more than tensors.
 
+INPUT is read with ``torch.load(weights_only=True)``, which also accepts the
+``argparse.Namespace`` of training arguments in the official ADN checkpoints
+(``{"model", "optimizer", "lr_scheduler", "epoch", "args"}``): those need no flag.
 --trust loads INPUT with ``torch.load(weights_only=False)``, which runs any Python code the
-file holds: only for files from a trusted source.
+file holds: only for files from a trusted source, and only for other Python objects.
 """
 
 import argparse

@@ -13,8 +13,11 @@ without skip norms gets each one as a copy of its main norm (``--skip-norm-init 
 default) or is refused (``error``). With ``--config-file`` the checkpoint must fit that
 config's ViT (size, pretraining resolution, mandatory blocks); nothing is written otherwise.
 
+INPUT is read with ``torch.load(weights_only=True)``, which also accepts the
+``argparse.Namespace`` of training arguments in the official ADN checkpoints
+(``{"model", "optimizer", "lr_scheduler", "epoch", "args"}``): those need no flag.
 --trust loads INPUT with ``torch.load(weights_only=False)``, which runs any Python code the
-file holds: only for files from a trusted source.
+file holds: only for files from a trusted source, and only for other Python objects.
 """
 import argparse
 import os

@@ -16,7 +16,9 @@
    :class:`CheckpointMismatchError` (Detectron2 only warns, which would leave a half-loaded
    backbone running). Head weights keep Detectron2's behaviour: an ImageNet checkpoint has
    none, and fine-tuning to other classes changes their shapes.
-4. Errors naming the file and the fix for missing, corrupt or unreadable files.
+4. Errors naming the file and the fix for missing, corrupt or unreadable files; ``.pth``
+   files are read with ``weights_only=True``, allowing ``argparse.Namespace`` (the
+   ``args`` of the official ADN training checkpoints) and nothing else.
 5. Atomic saving: a checkpoint and ``last_checkpoint`` are written to temporaries and
    renamed into place, so a run killed while saving keeps its previous checkpoint and a
    ``last_checkpoint`` that names a complete file (``--resume`` starts from it).
@@ -51,7 +53,7 @@ from .key_mapping import (
     resnet_structure,
     unwrap_state_dict,
 )
-from .reading import check_file_exists, read_error
+from .reading import check_file_exists, read_error, safe_torch_load
 from .vit_keys import convert_vit_checkpoint, detect_vit_layout, model_vit_structure
 from .writing import atomic_write
 
@@ -161,7 +163,12 @@ class ADNCheckpointer(DetectionCheckpointer):
     def _load_file(self, filename):
         source = self._source or filename
         try:
-            loaded = super()._load_file(filename)
+            if filename.endswith((".pkl", ".pyth")):  # Detectron2's readers
+                loaded = super()._load_file(filename)
+            else:  # weights_only, plus the official ADN checkpoints' argparse.Namespace
+                loaded = safe_torch_load(filename)
+                if isinstance(loaded, dict) and "model" not in loaded:
+                    loaded = {"model": loaded}  # as Detectron2 does
         except CheckpointError:
             raise
         except Exception as e:  # corrupt files fail in many ways: zip, pickle, EOF, key

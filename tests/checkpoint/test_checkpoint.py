@@ -7,6 +7,7 @@ the main norms) in the mandatory blocks as in the official ADN checkpoints.
 """
 
 import argparse
+import datetime
 import importlib.util
 import logging
 import os
@@ -485,12 +486,43 @@ def test_no_state_dict_in_file(tmp_path):
         ADNCheckpointer(backbone).load(str(tmp_path / "empty.pth"))
 
 
-def test_pickled_objects_need_trust(tmp_path, r18_adn_state, capsys):
-    path = tmp_path / "with_args.pth"
-    torch.save({"model": r18_adn_state, "args": argparse.Namespace(lr=0.1)}, path)
+def official_training_checkpoint(state, *, ema=None):
+    """The layout of the official ADN training checkpoints (torchvision's reference
+    script): weights, optimizer, scheduler, epoch and the argparse.Namespace of arguments;
+    ``ema``: the ``model_ema`` entry (an AveragedModel's state dict) of --model-ema runs."""
+    checkpoint = {
+        "model": state,
+        "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "momentum": 0.9, "params": [0]}]},
+        "lr_scheduler": {"last_epoch": 300, "base_lrs": [0.5], "_last_lr": [0.0]},
+        "epoch": 299,
+        "args": argparse.Namespace(
+            model="resnet50", lr=0.5, epochs=300, model_ema=ema is not None, data_path="/imagenet"
+        ),
+        "scaler": {"scale": 65536.0, "growth_factor": 2.0, "_growth_tracker": 12},
+    }
+    if ema is not None:
+        checkpoint["model_ema"] = ema
+    return checkpoint
+
+
+def test_official_training_checkpoint_needs_no_trust(tmp_path, r18_adn_state, capsys):
+    path = tmp_path / "checkpoint.pth"
+    torch.save(official_training_checkpoint(r18_adn_state), path)
     cfg, backbone = bare_backbone(depth=18)
-    with pytest.raises(CheckpointReadError, match="--trust"):
+    ADNCheckpointer(backbone).load(str(path))  # weights_only=True, Namespace allowed
+    assert assert_backbone_equals(backbone.state_dict(), r18_adn_state) > 0
+    assert load_converter().main([str(path), str(tmp_path / "out.pkl")]) == 0
+    assert "Skip norms: 8 found" in capsys.readouterr().out
+
+
+def test_other_pickled_objects_need_trust(tmp_path, r18_adn_state, capsys):
+    path = tmp_path / "with_date.pth"
+    torch.save({"model": r18_adn_state, "date": datetime.date(2024, 1, 1)}, path)
+    cfg, backbone = bare_backbone(depth=18)
+    with pytest.raises(CheckpointReadError, match="--trust") as info:
         ADNCheckpointer(backbone).load(str(path))
+    assert "datetime.date" in str(info.value)
+    assert "tools/convert_adn_weights.py --trust" in str(info.value)
     converter = load_converter()
     assert converter.main([str(path), str(tmp_path / "out.pkl")]) == 1
     assert "--trust" in capsys.readouterr().err
