@@ -34,6 +34,7 @@ from adadet.checkpoint.key_mapping import (
     unwrap_state_dict,
 )
 from adadet.checkpoint.reading import read_torch_file
+from adadet.checkpoint.vit_keys import detect_vit_layout
 from adadet.checkpoint.weights_config import torchvision_config_yaml
 
 
@@ -46,6 +47,13 @@ def convert(input_path: str, output_path: str, *, trust: bool = False) -> None:
     loaded = read_torch_file(input_path, trust=trust)
     state_dict = unwrap_state_dict(loaded)
     layout = detect_layout(state_dict) if state_dict is not None else None
+    if state_dict is not None and detect_vit_layout(state_dict):
+        raise CheckpointFormatError(
+            f"'{input_path}' holds ViT weights (torchvision's vit_*_16 layout: conv_proj, "
+            "encoder.layers), and this converter is for ResNets. Fix: convert it with "
+            f"`python tools/convert_vit_adn_weights.py {input_path} {output_path}` (or set "
+            "MODEL.WEIGHTS of a ViT-ADN config to the file directly). Nothing was written."
+        )
     if layout not in (ADN, TORCHVISION):
         raise CheckpointFormatError(
             f"'{input_path}' is not a torchvision-layout ResNet (conv1, bn1, layer1-4, fc; "

@@ -215,7 +215,10 @@ class ADNCheckpointer(DetectionCheckpointer):
             raise CheckpointMismatchError(
                 f"Checkpoint '{source}' holds ViT weights (torchvision layout), but the model "
                 "has no ViT-ADN backbone. Fix: point MODEL.WEIGHTS at weights of the model's "
-                "architecture, or use MODEL.BACKBONE.NAME: build_vit_adn_sfp_backbone."
+                "architecture, or build a ViT-ADN model (MODEL.BACKBONE.NAME: "
+                "build_vit_adn_sfp_backbone, e.g. configs/mask_rcnn_ada_vit_b.yaml) for these "
+                "weights; to convert them to a .pkl use tools/convert_vit_adn_weights.py "
+                "(tools/convert_adn_weights.py is for ResNets)."
             )
         vit = vits[0]
         return convert_vit_checkpoint(

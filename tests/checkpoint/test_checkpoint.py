@@ -437,6 +437,28 @@ def test_vit_checkpoint_is_refused(tmp_path):
     with pytest.raises(CheckpointMismatchError, match="holds ViT weights") as info:
         ADNCheckpointer(backbone).load(str(tmp_path / "vit.pth"))
     assert "vit.pth" in str(info.value) and "no ViT-ADN backbone" in str(info.value)
+    assert "tools/convert_vit_adn_weights.py" in str(info.value)
+
+
+def test_vit_checkpoint_is_sent_to_the_vit_converter(tmp_path, capsys):
+    vit = torchvision.models.VisionTransformer(
+        image_size=32, patch_size=16, num_layers=1, num_heads=2, hidden_dim=8, mlp_dim=16
+    )
+    converter = load_converter()
+    # the ResNet converter refuses a ViT, naming the ViT converter
+    torch.save({"model": vit.state_dict()}, tmp_path / "vit.pth")
+    assert converter.main([str(tmp_path / "vit.pth"), str(tmp_path / "out.pkl")]) == 1
+    err = capsys.readouterr().err
+    assert "holds ViT weights" in err and "tools/convert_vit_adn_weights.py" in err
+    assert not (tmp_path / "out.pkl").exists()
+    # a ViT file that needs --trust: the refusal names the ViT converter, not the ResNet one
+    path = tmp_path / "vit_dated.pth"
+    torch.save({"model": vit.state_dict(), "date": datetime.date(2024, 1, 1)}, path)
+    cfg, backbone = bare_backbone(depth=18)
+    with pytest.raises(CheckpointReadError) as info:
+        ADNCheckpointer(backbone).load(str(path))
+    assert "tools/convert_vit_adn_weights.py --trust" in str(info.value)
+    assert "convert_adn_weights.py" not in str(info.value)
 
 
 def test_mandatory_split_mismatch_is_refused(files):
