@@ -18,6 +18,12 @@ def add_adn_config(cfg) -> None:
     # Detectron2/MSRA layout): "copy" starts every skip norm as a copy of its main norm
     # (logged), "error" refuses such a checkpoint.
     _C.MODEL.ADN.SKIP_NORM_INIT = "copy"
+    # Which weights of an official ADN training checkpoint MODEL.WEIGHTS loads: True the
+    # "model_ema" entry (the exponential moving average of a run trained with --model-ema;
+    # the authors' published accuracies are those of the EMA weights), False its "model"
+    # entry (the raw weights of the last epoch). True with a file without "model_ema" is
+    # an error. Not used by --resume (which loads this run's own checkpoint).
+    _C.MODEL.ADN.LOAD_EMA = False
     # Whether the shortcut (downsample) conv of a mandatory first block gets a skip norm
     # too. The authors' code switches the residual branch's norms only (False); its
     # statistics then mix both passes' inputs. The official ADN weights have none.

@@ -3,7 +3,7 @@
 Detectron2 ``.pkl`` that ``MODEL.WEIGHTS`` loads into a ViT-ADN model.
 
 Usage:
-  python tools/convert_vit_adn_weights.py INPUT.pth OUTPUT.pkl [--trust]
+  python tools/convert_vit_adn_weights.py INPUT.pth OUTPUT.pkl [--ema] [--trust]
       [--config-file configs/mask_rcnn_ada_vit_b.yaml] [--skip-norm-init copy|error]
 
 INPUT holds torchvision's ``vit_*_16`` names (official ViT-ADN checkpoints add
@@ -26,7 +26,7 @@ import sys
 
 from adadet.checkpoint.errors import CheckpointError, CheckpointFormatError
 from adadet.checkpoint.key_mapping import unwrap_state_dict
-from adadet.checkpoint.reading import read_torch_file
+from adadet.checkpoint.reading import EMA_ENTRY, has_ema, read_torch_file, select_weights
 from adadet.checkpoint.vit_keys import (
     ADN_VIT,
     ViTStructure,
@@ -61,8 +61,15 @@ def convert(
     trust: bool = False,
     config_file: str = "",
     skip_norm_init: str = "copy",
+    ema: bool = False,
 ) -> dict:
     loaded = read_torch_file(input_path, trust=trust)
+    if has_ema(loaded) and not ema:
+        print(
+            f"'{input_path}' also holds '{EMA_ENTRY}', the EMA weights of a --model-ema run: "
+            "converting its 'model' weights; --ema converts the EMA weights instead."
+        )
+    loaded = select_weights(loaded, input_path, ema=ema, option="--ema")
     state_dict = unwrap_state_dict(loaded)
     if state_dict is None:
         raise CheckpointFormatError(
@@ -80,6 +87,7 @@ def convert(
         skip_norm_init=skip_norm_init,
     )
     checkpoint["converted_from"] = os.path.basename(input_path)
+    checkpoint["ema_weights"] = ema
     with open(output_path, "wb") as f:
         pickle.dump(checkpoint, f)
 
@@ -114,6 +122,8 @@ def main(argv=None) -> int:
                         help="refuse weights that do not fit this config's ViT-ADN")
     parser.add_argument("--skip-norm-init", choices=("copy", "error"), default="copy",
                         help="what to do when INPUT has no skip norms (default: copy)")
+    parser.add_argument("--ema", action="store_true",
+                        help=f"convert the EMA weights ('{EMA_ENTRY}') instead of 'model'")
     args = parser.parse_args(argv)
     try:
         convert(
@@ -122,6 +132,7 @@ def main(argv=None) -> int:
             trust=args.trust,
             config_file=args.config_file,
             skip_norm_init=args.skip_norm_init,
+            ema=args.ema,
         )
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -53,7 +53,14 @@ from .key_mapping import (
     resnet_structure,
     unwrap_state_dict,
 )
-from .reading import check_file_exists, read_error, safe_torch_load
+from .reading import (
+    EMA_ENTRY,
+    check_file_exists,
+    has_ema,
+    read_error,
+    safe_torch_load,
+    select_weights,
+)
 from .vit_keys import convert_vit_checkpoint, detect_vit_layout, model_vit_structure
 from .writing import atomic_write
 
@@ -82,6 +89,10 @@ class ADNCheckpointer(DetectionCheckpointer):
             :class:`SkipNormsMissingError`); ``MODEL.ADN.SKIP_NORM_INIT`` in configs.
         strict_backbone: raise :class:`CheckpointMismatchError` when the ResNet weights
             of the model and of the checkpoint do not match one to one.
+        load_ema: load the ``model_ema`` entry of an official ADN checkpoint (the EMA
+            weights of a ``--model-ema`` run, those of the published accuracies) instead of
+            ``model``; ``MODEL.ADN.LOAD_EMA`` in configs. Not for ``--resume``, which loads
+            this run's own checkpoint.
 
     After ``load``, ``needs_torchvision_config`` tells whether the weights were
     torchvision-style (official ADN, torchvision), whose config
@@ -96,6 +107,7 @@ class ADNCheckpointer(DetectionCheckpointer):
         save_to_disk=None,
         skip_norm_init: str = "copy",
         strict_backbone: bool = True,
+        load_ema: bool = False,
         **checkpointables,
     ):
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
@@ -106,14 +118,18 @@ class ADNCheckpointer(DetectionCheckpointer):
             )
         self.skip_norm_init = skip_norm_init
         self.strict_backbone = strict_backbone
+        self.load_ema = bool(load_ema)
         self.needs_torchvision_config = False
         self._source: Optional[str] = None
+        self._resuming = False
 
     @classmethod
     def from_config(cls, cfg, model, save_dir="", **kwargs) -> "ADNCheckpointer":
-        """A checkpointer with the config's ``MODEL.ADN.SKIP_NORM_INIT`` policy."""
+        """A checkpointer with the config's ``MODEL.ADN.SKIP_NORM_INIT`` policy and
+        ``MODEL.ADN.LOAD_EMA`` choice."""
         adn = cfg.MODEL.get("ADN", None)
         kwargs.setdefault("skip_norm_init", adn.SKIP_NORM_INIT if adn else "copy")
+        kwargs.setdefault("load_ema", bool(adn.get("LOAD_EMA", False)) if adn else False)
         return cls(model, save_dir, **kwargs)
 
     # -- writing ---------------------------------------------------------------------------
@@ -160,13 +176,26 @@ class ADNCheckpointer(DetectionCheckpointer):
         finally:
             self._source = None
 
+    def resume_or_load(self, path: str, *, resume: bool = True):
+        """fvcore's: with ``resume`` and a ``last_checkpoint`` in ``save_dir``, the
+        checkpoint it names (this run's own: its ``model``, whatever ``load_ema`` says) with
+        all checkpointables; otherwise the model weights of ``path``."""
+        if resume and self.has_checkpoint():
+            last = self.get_checkpoint_file()
+            self._resuming = True
+            try:
+                return self.load(last)
+            finally:
+                self._resuming = False
+        return self.load(path, checkpointables=[])
+
     def _load_file(self, filename):
         source = self._source or filename
         try:
             if filename.endswith((".pkl", ".pyth")):  # Detectron2's readers
-                loaded = super()._load_file(filename)
+                loaded = self._select_weights(super()._load_file(filename), source)
             else:  # weights_only, plus the official ADN checkpoints' argparse.Namespace
-                loaded = safe_torch_load(filename)
+                loaded = self._select_weights(safe_torch_load(filename), source)
                 if isinstance(loaded, dict) and "model" not in loaded:
                     loaded = {"model": loaded}  # as Detectron2 does
         except CheckpointError:
@@ -203,6 +232,30 @@ class ADNCheckpointer(DetectionCheckpointer):
                 loaded["matching_heuristics"] = True
             loaded["model"] = state_dict  # the same, or unnested / without "module."
         self.needs_torchvision_config = bool(loaded.get("torchvision_style", False))
+        return loaded
+
+    def _select_weights(self, loaded, source: str):
+        """The ``model`` weights, or with ``load_ema`` the ``model_ema`` ones (logged)."""
+        if self.load_ema and not self._resuming:
+            if isinstance(loaded, dict) and loaded.get("ema_weights"):
+                self.logger.info(
+                    f"'{source}' holds EMA weights (converted with --ema): loading them "
+                    "(MODEL.ADN.LOAD_EMA: True)."
+                )
+                return loaded
+            selected = select_weights(loaded, source, ema=True, option="MODEL.ADN.LOAD_EMA")
+            self.logger.info(
+                f"Loading the EMA weights ('{EMA_ENTRY}', {len(selected['model'])} tensors) "
+                f"of '{source}' (MODEL.ADN.LOAD_EMA: True)."
+            )
+            return selected
+        if has_ema(loaded):
+            self.logger.info(
+                f"Loading the 'model' weights of '{source}' (MODEL.ADN.LOAD_EMA: False). It "
+                f"also holds '{EMA_ENTRY}', the EMA weights of a --model-ema run (the official "
+                "ADN accuracies are those of the EMA weights): set MODEL.ADN.LOAD_EMA True to "
+                "load them instead."
+            )
         return loaded
 
     def _convert_vit(self, state_dict, source: str) -> dict:

@@ -11,20 +11,28 @@ import argparse
 import os
 import pickletools
 import zipfile
-from typing import List, Tuple
+from collections.abc import Mapping
+from typing import List, Optional, Tuple
 
 import torch
 
-from .errors import CheckpointNotFoundError, CheckpointReadError
+from .errors import CheckpointFormatError, CheckpointNotFoundError, CheckpointReadError
+from .key_mapping import first_few, unwrap_state_dict
 
 __all__ = [
     "SAFE_GLOBALS",
     "check_file_exists",
+    "EMA_ENTRY",
+    "ema_state_dict",
     "pickled_strings",
     "read_error",
     "read_torch_file",
     "safe_torch_load",
+    "select_weights",
 ]
+
+#: The entry of the EMA weights in the official ADN checkpoints of --model-ema runs.
+EMA_ENTRY = "model_ema"
 
 #: Python classes a checkpoint may hold besides tensors and plain containers, loaded with
 #: ``weights_only=True``: the official ADN (torchvision reference) scripts' ``args``.
@@ -121,3 +129,45 @@ def read_torch_file(path: str, *, trust: bool = False):
         return safe_torch_load(path)
     except Exception as e:  # any failure of a corrupt file: zip, pickle, key, EOF errors
         raise read_error(path, e) from e
+
+
+def ema_state_dict(entry) -> Optional[Mapping]:
+    """The weights of a ``model_ema`` entry. torchvision's reference scripts save an
+    ``ExponentialMovingAverage`` (a ``torch.optim.swa_utils.AveragedModel``): its state dict
+    prefixes every weight with ``module.`` and adds the counter ``n_averaged``; others save
+    the bare state dict, or nest it under ``state_dict`` / ``model``."""
+    if not isinstance(entry, Mapping):
+        return None
+    weights = {k: v for k, v in entry.items() if k not in ("n_averaged", "module.n_averaged")}
+    return unwrap_state_dict(weights)
+
+
+def select_weights(loaded, source: str, *, ema: bool, option: str):
+    """What to read the weights from: ``loaded`` itself, or with ``ema`` its
+    ``model_ema`` entry as a state dict (``{"model": state_dict}``). ``option`` is how the
+    user asks for EMA weights (``MODEL.ADN.LOAD_EMA`` / ``--ema``), for the messages."""
+    if not ema:
+        return loaded
+    entries = list(loaded) if isinstance(loaded, Mapping) else []
+    if EMA_ENTRY not in entries:
+        holds = f"its entries are {first_few(entries, 8)}" if entries else (
+            f"it holds a {type(loaded).__name__}, not a dict of entries"
+        )
+        raise CheckpointFormatError(
+            f"{option} asks for the EMA weights, but checkpoint '{source}' has no "
+            f"'{EMA_ENTRY}' entry ({holds}); only runs trained with --model-ema save one. "
+            f"Fix: turn {option} off to load its 'model' weights, or use the checkpoint of a "
+            "--model-ema run."
+        )
+    state_dict = ema_state_dict(loaded[EMA_ENTRY])
+    if state_dict is None:
+        raise CheckpointFormatError(
+            f"Checkpoint '{source}' has a '{EMA_ENTRY}' entry, but it holds no state dict "
+            f"(a mapping of names to tensors): a {type(loaded[EMA_ENTRY]).__name__}. Fix: "
+            f"turn {option} off to load its 'model' weights."
+        )
+    return {"model": dict(state_dict)}
+
+
+def has_ema(loaded) -> bool:
+    return isinstance(loaded, Mapping) and EMA_ENTRY in loaded

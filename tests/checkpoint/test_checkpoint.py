@@ -551,6 +551,84 @@ def test_other_pickled_objects_need_trust(tmp_path, r18_adn_state, capsys):
     assert converter.main(["--trust", str(path), str(tmp_path / "out.pkl")]) == 0
 
 
+@pytest.fixture
+def ema_checkpoint(tmp_path, r18_adn_state):
+    """An official --model-ema checkpoint: ``model_ema`` is torchvision's
+    ExponentialMovingAverage state dict ("module." prefix, "n_averaged"), of other values
+    than ``model``."""
+    ema_state = randomized(r18_adn_state, seed=11)
+    ema = {"n_averaged": torch.tensor(1234), **{"module." + k: v for k, v in ema_state.items()}}
+    path = tmp_path / "ema.pth"
+    torch.save(official_training_checkpoint(r18_adn_state, ema=ema), path)
+    return path, ema_state
+
+
+def test_load_ema_loads_the_ema_weights(ema_checkpoint, checkpoint_log):
+    path, ema_state = ema_checkpoint
+    cfg, backbone = bare_backbone(depth=18, MODEL__ADN__LOAD_EMA=True)
+    ADNCheckpointer.from_config(cfg, backbone).resume_or_load(str(path), resume=False)
+    checked = assert_backbone_equals(backbone.state_dict(), ema_state)
+    assert checked > 0
+    assert any("Loading the EMA weights ('model_ema'" in m for m in checkpoint_log())
+
+
+def test_model_weights_by_default_and_the_log_names_model_ema(
+    ema_checkpoint, r18_adn_state, checkpoint_log
+):
+    path, _ = ema_checkpoint
+    cfg, backbone = bare_backbone(depth=18)
+    assert cfg.MODEL.ADN.LOAD_EMA is False
+    ADNCheckpointer.from_config(cfg, backbone).load(str(path))
+    assert assert_backbone_equals(backbone.state_dict(), r18_adn_state) > 0
+    [line] = [m for m in checkpoint_log() if "'model_ema'" in m]
+    assert "Loading the 'model' weights" in line and "set MODEL.ADN.LOAD_EMA True" in line
+
+
+def test_load_ema_without_model_ema_names_the_file_and_its_entries(tmp_path, r18_adn_state):
+    path = tmp_path / "no_ema.pth"
+    torch.save(official_training_checkpoint(r18_adn_state), path)
+    cfg, backbone = bare_backbone(depth=18, MODEL__ADN__LOAD_EMA=True)
+    with pytest.raises(CheckpointFormatError) as info:
+        ADNCheckpointer.from_config(cfg, backbone).load(str(path))
+    message = str(info.value)
+    assert str(path) in message and "no 'model_ema' entry" in message
+    assert "model, optimizer, lr_scheduler, epoch, args, scaler" in message
+    assert "MODEL.ADN.LOAD_EMA" in message
+
+
+def test_resume_ignores_load_ema(tmp_path):
+    cfg, backbone = bare_backbone(depth=18)
+    ADNCheckpointer(backbone, str(tmp_path)).save("model_0000004")
+    cfg, other = bare_backbone(depth=18, MODEL__ADN__LOAD_EMA=True)
+    ADNCheckpointer.from_config(cfg, other, str(tmp_path)).resume_or_load("", resume=True)
+    for key, value in backbone.state_dict().items():
+        assert torch.equal(other.state_dict()[key], value), key
+
+
+def test_converter_ema(ema_checkpoint, tmp_path, r18_adn_state, capsys):
+    path, ema_state = ema_checkpoint
+    converter = load_converter()
+    assert converter.main([str(path), str(tmp_path / "raw.pkl")]) == 0
+    assert "--ema converts the EMA weights instead" in capsys.readouterr().out
+    assert converter.main(["--ema", str(path), str(tmp_path / "ema.pkl")]) == 0
+    assert "Read the EMA weights ('model_ema')" in capsys.readouterr().out
+    for name, source in (("raw.pkl", r18_adn_state), ("ema.pkl", ema_state)):
+        cfg, backbone = bare_backbone(depth=18)
+        ADNCheckpointer(backbone).load(str(tmp_path / name))
+        assert assert_backbone_equals(backbone.state_dict(), source) > 0, name
+    # LOAD_EMA accepts the converted EMA weights, refuses the converted raw ones
+    cfg, backbone = bare_backbone(depth=18, MODEL__ADN__LOAD_EMA=True)
+    ADNCheckpointer.from_config(cfg, backbone).load(str(tmp_path / "ema.pkl"))
+    with pytest.raises(CheckpointFormatError, match="no 'model_ema' entry"):
+        ADNCheckpointer.from_config(cfg, backbone).load(str(tmp_path / "raw.pkl"))
+    # --ema on a file without EMA weights: refused, nothing written
+    no_ema = tmp_path / "no_ema.pth"
+    torch.save(official_training_checkpoint(r18_adn_state), no_ema)
+    assert converter.main(["--ema", str(no_ema), str(tmp_path / "x.pkl")]) == 1
+    assert "no 'model_ema' entry" in capsys.readouterr().err
+    assert not (tmp_path / "x.pkl").exists()
+
+
 # -- converter CLI and config check ----------------------------------------------------------
 
 
