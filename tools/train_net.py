@@ -18,7 +18,6 @@ import sys
 import detectron2.utils.comm as comm
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
-from detectron2.evaluation import verify_results
 from detectron2.utils.logger import setup_logger
 
 import adadet  # noqa: F401  (registers the ADN backbones)
@@ -26,6 +25,7 @@ import adadet.data  # noqa: F401  (registers the embedded adadet_shapes_* datase
 from adadet import add_adn_config
 from adadet.checkpoint import ADNCheckpointer
 from adadet.engine import ADNTrainer
+from adadet.evaluation import verify_depth_results
 
 
 class Trainer(ADNTrainer):
@@ -76,7 +76,7 @@ def main(args):
                 ADNCheckpointer(model, save_dir=cfg.OUTPUT_DIR).save("model_precise_bn")
                 path = f"{cfg.OUTPUT_DIR}/model_precise_bn.pth"
                 print(f"Weights with per-depth BN statistics: {path}")
-            verify_results(cfg, res)
+            verify_depth_results(cfg, res)  # TEST.EXPECTED_RESULTS, per depth
         return res
 
     trainer = Trainer(cfg)

@@ -40,7 +40,14 @@ from ..data import CheckedDatasetMapper
 from ..depth import adaptive_modules, expand_depth_list, set_depth, using_depth
 from ..env import has_compiled_ops
 from ..layers import calibrate_depth_bn_statistics
-from ..evaluation import device_name, evaluate_depths, format_table, report_rows, write_report
+from ..evaluation import (
+    device_name,
+    evaluate_depths,
+    format_table,
+    report_rows,
+    verify_depth_results,
+    write_report,
+)
 from ..modeling.self_distillation import SelfDistillationModel, unwrap_detector
 from .train_step import ADNAMPTrainStep, ADNTrainStep
 from .optimizer import build_adn_optimizer
@@ -153,8 +160,18 @@ class ADNTrainer(DefaultTrainer):
         return SelfDistillationModel.from_config(cfg, detector)
 
     def train(self):
+        """DefaultTrainer.train, with TEST.EXPECTED_RESULTS checked per depth
+        (:func:`verify_depth_results`; Detectron2's verify_results cannot read them)."""
         try:
-            return super().train()
+            TrainerBase.train(self, self.start_iter, self.max_iter)
+            if len(self.cfg.TEST.EXPECTED_RESULTS) and comm.is_main_process():
+                if not hasattr(self, "_last_eval_results"):
+                    raise RuntimeError(
+                        "TEST.EXPECTED_RESULTS is set, but training ran no evaluation "
+                        "(DATASETS.TEST empty?)."
+                    )
+                verify_depth_results(self.cfg, self._last_eval_results)
+                return self._last_eval_results
         finally:
             # The step switches depths with context managers; this makes sure of it.
             set_depth(self.detector, self.cfg.MODEL.ADN.DEPTH)
