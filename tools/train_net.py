@@ -23,6 +23,7 @@ from detectron2.utils.logger import setup_logger
 import adadet  # noqa: F401  (registers the ADN backbones)
 import adadet.data  # noqa: F401  (registers the embedded adadet_shapes_* datasets)
 from adadet import add_adn_config
+from adadet.config import merge_config
 from adadet.checkpoint import ADNCheckpointer
 from adadet.engine import ADNTrainer
 from adadet.evaluation import verify_depth_results
@@ -36,8 +37,7 @@ def setup(args):
     """Config: Detectron2's defaults + adadet's keys, then the file, then command-line opts."""
     cfg = get_cfg()
     add_adn_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    merge_config(cfg, args.config_file, args.opts)  # clear errors for ints in float keys
     if args.eval_only:
         check_eval_only(cfg, args)
     cfg.freeze()

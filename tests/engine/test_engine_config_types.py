@@ -1,0 +1,56 @@
+"""A float config key given an integer (yacs refuses to convert it) is named with the fix:
+in train_net's setup, in setup_deploy_cfg, and for 0.0 by the distillation's own check."""
+import argparse
+import importlib.util
+import os
+
+import pytest
+
+from adadet.deploy.predictor import setup_deploy_cfg
+from adadet.engine import SelfDistillationModel
+from engine_tiny_data import HERE, tiny_cfg
+
+REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+TINY_CONFIG = os.path.join(HERE, "tiny_config.yaml")
+
+
+def _train_net():
+    spec = importlib.util.spec_from_file_location("train_net", os.path.join(REPO, "tools", "train_net.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _args(opts):
+    return argparse.Namespace(config_file=TINY_CONFIG, opts=opts, eval_only=False)
+
+
+@pytest.mark.parametrize("value, fix", [("0", "1.0 (the default; 0 is not > 0)."), ("1", "1.0.")])
+def test_integer_temperature_on_the_command_line(value, fix):
+    with pytest.raises(ValueError) as info:
+        _train_net().setup(_args(["MODEL.ADN.DISTILL.TEMPERATURE", value]))
+    message = str(info.value)
+    assert message.startswith("MODEL.ADN.DISTILL.TEMPERATURE must be a float > 0")
+    assert f"the integer {value}" in message and "Type mismatch" not in message
+    assert message.endswith(f"Fix: write MODEL.ADN.DISTILL.TEMPERATURE {fix}")
+
+
+def test_integer_float_key_in_a_yaml_file_and_in_deploy(tmp_path):
+    config = tmp_path / "int_lr.yaml"
+    config.write_text(f'_BASE_: "{TINY_CONFIG}"\nSOLVER:\n  BASE_LR: 1\n')
+    with pytest.raises(ValueError, match=rf"SOLVER.BASE_LR must be a float.*config file {config}"):
+        setup_deploy_cfg(str(config))
+    with pytest.raises(ValueError, match=r"Fix: write MODEL.ADN.DISTILL.ALPHA 1.0\."):
+        setup_deploy_cfg(TINY_CONFIG, ["MODEL.ADN.DISTILL.ALPHA", "1"])
+    # other errors are yacs' own
+    with pytest.raises(AssertionError, match="Non-existent key"):
+        setup_deploy_cfg(TINY_CONFIG, ["MODEL.ADN.NO_SUCH_KEY", "1"])
+
+
+def test_zero_temperature_written_as_float_is_refused_with_the_fix():
+    cfg = tiny_cfg()
+    cfg.MODEL.ADN.DISTILL.TEMPERATURE = 0.0
+    from detectron2.modeling import build_model
+
+    with pytest.raises(ValueError, match=r"must be a float > 0 .*got 0\.0\. Fix: e\.g\. MODEL\.ADN\.DISTILL\.TEMPERATURE 1\.0"):
+        SelfDistillationModel.from_config(cfg, build_model(cfg))
