@@ -52,7 +52,7 @@ from ..modeling.self_distillation import SelfDistillationModel, unwrap_detector
 from .train_step import ADNAMPTrainStep, ADNTrainStep
 from .optimizer import build_adn_optimizer
 
-__all__ = ["ADNTrainer", "check_datasets_available", "ddp_kwargs"]
+__all__ = ["ADNTrainer", "check_datasets_available", "ddp_kwargs", "checked_test_depths"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +108,14 @@ def check_datasets_available(names: Iterable[str]) -> None:
         )
 
 
+def checked_test_depths(cfg, num_stages: int):
+    """The depth settings of ``TEST.ADN.DEPTHS``, validated (ValueError naming the key)."""
+    try:
+        return expand_depth_list(list(cfg.TEST.ADN.DEPTHS), num_stages)
+    except ValueError as e:
+        raise ValueError(f"TEST.ADN.DEPTHS {list(cfg.TEST.ADN.DEPTHS)}: {e}") from None
+
+
 def ddp_kwargs(cfg, training_model: SelfDistillationModel) -> dict:
     """Arguments of ``create_ddp_model`` for the ADN training module."""
     kwargs = {"broadcast_buffers": False}
@@ -136,6 +144,8 @@ class ADNTrainer(DefaultTrainer):
         check_datasets_available(cfg.DATASETS.TRAIN)  # before the slow parts
 
         detector = self.build_model(cfg)
+        # evaluated during and after training: a bad list must not wait for the end
+        checked_test_depths(cfg, adaptive_modules(detector)[0].num_adaptive_stages)
         optimizer = self.build_optimizer(cfg, detector)
         data_loader = self.build_train_loader(cfg)
 
@@ -250,7 +260,7 @@ class ADNTrainer(DefaultTrainer):
         """
         detector = unwrap_detector(model)
         num_stages = adaptive_modules(detector)[0].num_adaptive_stages
-        depths = expand_depth_list(list(cfg.TEST.ADN.DEPTHS), num_stages)
+        depths = checked_test_depths(cfg, num_stages)
         if not cfg.DATASETS.TEST:  # Detectron2 evaluates after the last iteration anyway
             logger.info("DATASETS.TEST is empty: no evaluation.")
             return {}

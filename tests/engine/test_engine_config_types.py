@@ -1,5 +1,6 @@
-"""A float config key given an integer (yacs refuses to convert it) is named with the fix:
-in train_net's setup, in setup_deploy_cfg, and for 0.0 by the distillation's own check."""
+"""Config mistakes named with the fix before any training: a float key given an integer
+(yacs refuses to convert it) in train_net's setup and setup_deploy_cfg, TEMPERATURE 0.0,
+and a TEST.ADN.DEPTHS list that would only fail at the evaluation after training."""
 import argparse
 import importlib.util
 import os
@@ -7,7 +8,7 @@ import os
 import pytest
 
 from adadet.deploy.predictor import setup_deploy_cfg
-from adadet.engine import SelfDistillationModel
+from adadet.engine import ADNTrainer, SelfDistillationModel
 from engine_tiny_data import HERE, tiny_cfg
 
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -54,3 +55,18 @@ def test_zero_temperature_written_as_float_is_refused_with_the_fix():
 
     with pytest.raises(ValueError, match=r"must be a float > 0 .*got 0\.0\. Fix: e\.g\. MODEL\.ADN\.DISTILL\.TEMPERATURE 1\.0"):
         SelfDistillationModel.from_config(cfg, build_model(cfg))
+
+
+def test_duplicate_test_depths_are_refused_before_training(tiny_dataset, tmp_path, monkeypatch):
+    cfg = tiny_cfg(str(tmp_path))
+    cfg.TEST.ADN.DEPTHS = ["TTTT", "base"]  # the same setting twice, after aliases
+
+    def no_loader(*args, **kwargs):
+        raise AssertionError("the training loader was built before TEST.ADN.DEPTHS was checked")
+
+    monkeypatch.setattr(ADNTrainer, "build_train_loader", classmethod(no_loader))
+    with pytest.raises(ValueError) as info:
+        ADNTrainer(cfg)
+    message = str(info.value)
+    assert message.startswith("TEST.ADN.DEPTHS ['TTTT', 'base']: ")
+    assert "name ['TTTT'] more than once" in message and "'base' = 'TTTT'" in message
