@@ -36,7 +36,14 @@ from adadet.checkpoint.key_mapping import (
     resnet_structure,
     unwrap_state_dict,
 )
-from adadet.checkpoint.reading import EMA_ENTRY, has_ema, read_torch_file, select_weights
+from adadet.checkpoint.reading import (
+    EMA_ENTRY,
+    STATE_DICT_NEEDED,
+    describe_contents,
+    has_ema,
+    read_torch_file,
+    select_weights,
+)
 from adadet.checkpoint.vit_keys import detect_vit_layout
 from adadet.checkpoint.weights_config import torchvision_config_yaml
 
@@ -56,8 +63,13 @@ def convert(input_path: str, output_path: str, *, trust: bool = False, ema: bool
         )
     loaded = select_weights(loaded, input_path, ema=ema, option="--ema")
     state_dict = unwrap_state_dict(loaded)
-    layout = detect_layout(state_dict) if state_dict is not None else None
-    if state_dict is not None and detect_vit_layout(state_dict):
+    if state_dict is None:
+        raise CheckpointFormatError(
+            f"'{input_path}' holds no state dict: it holds {describe_contents(loaded)}. "
+            f"{STATE_DICT_NEEDED}. Nothing was written."
+        )
+    layout = detect_layout(state_dict)
+    if detect_vit_layout(state_dict):
         raise CheckpointFormatError(
             f"'{input_path}' holds ViT weights (torchvision's vit_*_16 layout: conv_proj, "
             "encoder.layers), and this converter is for ResNets. Fix: convert it with "

@@ -26,7 +26,14 @@ import sys
 
 from adadet.checkpoint.errors import CheckpointError, CheckpointFormatError
 from adadet.checkpoint.key_mapping import unwrap_state_dict
-from adadet.checkpoint.reading import EMA_ENTRY, has_ema, read_torch_file, select_weights
+from adadet.checkpoint.reading import (
+    EMA_ENTRY,
+    STATE_DICT_NEEDED,
+    describe_contents,
+    has_ema,
+    read_torch_file,
+    select_weights,
+)
 from adadet.checkpoint.vit_keys import (
     ADN_VIT,
     ViTStructure,
@@ -73,8 +80,8 @@ def convert(
     state_dict = unwrap_state_dict(loaded)
     if state_dict is None:
         raise CheckpointFormatError(
-            f"'{input_path}' holds no state dict (top level, 'model' or 'state_dict'). "
-            "Nothing was written."
+            f"'{input_path}' holds no state dict: it holds {describe_contents(loaded)}. "
+            f"{STATE_DICT_NEEDED}. Nothing was written."
         )
     expected, num_mandatory = (None, None)
     if config_file:

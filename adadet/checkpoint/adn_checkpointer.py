@@ -55,7 +55,9 @@ from .key_mapping import (
 )
 from .reading import (
     EMA_ENTRY,
+    STATE_DICT_NEEDED,
     check_file_exists,
+    describe_contents,
     has_ema,
     read_error,
     safe_torch_load,
@@ -194,8 +196,10 @@ class ADNCheckpointer(DetectionCheckpointer):
         try:
             if filename.endswith((".pkl", ".pyth")):  # Detectron2's readers
                 loaded = self._select_weights(super()._load_file(filename), source)
+                # what the file held (Caffe2-style pickles are wrapped as {"model": data})
+                raw = loaded["model"] if loaded.get("__author__") == "Caffe2" else loaded
             else:  # weights_only, plus the official ADN checkpoints' argparse.Namespace
-                loaded = self._select_weights(safe_torch_load(filename), source)
+                raw = loaded = self._select_weights(safe_torch_load(filename), source)
                 if isinstance(loaded, dict) and "model" not in loaded:
                     loaded = {"model": loaded}  # as Detectron2 does
         except CheckpointError:
@@ -206,11 +210,10 @@ class ADNCheckpointer(DetectionCheckpointer):
         model_entry = loaded.get("model") if isinstance(loaded, dict) else None
         state_dict = unwrap_state_dict(model_entry)
         if state_dict is None:
-            entries = list(loaded) if isinstance(loaded, dict) else [type(loaded).__name__]
             raise CheckpointFormatError(
-                f"Checkpoint '{source}' holds no state dict (a mapping of names to tensors) "
-                f"where one is expected (top level, 'model' or 'state_dict'); it holds: "
-                f"{first_few(entries)}. Fix: point MODEL.WEIGHTS at a model checkpoint."
+                f"Checkpoint '{source}' holds no state dict: it holds "
+                f"{describe_contents(raw)}. {STATE_DICT_NEEDED}. Fix: point MODEL.WEIGHTS at "
+                "a model checkpoint (e.g. output/model_final.pth, or ImageNet weights)."
             )
         layout = detect_layout(state_dict)
         if detect_vit_layout(state_dict):

@@ -23,6 +23,8 @@ __all__ = [
     "SAFE_GLOBALS",
     "check_file_exists",
     "EMA_ENTRY",
+    "STATE_DICT_NEEDED",
+    "describe_contents",
     "ema_state_dict",
     "pickled_strings",
     "read_error",
@@ -30,6 +32,12 @@ __all__ = [
     "safe_torch_load",
     "select_weights",
 ]
+
+#: What a checkpoint must hold, for the messages about files that hold something else.
+STATE_DICT_NEEDED = (
+    "A checkpoint must hold a state dict, a mapping of parameter names to tensors (what "
+    "model.state_dict() returns), at its top level or under 'model' or 'state_dict'"
+)
 
 #: The entry of the EMA weights in the official ADN checkpoints of --model-ema runs.
 EMA_ENTRY = "model_ema"
@@ -171,3 +179,32 @@ def select_weights(loaded, source: str, *, ema: bool, option: str):
 
 def has_ema(loaded) -> bool:
     return isinstance(loaded, Mapping) and EMA_ENTRY in loaded
+
+
+def _describe_value(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"tensor {tuple(value.shape)}"
+    if isinstance(value, Mapping):
+        tensors = sum(isinstance(v, torch.Tensor) for v in value.values())
+        return f"dict of {len(value)} entries, {tensors} of them tensors"
+    if isinstance(value, (list, tuple)):
+        return f"{type(value).__name__} of {len(value)} items"
+    if isinstance(value, (bool, int, float)) or value is None:
+        return f"{type(value).__name__} {value!r}"
+    if isinstance(value, str):
+        return f"str {value[:40]!r}"
+    return type(value).__name__
+
+
+def describe_contents(obj) -> str:
+    """What a loaded file holds, for messages: ``"a single tensor of shape (3, 4)"``,
+    ``"a dict with 1 entry: 'a' (int 1)"``."""
+    if isinstance(obj, torch.Tensor):
+        return f"a single tensor of shape {tuple(obj.shape)} ({obj.dtype}), saved on its own"
+    if isinstance(obj, Mapping):
+        if not obj:
+            return "an empty dict"
+        items = [f"{k!r} ({_describe_value(v)})" for k, v in obj.items()]
+        count = f"{len(obj)} entr{'y' if len(obj) == 1 else 'ies'}"
+        return f"a dict with {count}: {first_few(items, 6)}"
+    return f"a {_describe_value(obj)}"

@@ -508,6 +508,32 @@ def test_no_state_dict_in_file(tmp_path):
         ADNCheckpointer(backbone).load(str(tmp_path / "empty.pth"))
 
 
+@pytest.mark.parametrize(
+    "name, content, holds",
+    [
+        ("dict.pth", {"a": 1}, "it holds a dict with 1 entry: 'a' (int 1)."),
+        ("tensor.pth", torch.zeros(3, 4), "it holds a single tensor of shape (3, 4) (torch.float32)"),
+        ("dict.pkl", {"a": 1}, "it holds a dict with 1 entry: 'a' (int 1)."),
+    ],
+)
+def test_what_a_file_without_state_dict_holds_is_named(tmp_path, capsys, name, content, holds):
+    path = tmp_path / name
+    if name.endswith(".pkl"):
+        path.write_bytes(pickle.dumps(content))
+    else:
+        torch.save(content, path)
+    cfg, backbone = bare_backbone(depth=18)
+    with pytest.raises(CheckpointFormatError) as info:
+        ADNCheckpointer(backbone).load(str(path))
+    message = str(info.value)
+    assert holds in message and "it holds: model" not in message and "truncated" not in message
+    assert "A checkpoint must hold a state dict, a mapping of parameter names to tensors" in message
+    if not name.endswith(".pkl"):  # the converter takes .pth files only
+        assert load_converter().main([str(path), str(tmp_path / "out.pkl")]) == 1
+        err = capsys.readouterr().err
+        assert holds in err and "A checkpoint must hold a state dict" in err
+
+
 def official_training_checkpoint(state, *, ema=None):
     """The layout of the official ADN training checkpoints (torchvision's reference
     script): weights, optimizer, scheduler, epoch and the argparse.Namespace of arguments;
