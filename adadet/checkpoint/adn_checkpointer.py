@@ -38,6 +38,7 @@ from .errors import (
     CheckpointError,
     CheckpointFormatError,
     CheckpointMismatchError,
+    CheckpointNotFoundError,
     SkipNormsMissingError,
 )
 from .key_mapping import (
@@ -184,12 +185,30 @@ class ADNCheckpointer(DetectionCheckpointer):
         all checkpointables; otherwise the model weights of ``path``."""
         if resume and self.has_checkpoint():
             last = self.get_checkpoint_file()
+            self._check_last_checkpoint(last)
             self._resuming = True
             try:
                 return self.load(last)
             finally:
                 self._resuming = False
         return self.load(path, checkpointables=[])
+
+    def _check_last_checkpoint(self, last: str) -> None:
+        """``last_checkpoint`` must name a file that exists (a local save_dir)."""
+        if urlparse(last).scheme or os.path.isfile(last):
+            return
+        tag = os.path.join(self.save_dir, "last_checkpoint")
+        named = os.path.relpath(last, self.save_dir)
+        named = "" if named == "." else named
+        existing = []
+        if os.path.isdir(self.save_dir):
+            existing = sorted(f for f in os.listdir(self.save_dir) if f.endswith(".pth"))
+        raise CheckpointNotFoundError(
+            f"--resume: {tag} names {named or 'no file (it is empty)'}, which does not exist "
+            f"({last}). Fix: restore that file, edit {tag} to name a checkpoint that exists "
+            f"({first_few(existing) if existing else f'there is no .pth in {self.save_dir}'}) "
+            "or delete it, or start without --resume."
+        )
 
     def _load_file(self, filename):
         source = self._source or filename

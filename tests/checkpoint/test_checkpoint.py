@@ -631,6 +631,21 @@ def test_resume_ignores_load_ema(tmp_path):
         assert torch.equal(other.state_dict()[key], value), key
 
 
+def test_resume_from_a_last_checkpoint_naming_a_missing_file(tmp_path):
+    cfg, backbone = bare_backbone(depth=18)
+    checkpointer = ADNCheckpointer(backbone, str(tmp_path))
+    checkpointer.save("model_0000009")
+    (tmp_path / "last_checkpoint").write_text("model_0000019.pth")  # e.g. deleted since
+    with pytest.raises(CheckpointNotFoundError) as info:
+        checkpointer.resume_or_load("", resume=True)
+    message = str(info.value)
+    assert f"{tmp_path / 'last_checkpoint'} names model_0000019.pth, which does not exist" in message
+    assert "restore that file" in message and "or start without --resume" in message
+    assert "model_0000009.pth" in message  # the one that does exist
+    # without --resume MODEL.WEIGHTS is loaded, last_checkpoint is not read
+    checkpointer.resume_or_load(str(tmp_path / "model_0000009.pth"), resume=False)
+
+
 def test_converter_ema(ema_checkpoint, tmp_path, r18_adn_state, capsys):
     path, ema_state = ema_checkpoint
     converter = load_converter()
