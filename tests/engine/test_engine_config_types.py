@@ -10,6 +10,7 @@ import pytest
 from adadet.deploy.predictor import setup_deploy_cfg
 from adadet.engine import ADNTrainer, SelfDistillationModel
 from engine_tiny_data import HERE, tiny_cfg
+from engine_train_net_runs import run_train_net
 
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 TINY_CONFIG = os.path.join(HERE, "tiny_config.yaml")
@@ -70,3 +71,30 @@ def test_duplicate_test_depths_are_refused_before_training(tiny_dataset, tmp_pat
     message = str(info.value)
     assert message.startswith("TEST.ADN.DEPTHS ['TTTT', 'base']: ")
     assert "name ['TTTT'] more than once" in message and "'base' = 'TTTT'" in message
+
+
+def test_more_gpus_than_the_machine_has_fail_before_launch(tmp_path):
+    # the tiny config: MODEL.DEVICE cpu; no GPU visible
+    proc = run_train_net(
+        ["--config-file", TINY_CONFIG, "--num-gpus", "2", "OUTPUT_DIR", str(tmp_path)],
+        env_extra={"CUDA_VISIBLE_DEVICES": ""},
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert (
+        "error: --num-gpus 2 with MODEL.DEVICE 'cpu' needs 2 CUDA GPUs, and this machine has "
+        "0 CUDA GPUs (torch.cuda.is_available() is False). Fix: --num-gpus 1 MODEL.DEVICE cpu."
+    ) in proc.stderr
+    assert "cuda is not available" not in proc.stderr and "Traceback" not in proc.stderr
+    assert not os.listdir(tmp_path)  # nothing was set up
+
+
+def test_device_problems():
+    device_problem = _train_net().device_problem
+    assert device_problem(1, "cpu", 0) is None and device_problem(2, "cuda", 2) is None
+    assert "Fix: MODEL.DEVICE cuda" in device_problem(2, "cpu", 4)
+    assert "Several processes on CPU are not supported" in device_problem(2, "cpu", 4)
+    assert device_problem(1, "cuda", 0).endswith("Fix: --num-gpus 1 MODEL.DEVICE cpu.")
+    assert "needs 4 CUDA GPUs, and this machine has 2 CUDA GPUs. Fix: --num-gpus 2" in (
+        device_problem(4, "cuda", 2)
+    )
