@@ -1,6 +1,66 @@
 """``add_adn_config``: the ``MODEL.ADN``, ``MODEL.VIT_ADN``, ``SOLVER.OPTIMIZER``,
-``DATALOADER.EXACT_RESUME`` and ``TEST.ADN`` config keys of adadet."""
+``DATALOADER.EXACT_RESUME`` and ``TEST.ADN`` config keys of adadet; ``merge_config``: file
+and opts merged with a clear error for a float key given an integer."""
+import re
+from typing import Optional, Sequence
+
 from detectron2.config import CfgNode as CN
+
+__all__ = ["add_adn_config", "merge_config", "FLOAT_KEY_RANGES"]
+
+#: Float keys with a range, for the message when one is written as an integer.
+FLOAT_KEY_RANGES = {
+    "MODEL.ADN.DISTILL.TEMPERATURE": ("> 0", lambda v: v > 0),
+    "MODEL.ADN.DISTILL.ALPHA": ("in [0, 1]", lambda v: 0 <= v <= 1),
+    "MODEL.ADN.DISTILL.SUB_TASK_WEIGHT": (">= 0", lambda v: v >= 0),
+    "MODEL.ADN.DISTILL.KD_WEIGHT": (">= 0", lambda v: v >= 0),
+    "MODEL.ADN.DISTILL.LOGITS_WEIGHT": (">= 0", lambda v: v >= 0),
+}
+
+# yacs' message (CfgNode._check_and_coerce_cfg_value_type): it converts no int to a float.
+_FLOAT_GIVEN_INT = re.compile(
+    r"Type mismatch \(<class 'float'> vs\. <class 'int'>\) with values \((.*) vs\. (-?\d+)\) "
+    r"for config key: (\S+)"
+)
+
+
+def _float_given_int(error: ValueError, where: str) -> Optional[ValueError]:
+    """A clear ValueError for yacs' type mismatch of a float key given an int; None for
+    any other error."""
+    match = _FLOAT_GIVEN_INT.search(str(error))
+    if not match:
+        return None
+    default, given, key = match.group(1), int(match.group(2)), match.group(3)
+    rule, ok = FLOAT_KEY_RANGES.get(key, ("", lambda v: True))
+    suggestion = f"{given}.0" if ok(given) else default
+    return ValueError(
+        f"{key} must be a float{' ' + rule if rule else ''}, written with a decimal point "
+        f"(e.g. {suggestion}); {where} gives the integer {given}, which the config system "
+        f"(yacs) does not convert to a float. Fix: write {key} {suggestion}"
+        + ("" if ok(given) else f" (the default; {given} is not {rule})")
+        + "."
+    )
+
+
+def merge_config(cfg, config_file: Optional[str] = None, opts: Sequence[str] = ()) -> None:
+    """``cfg.merge_from_file(config_file)`` then ``cfg.merge_from_list(opts)``; a float key
+    given an integer (``MODEL.ADN.DISTILL.TEMPERATURE 1``) raises a ValueError naming the
+    key and the fix instead of yacs' type mismatch."""
+    if config_file:
+        try:
+            cfg.merge_from_file(config_file)
+        except ValueError as e:
+            clear = _float_given_int(e, f"the config file {config_file}")
+            if clear is None:
+                raise
+            raise clear from None
+    try:
+        cfg.merge_from_list(list(opts))
+    except ValueError as e:
+        clear = _float_given_int(e, "the command line")
+        if clear is None:
+            raise
+        raise clear from None
 
 
 def add_adn_config(cfg) -> None:
@@ -18,6 +78,12 @@ def add_adn_config(cfg) -> None:
     # Detectron2/MSRA layout): "copy" starts every skip norm as a copy of its main norm
     # (logged), "error" refuses such a checkpoint.
     _C.MODEL.ADN.SKIP_NORM_INIT = "copy"
+    # Which weights of an official ADN training checkpoint MODEL.WEIGHTS loads: True the
+    # "model_ema" entry (the exponential moving average of a run trained with --model-ema;
+    # the authors' published accuracies are those of the EMA weights), False its "model"
+    # entry (the raw weights of the last epoch). True with a file without "model_ema" is
+    # an error. Not used by --resume (which loads this run's own checkpoint).
+    _C.MODEL.ADN.LOAD_EMA = False
     # Whether the shortcut (downsample) conv of a mandatory first block gets a skip norm
     # too. The authors' code switches the residual branch's norms only (False); its
     # statistics then mix both passes' inputs. The official ADN weights have none.

@@ -25,6 +25,7 @@ from detectron2.utils.file_io import PathManager
 from tabulate import tabulate
 
 from adadet import add_adn_config, expand_depth_list, normalize_depth, using_depth
+from adadet.config import merge_config
 from adadet.checkpoint import ADNCheckpointer
 from adadet.evaluation import backbone_cost, model_cost
 
@@ -90,8 +91,7 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = get_cfg()
     add_adn_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    merge_config(cfg, args.config_file, args.opts)  # clear errors for ints in float keys
     if not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()

@@ -3,7 +3,10 @@
 Detectron2 ``.pkl`` that ``MODEL.WEIGHTS`` loads.
 
 Usage:
-  python tools/convert_adn_weights.py INPUT.pth OUTPUT.pkl [--trust]
+  python tools/convert_adn_weights.py INPUT.pth OUTPUT.pkl [--ema] [--trust]
+
+--ema converts the ``model_ema`` entry (the EMA weights of a ``--model-ema`` run, those of
+the official accuracies) instead of ``model``.
 
 The output is ``{"model": {Detectron2 name: numpy array}, "__author__": "adadet",
 "matching_heuristics": True, ...}``; skip norms ``layer*.*.bn*_skip`` become
@@ -11,8 +14,11 @@ The output is ``{"model": {Detectron2 name: numpy array}, "__author__": "adadet"
 checkpoints directly; a ``.pkl`` is smaller (no optimizer state) and needs no
 ``--trust`` when the original holds more than tensors.
 
+INPUT is read with ``torch.load(weights_only=True)``, which also accepts the
+``argparse.Namespace`` of training arguments in the official ADN checkpoints
+(``{"model", "optimizer", "lr_scheduler", "epoch", "args"}``): those need no flag.
 --trust loads INPUT with ``torch.load(weights_only=False)``, which runs any Python code the
-file holds: only for files from a trusted source.
+file holds: only for files from a trusted source, and only for other Python objects.
 """
 
 import argparse
@@ -30,19 +36,46 @@ from adadet.checkpoint.key_mapping import (
     resnet_structure,
     unwrap_state_dict,
 )
-from adadet.checkpoint.reading import read_torch_file
+from adadet.checkpoint.reading import (
+    EMA_ENTRY,
+    STATE_DICT_NEEDED,
+    describe_contents,
+    has_ema,
+    read_torch_file,
+    select_weights,
+)
+from adadet.checkpoint.vit_keys import detect_vit_layout
 from adadet.checkpoint.weights_config import torchvision_config_yaml
 
 
-def convert(input_path: str, output_path: str, *, trust: bool = False) -> None:
+def convert(input_path: str, output_path: str, *, trust: bool = False, ema: bool = False) -> None:
     if input_path.endswith(".pkl"):  # torch.load would misreport these as unsafe files
         raise CheckpointFormatError(
             f"'{input_path}' is a pickle, the format of Detectron2 / MSRA checkpoints: they "
             "need no conversion, set MODEL.WEIGHTS to the file directly."
         )
     loaded = read_torch_file(input_path, trust=trust)
+    if has_ema(loaded) and not ema:
+        print(
+            f"'{input_path}' also holds '{EMA_ENTRY}', the EMA weights of a --model-ema run "
+            "(the official ADN accuracies are those): converting its 'model' weights; "
+            "--ema converts the EMA weights instead."
+        )
+    loaded = select_weights(loaded, input_path, ema=ema, option="--ema")
     state_dict = unwrap_state_dict(loaded)
-    layout = detect_layout(state_dict) if state_dict is not None else None
+    if state_dict is None:
+        raise CheckpointFormatError(
+            f"'{input_path}' holds no state dict: it holds {describe_contents(loaded)}. "
+            f"{STATE_DICT_NEEDED}. Nothing was written."
+        )
+    layout = detect_layout(state_dict)
+    if detect_vit_layout(state_dict):
+        raise CheckpointFormatError(
+            f"'{input_path}' holds ViT weights (torchvision's vit_*_16 layout: conv_proj, "
+            "encoder.layers), and this converter is for ResNets. Fix: convert it with "
+            f"`python tools/convert_vit_adn_weights.py {input_path} {output_path}` (or set "
+            "MODEL.WEIGHTS of a ViT-ADN config to the file directly). Nothing was written."
+        )
     if layout not in (ADN, TORCHVISION):
         raise CheckpointFormatError(
             f"'{input_path}' is not a torchvision-layout ResNet (conv1, bn1, layer1-4, fc; "
@@ -66,13 +99,15 @@ def convert(input_path: str, output_path: str, *, trust: bool = False) -> None:
                 "torchvision_style": True,
                 "num_skip_norms": len(conversion.skip_norms),
                 "converted_from": os.path.basename(input_path),
+                "ema_weights": ema,
             },
             f,
         )
 
     network = resnet_structure(model)
     kind = "official ADN" if layout == ADN else "torchvision"
-    print(f"Read '{input_path}': {kind} {network}, torchvision layout.")
+    weights = f"the EMA weights ('{EMA_ENTRY}')" if ema else "the weights"
+    print(f"Read {weights} of '{input_path}': {kind} {network}, torchvision layout.")
     print(
         f"Converted {len(model)} tensors to Detectron2 names"
         + (
@@ -121,9 +156,15 @@ def main(argv=None) -> int:
         action="store_true",
         help="load INPUT with weights_only=False (runs code in the file; trusted files only)",
     )
+    parser.add_argument(
+        "--ema",
+        action="store_true",
+        help=f"convert the EMA weights ('{EMA_ENTRY}' of a --model-ema run, those of the "
+        "official accuracies) instead of 'model'",
+    )
     args = parser.parse_args(argv)
     try:
-        convert(args.input, args.output, trust=args.trust)
+        convert(args.input, args.output, trust=args.trust, ema=args.ema)
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -3,7 +3,7 @@
 Detectron2 ``.pkl`` that ``MODEL.WEIGHTS`` loads into a ViT-ADN model.
 
 Usage:
-  python tools/convert_vit_adn_weights.py INPUT.pth OUTPUT.pkl [--trust]
+  python tools/convert_vit_adn_weights.py INPUT.pth OUTPUT.pkl [--ema] [--trust]
       [--config-file configs/mask_rcnn_ada_vit_b.yaml] [--skip-norm-init copy|error]
 
 INPUT holds torchvision's ``vit_*_16`` names (official ViT-ADN checkpoints add
@@ -13,8 +13,11 @@ without skip norms gets each one as a copy of its main norm (``--skip-norm-init 
 default) or is refused (``error``). With ``--config-file`` the checkpoint must fit that
 config's ViT (size, pretraining resolution, mandatory blocks); nothing is written otherwise.
 
+INPUT is read with ``torch.load(weights_only=True)``, which also accepts the
+``argparse.Namespace`` of training arguments in the official ADN checkpoints
+(``{"model", "optimizer", "lr_scheduler", "epoch", "args"}``): those need no flag.
 --trust loads INPUT with ``torch.load(weights_only=False)``, which runs any Python code the
-file holds: only for files from a trusted source.
+file holds: only for files from a trusted source, and only for other Python objects.
 """
 import argparse
 import os
@@ -23,7 +26,14 @@ import sys
 
 from adadet.checkpoint.errors import CheckpointError, CheckpointFormatError
 from adadet.checkpoint.key_mapping import unwrap_state_dict
-from adadet.checkpoint.reading import read_torch_file
+from adadet.checkpoint.reading import (
+    EMA_ENTRY,
+    STATE_DICT_NEEDED,
+    describe_contents,
+    has_ema,
+    read_torch_file,
+    select_weights,
+)
 from adadet.checkpoint.vit_keys import (
     ADN_VIT,
     ViTStructure,
@@ -58,13 +68,20 @@ def convert(
     trust: bool = False,
     config_file: str = "",
     skip_norm_init: str = "copy",
+    ema: bool = False,
 ) -> dict:
     loaded = read_torch_file(input_path, trust=trust)
+    if has_ema(loaded) and not ema:
+        print(
+            f"'{input_path}' also holds '{EMA_ENTRY}', the EMA weights of a --model-ema run: "
+            "converting its 'model' weights; --ema converts the EMA weights instead."
+        )
+    loaded = select_weights(loaded, input_path, ema=ema, option="--ema")
     state_dict = unwrap_state_dict(loaded)
     if state_dict is None:
         raise CheckpointFormatError(
-            f"'{input_path}' holds no state dict (top level, 'model' or 'state_dict'). "
-            "Nothing was written."
+            f"'{input_path}' holds no state dict: it holds {describe_contents(loaded)}. "
+            f"{STATE_DICT_NEEDED}. Nothing was written."
         )
     expected, num_mandatory = (None, None)
     if config_file:
@@ -77,6 +94,7 @@ def convert(
         skip_norm_init=skip_norm_init,
     )
     checkpoint["converted_from"] = os.path.basename(input_path)
+    checkpoint["ema_weights"] = ema
     with open(output_path, "wb") as f:
         pickle.dump(checkpoint, f)
 
@@ -111,6 +129,8 @@ def main(argv=None) -> int:
                         help="refuse weights that do not fit this config's ViT-ADN")
     parser.add_argument("--skip-norm-init", choices=("copy", "error"), default="copy",
                         help="what to do when INPUT has no skip norms (default: copy)")
+    parser.add_argument("--ema", action="store_true",
+                        help=f"convert the EMA weights ('{EMA_ENTRY}') instead of 'model'")
     args = parser.parse_args(argv)
     try:
         convert(
@@ -119,6 +139,7 @@ def main(argv=None) -> int:
             trust=args.trust,
             config_file=args.config_file,
             skip_norm_init=args.skip_norm_init,
+            ema=args.ema,
         )
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)

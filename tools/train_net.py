@@ -14,30 +14,78 @@ Examples:
         MODEL.WEIGHTS output/model_final.pth MODEL.ADN.DEPTH TTTT
 """
 import sys
+from typing import Optional
 
 import detectron2.utils.comm as comm
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
-from detectron2.evaluation import verify_results
 from detectron2.utils.logger import setup_logger
 
 import adadet  # noqa: F401  (registers the ADN backbones)
 import adadet.data  # noqa: F401  (registers the embedded adadet_shapes_* datasets)
 from adadet import add_adn_config
+from adadet.config import merge_config
 from adadet.checkpoint import ADNCheckpointer
 from adadet.engine import ADNTrainer
+from adadet.evaluation import verify_depth_results
 
 
 class Trainer(ADNTrainer):
     """The trainer of this script; subclass hooks (build_evaluator, test) go here."""
 
 
-def setup(args):
-    """Config: Detectron2's defaults + adadet's keys, then the file, then command-line opts."""
+def load_config(args):
+    """Detectron2's defaults + adadet's keys, then the file, then command-line opts."""
     cfg = get_cfg()
     add_adn_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    merge_config(cfg, args.config_file, args.opts)  # clear errors for ints in float keys
+    return cfg
+
+
+def device_problem(num_gpus: int, device: str, num_cuda: int) -> Optional[str]:
+    """Why ``--num-gpus num_gpus`` with ``MODEL.DEVICE device`` cannot run on a machine
+    with ``num_cuda`` CUDA GPUs; None when it can. Detectron2's launch starts one process
+    per GPU (NCCL, each on its GPU) when --num-gpus > 1, and asserts CUDA in each."""
+    on_cuda = str(device).startswith("cuda")
+    gpus = f"{num_cuda} CUDA GPU{'' if num_cuda == 1 else 's'}" + (
+        " (torch.cuda.is_available() is False)" if num_cuda == 0 else ""
+    )
+    cpu_note = (
+        "Several processes on CPU are not supported: Detectron2's launch needs one GPU per "
+        "process; on CPU train in one process, --num-gpus 1 MODEL.DEVICE cpu."
+    )
+    if num_gpus < 1:
+        return f"--num-gpus {num_gpus}: give at least 1 (one process per GPU; 1 on CPU)."
+    if num_gpus > num_cuda and (num_gpus > 1 or on_cuda):
+        fix = f"--num-gpus {max(1, num_cuda)}" if num_cuda else "--num-gpus 1 MODEL.DEVICE cpu"
+        return (
+            f"--num-gpus {num_gpus} with MODEL.DEVICE {device!r} needs {num_gpus} CUDA "
+            f"GPU{'' if num_gpus == 1 else 's'}, and this machine has {gpus}. Fix: {fix}. "
+            + (cpu_note if num_gpus > 1 else "")
+        ).strip()
+    if num_gpus > 1 and not on_cuda:
+        return (
+            f"--num-gpus {num_gpus} starts {num_gpus} processes, one per GPU, but MODEL.DEVICE "
+            f"is {device!r}. Fix: MODEL.DEVICE cuda (this machine has {gpus}), or "
+            f"--num-gpus 1 for one process on {device}. {cpu_note}"
+        )
+    return None
+
+
+def check_devices(args) -> None:
+    """Exit with the fix, before any process starts, when the devices asked for are not
+    there (Detectron2 would fail later with a bare CUDA assertion)."""
+    import torch
+
+    cfg = load_config(args)
+    problem = device_problem(args.num_gpus, cfg.MODEL.DEVICE, torch.cuda.device_count())
+    if problem:
+        sys.exit(f"error: {problem}")
+
+
+def setup(args):
+    """Config: Detectron2's defaults + adadet's keys, then the file, then command-line opts."""
+    cfg = load_config(args)
     if args.eval_only:
         check_eval_only(cfg, args)
     cfg.freeze()
@@ -76,7 +124,7 @@ def main(args):
                 ADNCheckpointer(model, save_dir=cfg.OUTPUT_DIR).save("model_precise_bn")
                 path = f"{cfg.OUTPUT_DIR}/model_precise_bn.pth"
                 print(f"Weights with per-depth BN statistics: {path}")
-            verify_results(cfg, res)
+            verify_depth_results(cfg, res)  # TEST.EXPECTED_RESULTS, per depth
         return res
 
     trainer = Trainer(cfg)
@@ -93,6 +141,7 @@ def invoke_main() -> None:
     )
     args = parser.parse_args()
     print("Command Line Args:", args)
+    check_devices(args)
     launch(
         main,
         args.num_gpus,

@@ -16,7 +16,9 @@
    :class:`CheckpointMismatchError` (Detectron2 only warns, which would leave a half-loaded
    backbone running). Head weights keep Detectron2's behaviour: an ImageNet checkpoint has
    none, and fine-tuning to other classes changes their shapes.
-4. Errors naming the file and the fix for missing, corrupt or unreadable files.
+4. Errors naming the file and the fix for missing, corrupt or unreadable files; ``.pth``
+   files are read with ``weights_only=True``, allowing ``argparse.Namespace`` (the
+   ``args`` of the official ADN training checkpoints) and nothing else.
 5. Atomic saving: a checkpoint and ``last_checkpoint`` are written to temporaries and
    renamed into place, so a run killed while saving keeps its previous checkpoint and a
    ``last_checkpoint`` that names a complete file (``--resume`` starts from it).
@@ -36,6 +38,7 @@ from .errors import (
     CheckpointError,
     CheckpointFormatError,
     CheckpointMismatchError,
+    CheckpointNotFoundError,
     SkipNormsMissingError,
 )
 from .key_mapping import (
@@ -51,7 +54,16 @@ from .key_mapping import (
     resnet_structure,
     unwrap_state_dict,
 )
-from .reading import check_file_exists, read_error
+from .reading import (
+    EMA_ENTRY,
+    STATE_DICT_NEEDED,
+    check_file_exists,
+    describe_contents,
+    has_ema,
+    read_error,
+    safe_torch_load,
+    select_weights,
+)
 from .vit_keys import convert_vit_checkpoint, detect_vit_layout, model_vit_structure
 from .writing import atomic_write
 
@@ -80,6 +92,10 @@ class ADNCheckpointer(DetectionCheckpointer):
             :class:`SkipNormsMissingError`); ``MODEL.ADN.SKIP_NORM_INIT`` in configs.
         strict_backbone: raise :class:`CheckpointMismatchError` when the ResNet weights
             of the model and of the checkpoint do not match one to one.
+        load_ema: load the ``model_ema`` entry of an official ADN checkpoint (the EMA
+            weights of a ``--model-ema`` run, those of the published accuracies) instead of
+            ``model``; ``MODEL.ADN.LOAD_EMA`` in configs. Not for ``--resume``, which loads
+            this run's own checkpoint.
 
     After ``load``, ``needs_torchvision_config`` tells whether the weights were
     torchvision-style (official ADN, torchvision), whose config
@@ -94,6 +110,7 @@ class ADNCheckpointer(DetectionCheckpointer):
         save_to_disk=None,
         skip_norm_init: str = "copy",
         strict_backbone: bool = True,
+        load_ema: bool = False,
         **checkpointables,
     ):
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
@@ -104,14 +121,18 @@ class ADNCheckpointer(DetectionCheckpointer):
             )
         self.skip_norm_init = skip_norm_init
         self.strict_backbone = strict_backbone
+        self.load_ema = bool(load_ema)
         self.needs_torchvision_config = False
         self._source: Optional[str] = None
+        self._resuming = False
 
     @classmethod
     def from_config(cls, cfg, model, save_dir="", **kwargs) -> "ADNCheckpointer":
-        """A checkpointer with the config's ``MODEL.ADN.SKIP_NORM_INIT`` policy."""
+        """A checkpointer with the config's ``MODEL.ADN.SKIP_NORM_INIT`` policy and
+        ``MODEL.ADN.LOAD_EMA`` choice."""
         adn = cfg.MODEL.get("ADN", None)
         kwargs.setdefault("skip_norm_init", adn.SKIP_NORM_INIT if adn else "copy")
+        kwargs.setdefault("load_ema", bool(adn.get("LOAD_EMA", False)) if adn else False)
         return cls(model, save_dir, **kwargs)
 
     # -- writing ---------------------------------------------------------------------------
@@ -158,10 +179,48 @@ class ADNCheckpointer(DetectionCheckpointer):
         finally:
             self._source = None
 
+    def resume_or_load(self, path: str, *, resume: bool = True):
+        """fvcore's: with ``resume`` and a ``last_checkpoint`` in ``save_dir``, the
+        checkpoint it names (this run's own: its ``model``, whatever ``load_ema`` says) with
+        all checkpointables; otherwise the model weights of ``path``."""
+        if resume and self.has_checkpoint():
+            last = self.get_checkpoint_file()
+            self._check_last_checkpoint(last)
+            self._resuming = True
+            try:
+                return self.load(last)
+            finally:
+                self._resuming = False
+        return self.load(path, checkpointables=[])
+
+    def _check_last_checkpoint(self, last: str) -> None:
+        """``last_checkpoint`` must name a file that exists (a local save_dir)."""
+        if urlparse(last).scheme or os.path.isfile(last):
+            return
+        tag = os.path.join(self.save_dir, "last_checkpoint")
+        named = os.path.relpath(last, self.save_dir)
+        named = "" if named == "." else named
+        existing = []
+        if os.path.isdir(self.save_dir):
+            existing = sorted(f for f in os.listdir(self.save_dir) if f.endswith(".pth"))
+        raise CheckpointNotFoundError(
+            f"--resume: {tag} names {named or 'no file (it is empty)'}, which does not exist "
+            f"({last}). Fix: restore that file, edit {tag} to name a checkpoint that exists "
+            f"({first_few(existing) if existing else f'there is no .pth in {self.save_dir}'}) "
+            "or delete it, or start without --resume."
+        )
+
     def _load_file(self, filename):
         source = self._source or filename
         try:
-            loaded = super()._load_file(filename)
+            if filename.endswith((".pkl", ".pyth")):  # Detectron2's readers
+                loaded = self._select_weights(super()._load_file(filename), source)
+                # what the file held (Caffe2-style pickles are wrapped as {"model": data})
+                raw = loaded["model"] if loaded.get("__author__") == "Caffe2" else loaded
+            else:  # weights_only, plus the official ADN checkpoints' argparse.Namespace
+                raw = loaded = self._select_weights(safe_torch_load(filename), source)
+                if isinstance(loaded, dict) and "model" not in loaded:
+                    loaded = {"model": loaded}  # as Detectron2 does
         except CheckpointError:
             raise
         except Exception as e:  # corrupt files fail in many ways: zip, pickle, EOF, key
@@ -170,11 +229,10 @@ class ADNCheckpointer(DetectionCheckpointer):
         model_entry = loaded.get("model") if isinstance(loaded, dict) else None
         state_dict = unwrap_state_dict(model_entry)
         if state_dict is None:
-            entries = list(loaded) if isinstance(loaded, dict) else [type(loaded).__name__]
             raise CheckpointFormatError(
-                f"Checkpoint '{source}' holds no state dict (a mapping of names to tensors) "
-                f"where one is expected (top level, 'model' or 'state_dict'); it holds: "
-                f"{first_few(entries)}. Fix: point MODEL.WEIGHTS at a model checkpoint."
+                f"Checkpoint '{source}' holds no state dict: it holds "
+                f"{describe_contents(raw)}. {STATE_DICT_NEEDED}. Fix: point MODEL.WEIGHTS at "
+                "a model checkpoint (e.g. output/model_final.pth, or ImageNet weights)."
             )
         layout = detect_layout(state_dict)
         if detect_vit_layout(state_dict):
@@ -198,6 +256,30 @@ class ADNCheckpointer(DetectionCheckpointer):
         self.needs_torchvision_config = bool(loaded.get("torchvision_style", False))
         return loaded
 
+    def _select_weights(self, loaded, source: str):
+        """The ``model`` weights, or with ``load_ema`` the ``model_ema`` ones (logged)."""
+        if self.load_ema and not self._resuming:
+            if isinstance(loaded, dict) and loaded.get("ema_weights"):
+                self.logger.info(
+                    f"'{source}' holds EMA weights (converted with --ema): loading them "
+                    "(MODEL.ADN.LOAD_EMA: True)."
+                )
+                return loaded
+            selected = select_weights(loaded, source, ema=True, option="MODEL.ADN.LOAD_EMA")
+            self.logger.info(
+                f"Loading the EMA weights ('{EMA_ENTRY}', {len(selected['model'])} tensors) "
+                f"of '{source}' (MODEL.ADN.LOAD_EMA: True)."
+            )
+            return selected
+        if has_ema(loaded):
+            self.logger.info(
+                f"Loading the 'model' weights of '{source}' (MODEL.ADN.LOAD_EMA: False). It "
+                f"also holds '{EMA_ENTRY}', the EMA weights of a --model-ema run (the official "
+                "ADN accuracies are those of the EMA weights): set MODEL.ADN.LOAD_EMA True to "
+                "load them instead."
+            )
+        return loaded
+
     def _convert_vit(self, state_dict, source: str) -> dict:
         """Official ViT-ADN / torchvision ViT weights, converted for the model's ViT-ADN
         (skip LayerNorms copied from the main ones under the "copy" policy)."""
@@ -208,7 +290,10 @@ class ADNCheckpointer(DetectionCheckpointer):
             raise CheckpointMismatchError(
                 f"Checkpoint '{source}' holds ViT weights (torchvision layout), but the model "
                 "has no ViT-ADN backbone. Fix: point MODEL.WEIGHTS at weights of the model's "
-                "architecture, or use MODEL.BACKBONE.NAME: build_vit_adn_sfp_backbone."
+                "architecture, or build a ViT-ADN model (MODEL.BACKBONE.NAME: "
+                "build_vit_adn_sfp_backbone, e.g. configs/mask_rcnn_ada_vit_b.yaml) for these "
+                "weights; to convert them to a .pkl use tools/convert_vit_adn_weights.py "
+                "(tools/convert_adn_weights.py is for ResNets)."
             )
         vit = vits[0]
         return convert_vit_checkpoint(

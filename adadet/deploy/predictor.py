@@ -21,7 +21,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Instances
 
 from ..checkpoint import ADNCheckpointer
-from ..config import add_adn_config
+from ..config import add_adn_config, merge_config
 from ..depth import get_depth, normalize_depth, using_depth
 
 __all__ = [
@@ -46,8 +46,7 @@ def setup_deploy_cfg(config_file: str, opts: Sequence[str] = (), depth: Optional
 
     cfg = get_cfg()
     add_adn_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
+    merge_config(cfg, config_file, opts)  # clear errors for ints in float keys
     if depth is not None:
         cfg.MODEL.ADN.DEPTH = normalize_depth(depth)
     if not torch.cuda.is_available():

@@ -44,12 +44,19 @@ from ..data.resumable_loader import ResumableTrainLoader, seed_iteration
 from ..depth import adaptive_modules, expand_depth_list, set_depth, using_depth
 from ..env import has_compiled_ops
 from ..layers import calibrate_depth_bn_statistics
-from ..evaluation import device_name, evaluate_depths, format_table, report_rows, write_report
+from ..evaluation import (
+    device_name,
+    evaluate_depths,
+    format_table,
+    report_rows,
+    verify_depth_results,
+    write_report,
+)
 from ..modeling.self_distillation import SelfDistillationModel, unwrap_detector
 from .train_step import ADNAMPTrainStep, ADNTrainStep
 from .optimizer import build_adn_optimizer
 
-__all__ = ["ADNTrainer", "check_datasets_available", "ddp_kwargs"]
+__all__ = ["ADNTrainer", "check_datasets_available", "ddp_kwargs", "checked_test_depths"]
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +112,14 @@ def check_datasets_available(names: Iterable[str]) -> None:
         )
 
 
+def checked_test_depths(cfg, num_stages: int):
+    """The depth settings of ``TEST.ADN.DEPTHS``, validated (ValueError naming the key)."""
+    try:
+        return expand_depth_list(list(cfg.TEST.ADN.DEPTHS), num_stages)
+    except ValueError as e:
+        raise ValueError(f"TEST.ADN.DEPTHS {list(cfg.TEST.ADN.DEPTHS)}: {e}") from None
+
+
 def ddp_kwargs(cfg, training_model: SelfDistillationModel) -> dict:
     """Arguments of ``create_ddp_model`` for the ADN training module."""
     kwargs = {"broadcast_buffers": False}
@@ -133,6 +148,8 @@ class ADNTrainer(DefaultTrainer):
         check_datasets_available(cfg.DATASETS.TRAIN)  # before the slow parts
 
         detector = self.build_model(cfg)
+        # evaluated during and after training: a bad list must not wait for the end
+        checked_test_depths(cfg, adaptive_modules(detector)[0].num_adaptive_stages)
         optimizer = self.build_optimizer(cfg, detector)
         data_loader = self.build_train_loader(cfg)
 
@@ -157,8 +174,18 @@ class ADNTrainer(DefaultTrainer):
         return SelfDistillationModel.from_config(cfg, detector)
 
     def train(self):
+        """DefaultTrainer.train, with TEST.EXPECTED_RESULTS checked per depth
+        (:func:`verify_depth_results`; Detectron2's verify_results cannot read them)."""
         try:
-            return super().train()
+            TrainerBase.train(self, self.start_iter, self.max_iter)
+            if len(self.cfg.TEST.EXPECTED_RESULTS) and comm.is_main_process():
+                if not hasattr(self, "_last_eval_results"):
+                    raise RuntimeError(
+                        "TEST.EXPECTED_RESULTS is set, but training ran no evaluation "
+                        "(DATASETS.TEST empty?)."
+                    )
+                verify_depth_results(self.cfg, self._last_eval_results)
+                return self._last_eval_results
         finally:
             # The step switches depths with context managers; this makes sure of it.
             set_depth(self.detector, self.cfg.MODEL.ADN.DEPTH)
@@ -282,7 +309,7 @@ class ADNTrainer(DefaultTrainer):
         """
         detector = unwrap_detector(model)
         num_stages = adaptive_modules(detector)[0].num_adaptive_stages
-        depths = expand_depth_list(list(cfg.TEST.ADN.DEPTHS), num_stages)
+        depths = checked_test_depths(cfg, num_stages)
         if not cfg.DATASETS.TEST:  # Detectron2 evaluates after the last iteration anyway
             logger.info("DATASETS.TEST is empty: no evaluation.")
             return {}

@@ -130,7 +130,11 @@ class SelfDistillationModel(nn.Module):
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"MODEL.ADN.DISTILL.ALPHA must be in [0, 1], got {alpha}.")
         if temperature <= 0:
-            raise ValueError(f"MODEL.ADN.DISTILL.TEMPERATURE must be > 0, got {temperature}.")
+            raise ValueError(
+                f"MODEL.ADN.DISTILL.TEMPERATURE must be a float > 0 (the temperature of the "
+                f"distillation softmaxes), got {temperature}. Fix: e.g. "
+                "MODEL.ADN.DISTILL.TEMPERATURE 1.0 (the authors' value)."
+            )
         for key, value in (("SUB_TASK_WEIGHT", sub_task_weight), ("KD_WEIGHT", kd_weight)):
             if not value >= 0:  # also refuses NaN
                 raise ValueError(

@@ -7,6 +7,7 @@ the main norms) in the mandatory blocks as in the official ADN checkpoints.
 """
 
 import argparse
+import datetime
 import importlib.util
 import logging
 import os
@@ -436,6 +437,28 @@ def test_vit_checkpoint_is_refused(tmp_path):
     with pytest.raises(CheckpointMismatchError, match="holds ViT weights") as info:
         ADNCheckpointer(backbone).load(str(tmp_path / "vit.pth"))
     assert "vit.pth" in str(info.value) and "no ViT-ADN backbone" in str(info.value)
+    assert "tools/convert_vit_adn_weights.py" in str(info.value)
+
+
+def test_vit_checkpoint_is_sent_to_the_vit_converter(tmp_path, capsys):
+    vit = torchvision.models.VisionTransformer(
+        image_size=32, patch_size=16, num_layers=1, num_heads=2, hidden_dim=8, mlp_dim=16
+    )
+    converter = load_converter()
+    # the ResNet converter refuses a ViT, naming the ViT converter
+    torch.save({"model": vit.state_dict()}, tmp_path / "vit.pth")
+    assert converter.main([str(tmp_path / "vit.pth"), str(tmp_path / "out.pkl")]) == 1
+    err = capsys.readouterr().err
+    assert "holds ViT weights" in err and "tools/convert_vit_adn_weights.py" in err
+    assert not (tmp_path / "out.pkl").exists()
+    # a ViT file that needs --trust: the refusal names the ViT converter, not the ResNet one
+    path = tmp_path / "vit_dated.pth"
+    torch.save({"model": vit.state_dict(), "date": datetime.date(2024, 1, 1)}, path)
+    cfg, backbone = bare_backbone(depth=18)
+    with pytest.raises(CheckpointReadError) as info:
+        ADNCheckpointer(backbone).load(str(path))
+    assert "tools/convert_vit_adn_weights.py --trust" in str(info.value)
+    assert "convert_adn_weights.py" not in str(info.value)
 
 
 def test_mandatory_split_mismatch_is_refused(files):
@@ -485,16 +508,166 @@ def test_no_state_dict_in_file(tmp_path):
         ADNCheckpointer(backbone).load(str(tmp_path / "empty.pth"))
 
 
-def test_pickled_objects_need_trust(tmp_path, r18_adn_state, capsys):
-    path = tmp_path / "with_args.pth"
-    torch.save({"model": r18_adn_state, "args": argparse.Namespace(lr=0.1)}, path)
+@pytest.mark.parametrize(
+    "name, content, holds",
+    [
+        ("dict.pth", {"a": 1}, "it holds a dict with 1 entry: 'a' (int 1)."),
+        ("tensor.pth", torch.zeros(3, 4), "it holds a single tensor of shape (3, 4) (torch.float32)"),
+        ("dict.pkl", {"a": 1}, "it holds a dict with 1 entry: 'a' (int 1)."),
+    ],
+)
+def test_what_a_file_without_state_dict_holds_is_named(tmp_path, capsys, name, content, holds):
+    path = tmp_path / name
+    if name.endswith(".pkl"):
+        path.write_bytes(pickle.dumps(content))
+    else:
+        torch.save(content, path)
     cfg, backbone = bare_backbone(depth=18)
-    with pytest.raises(CheckpointReadError, match="--trust"):
+    with pytest.raises(CheckpointFormatError) as info:
         ADNCheckpointer(backbone).load(str(path))
+    message = str(info.value)
+    assert holds in message and "it holds: model" not in message and "truncated" not in message
+    assert "A checkpoint must hold a state dict, a mapping of parameter names to tensors" in message
+    if not name.endswith(".pkl"):  # the converter takes .pth files only
+        assert load_converter().main([str(path), str(tmp_path / "out.pkl")]) == 1
+        err = capsys.readouterr().err
+        assert holds in err and "A checkpoint must hold a state dict" in err
+
+
+def official_training_checkpoint(state, *, ema=None):
+    """The layout of the official ADN training checkpoints (torchvision's reference
+    script): weights, optimizer, scheduler, epoch and the argparse.Namespace of arguments;
+    ``ema``: the ``model_ema`` entry (an AveragedModel's state dict) of --model-ema runs."""
+    checkpoint = {
+        "model": state,
+        "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "momentum": 0.9, "params": [0]}]},
+        "lr_scheduler": {"last_epoch": 300, "base_lrs": [0.5], "_last_lr": [0.0]},
+        "epoch": 299,
+        "args": argparse.Namespace(
+            model="resnet50", lr=0.5, epochs=300, model_ema=ema is not None, data_path="/imagenet"
+        ),
+        "scaler": {"scale": 65536.0, "growth_factor": 2.0, "_growth_tracker": 12},
+    }
+    if ema is not None:
+        checkpoint["model_ema"] = ema
+    return checkpoint
+
+
+def test_official_training_checkpoint_needs_no_trust(tmp_path, r18_adn_state, capsys):
+    path = tmp_path / "checkpoint.pth"
+    torch.save(official_training_checkpoint(r18_adn_state), path)
+    cfg, backbone = bare_backbone(depth=18)
+    ADNCheckpointer(backbone).load(str(path))  # weights_only=True, Namespace allowed
+    assert assert_backbone_equals(backbone.state_dict(), r18_adn_state) > 0
+    assert load_converter().main([str(path), str(tmp_path / "out.pkl")]) == 0
+    assert "Skip norms: 8 found" in capsys.readouterr().out
+
+
+def test_other_pickled_objects_need_trust(tmp_path, r18_adn_state, capsys):
+    path = tmp_path / "with_date.pth"
+    torch.save({"model": r18_adn_state, "date": datetime.date(2024, 1, 1)}, path)
+    cfg, backbone = bare_backbone(depth=18)
+    with pytest.raises(CheckpointReadError, match="--trust") as info:
+        ADNCheckpointer(backbone).load(str(path))
+    assert "datetime.date" in str(info.value)
+    assert "tools/convert_adn_weights.py --trust" in str(info.value)
     converter = load_converter()
     assert converter.main([str(path), str(tmp_path / "out.pkl")]) == 1
     assert "--trust" in capsys.readouterr().err
     assert converter.main(["--trust", str(path), str(tmp_path / "out.pkl")]) == 0
+
+
+@pytest.fixture
+def ema_checkpoint(tmp_path, r18_adn_state):
+    """An official --model-ema checkpoint: ``model_ema`` is torchvision's
+    ExponentialMovingAverage state dict ("module." prefix, "n_averaged"), of other values
+    than ``model``."""
+    ema_state = randomized(r18_adn_state, seed=11)
+    ema = {"n_averaged": torch.tensor(1234), **{"module." + k: v for k, v in ema_state.items()}}
+    path = tmp_path / "ema.pth"
+    torch.save(official_training_checkpoint(r18_adn_state, ema=ema), path)
+    return path, ema_state
+
+
+def test_load_ema_loads_the_ema_weights(ema_checkpoint, checkpoint_log):
+    path, ema_state = ema_checkpoint
+    cfg, backbone = bare_backbone(depth=18, MODEL__ADN__LOAD_EMA=True)
+    ADNCheckpointer.from_config(cfg, backbone).resume_or_load(str(path), resume=False)
+    checked = assert_backbone_equals(backbone.state_dict(), ema_state)
+    assert checked > 0
+    assert any("Loading the EMA weights ('model_ema'" in m for m in checkpoint_log())
+
+
+def test_model_weights_by_default_and_the_log_names_model_ema(
+    ema_checkpoint, r18_adn_state, checkpoint_log
+):
+    path, _ = ema_checkpoint
+    cfg, backbone = bare_backbone(depth=18)
+    assert cfg.MODEL.ADN.LOAD_EMA is False
+    ADNCheckpointer.from_config(cfg, backbone).load(str(path))
+    assert assert_backbone_equals(backbone.state_dict(), r18_adn_state) > 0
+    [line] = [m for m in checkpoint_log() if "'model_ema'" in m]
+    assert "Loading the 'model' weights" in line and "set MODEL.ADN.LOAD_EMA True" in line
+
+
+def test_load_ema_without_model_ema_names_the_file_and_its_entries(tmp_path, r18_adn_state):
+    path = tmp_path / "no_ema.pth"
+    torch.save(official_training_checkpoint(r18_adn_state), path)
+    cfg, backbone = bare_backbone(depth=18, MODEL__ADN__LOAD_EMA=True)
+    with pytest.raises(CheckpointFormatError) as info:
+        ADNCheckpointer.from_config(cfg, backbone).load(str(path))
+    message = str(info.value)
+    assert str(path) in message and "no 'model_ema' entry" in message
+    assert "model, optimizer, lr_scheduler, epoch, args, scaler" in message
+    assert "MODEL.ADN.LOAD_EMA" in message
+
+
+def test_resume_ignores_load_ema(tmp_path):
+    cfg, backbone = bare_backbone(depth=18)
+    ADNCheckpointer(backbone, str(tmp_path)).save("model_0000004")
+    cfg, other = bare_backbone(depth=18, MODEL__ADN__LOAD_EMA=True)
+    ADNCheckpointer.from_config(cfg, other, str(tmp_path)).resume_or_load("", resume=True)
+    for key, value in backbone.state_dict().items():
+        assert torch.equal(other.state_dict()[key], value), key
+
+
+def test_resume_from_a_last_checkpoint_naming_a_missing_file(tmp_path):
+    cfg, backbone = bare_backbone(depth=18)
+    checkpointer = ADNCheckpointer(backbone, str(tmp_path))
+    checkpointer.save("model_0000009")
+    (tmp_path / "last_checkpoint").write_text("model_0000019.pth")  # e.g. deleted since
+    with pytest.raises(CheckpointNotFoundError) as info:
+        checkpointer.resume_or_load("", resume=True)
+    message = str(info.value)
+    assert f"{tmp_path / 'last_checkpoint'} names model_0000019.pth, which does not exist" in message
+    assert "restore that file" in message and "or start without --resume" in message
+    assert "model_0000009.pth" in message  # the one that does exist
+    # without --resume MODEL.WEIGHTS is loaded, last_checkpoint is not read
+    checkpointer.resume_or_load(str(tmp_path / "model_0000009.pth"), resume=False)
+
+
+def test_converter_ema(ema_checkpoint, tmp_path, r18_adn_state, capsys):
+    path, ema_state = ema_checkpoint
+    converter = load_converter()
+    assert converter.main([str(path), str(tmp_path / "raw.pkl")]) == 0
+    assert "--ema converts the EMA weights instead" in capsys.readouterr().out
+    assert converter.main(["--ema", str(path), str(tmp_path / "ema.pkl")]) == 0
+    assert "Read the EMA weights ('model_ema')" in capsys.readouterr().out
+    for name, source in (("raw.pkl", r18_adn_state), ("ema.pkl", ema_state)):
+        cfg, backbone = bare_backbone(depth=18)
+        ADNCheckpointer(backbone).load(str(tmp_path / name))
+        assert assert_backbone_equals(backbone.state_dict(), source) > 0, name
+    # LOAD_EMA accepts the converted EMA weights, refuses the converted raw ones
+    cfg, backbone = bare_backbone(depth=18, MODEL__ADN__LOAD_EMA=True)
+    ADNCheckpointer.from_config(cfg, backbone).load(str(tmp_path / "ema.pkl"))
+    with pytest.raises(CheckpointFormatError, match="no 'model_ema' entry"):
+        ADNCheckpointer.from_config(cfg, backbone).load(str(tmp_path / "raw.pkl"))
+    # --ema on a file without EMA weights: refused, nothing written
+    no_ema = tmp_path / "no_ema.pth"
+    torch.save(official_training_checkpoint(r18_adn_state), no_ema)
+    assert converter.main(["--ema", str(no_ema), str(tmp_path / "x.pkl")]) == 1
+    assert "no 'model_ema' entry" in capsys.readouterr().err
+    assert not (tmp_path / "x.pkl").exists()
 
 
 # -- converter CLI and config check ----------------------------------------------------------
