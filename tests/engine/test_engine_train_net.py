@@ -115,7 +115,7 @@ def test_missing_coco_says_where_it_was_looked_for(tmp_path):
     missing = str(tmp_path / "no_datasets_here")
     config = os.path.join(REPO, "configs", "mask_rcnn_ada_r50.yaml")
     proc = run_train_net(
-        ["--config-file", config, "OUTPUT_DIR", str(tmp_path / "out")],
+        ["--config-file", config, "OUTPUT_DIR", str(tmp_path / "out"), "MODEL.DEVICE", "cpu"],
         cwd=str(tmp_path),
         env_extra={"DETECTRON2_DATASETS": missing},
     )
