@@ -27,6 +27,8 @@ per backward, and only the two passes together use every parameter (skippable bl
 run in the super-net only, skip norms in the sub-net only), so DDP needs no
 ``find_unused_parameters`` for the paper's setting (student "TTTT").
 
+With per-depth BN statistics present (re-estimated for evaluation), a training call
+discards them first: they describe the weights before this step.
 """
 import contextlib
 import logging
@@ -49,8 +51,15 @@ from .logits_distill import (
     roi_class_scores,
 )
 
-__all__ = ["KD_KEY", "KD_LOGITS_KEY", "SUB_PREFIX", "SUPER_PREFIX", "TOTAL_KEY",
-           "SelfDistillationModel", "unwrap_detector"]
+__all__ = [
+    "KD_KEY",
+    "KD_LOGITS_KEY",
+    "SUB_PREFIX",
+    "SUPER_PREFIX",
+    "TOTAL_KEY",
+    "SelfDistillationModel",
+    "unwrap_detector",
+]
 
 logger = logging.getLogger(__name__)
 
