@@ -39,9 +39,12 @@ FPN = '["p2","p3","p4","p5","p6"]'
 
 #: Recipe name -> (what it is, config overrides). The first ones are the paper's ablations.
 RECIPES = {
-    "fpn": ("per-position KL on the FPN levels p2-p6 (adadet <= 0.1 default)", []),
+    "fpn": (
+        "per-position KL on the FPN levels p2-p6 (the default until the study)",
+        ["MODEL.ADN.DISTILL.FEATURES", FPN],
+    ),
     "stages": (
-        "per-position KL on the stage outputs res2-res5",
+        "per-position KL on the stage outputs res2-res5 (the default the study chose)",
         ["MODEL.ADN.DISTILL.FEATURES", STAGES],
     ),
     "stages_pooled": (
@@ -67,7 +70,7 @@ RECIPES = {
          "MODEL.ADN.DISTILL.NUM_STUDENTS", "3"],
     ),
     "switch_shortcut": (
-        "as 'fpn', with skip norms on the shortcuts of mandatory blocks too",
+        "as 'stages', with skip norms on the shortcuts of mandatory blocks too",
         ["MODEL.ADN.SWITCH_SHORTCUT_NORM", "True"],
     ),
 }

@@ -102,6 +102,7 @@ def test_vit_adn_trains_with_self_distillation_and_is_evaluated_per_depth(cfg, t
         MODEL__VIT_ADN__PRETRAIN_IMG_SIZE=64,
         MODEL__VIT_ADN__OUT_CHANNELS=32,
         MODEL__FPN__OUT_CHANNELS=32,
+        MODEL__ADN__DISTILL__FEATURES=["group1", "group2", "group3", "group4"],
     )
     torch.manual_seed(0)
     detector = build_model(vit_cfg)
