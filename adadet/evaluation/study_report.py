@@ -149,9 +149,9 @@ def format_study_table(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def plot_study(rows: Sequence[Mapping[str, Any]], path: str, title: str = "") -> None:
-    """AP (mean ± std over seeds) against backbone GFLOPs and against latency, one colour per
-    recipe; the chain's settings are joined and labelled, the other mixed settings are
-    unlabelled points (16 labels would overlap)."""
+    """AP (mean ± std over seeds) against backbone GFLOPs, one colour per recipe (shifted a
+    little sideways, so that error bars stay apart); the chain's settings are joined and
+    labelled, the other mixed settings are unlabelled points (16 labels would overlap)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -161,19 +161,23 @@ def plot_study(rows: Sequence[Mapping[str, Any]], path: str, title: str = "") ->
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, len(metrics), squeeze=False)[0]
     colours = [f"C{i}" for i in range(10)]
+    costs = [r["backbone_gflops_mean"] for r in rows]
+    # recipes side by side at each cost, so that their error bars do not overlap
+    step = 0.012 * (max(costs) - min(costs) or 1.0)
     for axis, metric in zip(axes, metrics):
-        for recipe, colour in zip(recipes, colours * 3):
+        for index, (recipe, colour) in enumerate(zip(recipes, colours * 3)):
+            shift = (index - (len(recipes) - 1) / 2) * step
             own = [r for r in rows if r["recipe"] == recipe and f"{metric}_mean" in r]
-            x = [r["backbone_gflops_mean"] for r in own]
+            x = [r["backbone_gflops_mean"] + shift for r in own]
             y = [r[f"{metric}_mean"] for r in own]
             e = [r[f"{metric}_std"] for r in own]
             axis.errorbar(x, y, yerr=e, fmt="o", ms=3, color=colour, alpha=0.45, capsize=2)
             chain = [next(r for r in own if r["depth"] == d) for d in DEFAULT_EVAL_CHAIN
                      if any(r["depth"] == d for r in own)]
-            axis.plot([r["backbone_gflops_mean"] for r in chain],
+            axis.plot([r["backbone_gflops_mean"] + shift for r in chain],
                       [r[f"{metric}_mean"] for r in chain], "-o", color=colour, label=recipe)
             for r in chain:
-                axis.annotate(r["depth"], (r["backbone_gflops_mean"], r[f"{metric}_mean"]),
+                axis.annotate(r["depth"], (r["backbone_gflops_mean"] + shift, r[f"{metric}_mean"]),
                               textcoords="offset points", xytext=(3, -10), fontsize=7,
                               color=colour)
         axis.set_xlabel("backbone GFLOPs (224x224; does not depend on detections)")
