@@ -38,7 +38,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 TRAINED = "trained"
-_SLOT_KEY = re.compile(r"^(?P<module>.+)\.running_(?P<stat>mean|var)_(?P<slot>[TF]+|trained)$")
+# a per-depth buffer's name, and its state-dict key
+_SLOT_NAME = r"running_(?P<stat>mean|var)_(?P<slot>[TF]+|trained)"
+_SLOT_BUFFER = re.compile(f"^{_SLOT_NAME}$")
+_SLOT_KEY = re.compile(f"^(?P<module>.+)\\.{_SLOT_NAME}$")
 
 
 def _slot_names(slot: str):
@@ -106,7 +109,7 @@ def discard_depth_bn_statistics(model: nn.Module) -> None:
     holder = _registry_holder(model)
     apply_depth_bn_statistics(holder, TRAINED)
     for bn in layers:
-        for name in [n for n, _ in bn.named_buffers(recurse=False) if _SLOT_KEY.match("x." + n)]:
+        for name in [n for n, _ in bn.named_buffers(recurse=False) if _SLOT_BUFFER.match(n)]:
             delattr(bn, name)
     _register(model, [])
 
@@ -160,9 +163,9 @@ class _Forward(nn.Module):
         super().__init__()
         self.detector = detector
         backbone = getattr(detector, "backbone", None)
-        bn_everywhere = [m for m in detector.modules() if isinstance(m, BN_MODULE_TYPES)]
+        in_backbone = set(backbone.modules()) if backbone is not None else set()
         self.backbone_only = backbone is not None and hasattr(detector, "preprocess_image") and all(
-            any(m is b for b in backbone.modules()) for m in bn_everywhere
+            m in in_backbone for m in detector.modules() if isinstance(m, BN_MODULE_TYPES)
         )
 
     def forward(self, batch):
