@@ -73,24 +73,28 @@ def claim_checks(rows: Sequence[Mapping[str, Any]], metric: str = "box_AP") -> D
     mean = {d: r[f"{metric}_mean"] for d, r in by_depth.items()}
     std = {d: r[f"{metric}_std"] for d, r in by_depth.items()}
     chain = [d for d in DEFAULT_EVAL_CHAIN if d in by_depth]
-    rises = []
-    for dearer, cheaper in zip(chain, chain[1:]):
+
+    def gain_beyond_noise(cheaper: str, dearer: str):
+        """How far ``cheaper`` is ahead of ``dearer`` when by more than one std, else None."""
         gain = mean[cheaper] - mean[dearer]
-        if gain > max(std[cheaper], std[dearer]):
-            rises.append({"from": dearer, "to": cheaper, "gain": gain})
-    violations = []
-    for cheaper in by_depth:
-        for dearer in by_depth:
-            if _skips_superset(cheaper, dearer):
-                gain = mean[cheaper] - mean[dearer]
-                if gain > max(std[cheaper], std[dearer]):
-                    violations.append({"cheaper": cheaper, "dearer": dearer, "gain": gain})
-    pairs = sum(_skips_superset(a, b) for a in by_depth for b in by_depth)
+        return gain if gain > max(std[cheaper], std[dearer]) else None
+
+    rises = [
+        {"from": dearer, "to": cheaper, "gain": gain}
+        for dearer, cheaper in zip(chain, chain[1:])
+        if (gain := gain_beyond_noise(cheaper, dearer)) is not None
+    ]
+    pairs = [(a, b) for a in by_depth for b in by_depth if _skips_superset(a, b)]
+    violations = [
+        {"cheaper": cheaper, "dearer": dearer, "gain": gain}
+        for cheaper, dearer in pairs
+        if (gain := gain_beyond_noise(cheaper, dearer)) is not None
+    ]
     result: Dict[str, Any] = {
         "metric": metric,
         "chain": chain,
         "chain_rises": rises,
-        "dominance_pairs": pairs,
+        "dominance_pairs": len(pairs),
         "dominance_violations": sorted(violations, key=lambda v: -v["gain"]),
         "holds": not rises and not violations,
     }
