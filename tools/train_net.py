@@ -14,7 +14,6 @@ Examples:
         MODEL.WEIGHTS output/model_final.pth MODEL.ADN.DEPTH TTTT
 """
 import sys
-from typing import Optional
 
 import detectron2.utils.comm as comm
 from detectron2.config import get_cfg
@@ -27,6 +26,7 @@ from adadet import add_adn_config
 from adadet.config import merge_config
 from adadet.checkpoint import ADNCheckpointer
 from adadet.engine import ADNTrainer
+from adadet.engine.devices import device_problem
 from adadet.evaluation import verify_depth_results
 
 
@@ -40,36 +40,6 @@ def load_config(args):
     add_adn_config(cfg)
     merge_config(cfg, args.config_file, args.opts)  # clear errors for ints in float keys
     return cfg
-
-
-def device_problem(num_gpus: int, device: str, num_cuda: int) -> Optional[str]:
-    """Why ``--num-gpus num_gpus`` with ``MODEL.DEVICE device`` cannot run on a machine
-    with ``num_cuda`` CUDA GPUs; None when it can. Detectron2's launch starts one process
-    per GPU (NCCL, each on its GPU) when --num-gpus > 1, and asserts CUDA in each."""
-    on_cuda = str(device).startswith("cuda")
-    gpus = f"{num_cuda} CUDA GPU{'' if num_cuda == 1 else 's'}" + (
-        " (torch.cuda.is_available() is False)" if num_cuda == 0 else ""
-    )
-    cpu_note = (
-        "Several processes on CPU are not supported: Detectron2's launch needs one GPU per "
-        "process; on CPU train in one process, --num-gpus 1 MODEL.DEVICE cpu."
-    )
-    if num_gpus < 1:
-        return f"--num-gpus {num_gpus}: give at least 1 (one process per GPU; 1 on CPU)."
-    if num_gpus > num_cuda and (num_gpus > 1 or on_cuda):
-        fix = f"--num-gpus {max(1, num_cuda)}" if num_cuda else "--num-gpus 1 MODEL.DEVICE cpu"
-        return (
-            f"--num-gpus {num_gpus} with MODEL.DEVICE {device!r} needs {num_gpus} CUDA "
-            f"GPU{'' if num_gpus == 1 else 's'}, and this machine has {gpus}. Fix: {fix}. "
-            + (cpu_note if num_gpus > 1 else "")
-        ).strip()
-    if num_gpus > 1 and not on_cuda:
-        return (
-            f"--num-gpus {num_gpus} starts {num_gpus} processes, one per GPU, but MODEL.DEVICE "
-            f"is {device!r}. Fix: MODEL.DEVICE cuda (this machine has {gpus}), or "
-            f"--num-gpus 1 for one process on {device}. {cpu_note}"
-        )
-    return None
 
 
 def check_devices(args) -> None:

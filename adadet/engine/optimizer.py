@@ -14,12 +14,19 @@ import logging
 from typing import Any, Dict, List
 
 import torch
+from detectron2.config import CfgNode
 from detectron2.solver import build_optimizer, get_default_optimizer_params
 from detectron2.solver.build import maybe_add_gradient_clipping, reduce_param_groups
 
 from ..modeling.backbone.vit_adn import ViTADN, vit_layerwise_lr_decay
 
-__all__ = ["OPTIMIZERS", "adn_optimizer_param_groups", "build_adn_optimizer"]
+__all__ = [
+    "OPTIMIZERS",
+    "adn_optimizer_param_groups",
+    "build_adn_optimizer",
+    "clipped_optimizer",
+    "vit_adn_param_groups",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -54,14 +61,41 @@ def adn_optimizer_param_groups(cfg, model: torch.nn.Module) -> List[Dict[str, An
     ``LR_DECAY_RATE^(L - i)``, patch and position embeddings ``LR_DECAY_RATE^(L + 1)``,
     everything else (final norm, pyramid, heads) 1. At rate 1.0 these are exactly
     Detectron2's groups."""
-    groups = get_default_optimizer_params(
+    return vit_adn_param_groups(
         model,
         base_lr=cfg.SOLVER.BASE_LR,
+        lr_decay_rate=_lr_decay_rate(cfg),
         weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
         bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
         weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
     )
-    rate = _lr_decay_rate(cfg)
+
+
+def vit_adn_param_groups(
+    model: torch.nn.Module,
+    *,
+    base_lr: float,
+    lr_decay_rate: float = 1.0,
+    weight_decay_norm: float = 0.0,
+    bias_lr_factor: float = 1.0,
+    weight_decay_bias=None,
+) -> List[Dict[str, Any]]:
+    """:func:`adn_optimizer_param_groups` with explicit arguments: the ``params`` of a lazy
+    config's optimizer (``L(vit_adn_param_groups)(base_lr=..., lr_decay_rate=0.7)``, with
+    ``model`` set by the entry point)."""
+    groups = get_default_optimizer_params(
+        model,
+        base_lr=base_lr,
+        weight_decay_norm=weight_decay_norm,
+        bias_lr_factor=bias_lr_factor,
+        weight_decay_bias=weight_decay_bias,
+    )
+    rate = float(lr_decay_rate)
+    if not 0.0 < rate <= 1.0:
+        raise ValueError(
+            f"The layer-wise LR decay rate is {rate}: it must be in (0, 1] (1.0 = no decay; "
+            "ViTDet uses 0.7 for ViT-B, 0.8 for ViT-L)."
+        )
     if rate == 1.0:
         return groups
     by_name = vit_layerwise_lr_decay(model, rate)
@@ -108,3 +142,28 @@ def build_adn_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
         kwargs.update(momentum=cfg.SOLVER.MOMENTUM, nesterov=cfg.SOLVER.NESTEROV)
     optimizer_type = maybe_add_gradient_clipping(cfg, OPTIMIZERS[name])
     return optimizer_type(adn_optimizer_param_groups(cfg, model), **kwargs)
+
+
+def clipped_optimizer(
+    optimizer_class,
+    *,
+    clip_type: str,
+    clip_value: float,
+    norm_type: float = 2.0,
+    **optimizer_kwargs,
+) -> torch.optim.Optimizer:
+    """``optimizer_class(**optimizer_kwargs)`` whose ``step`` first clips the gradients as
+    Detectron2's ``SOLVER.CLIP_GRADIENTS`` does (``clip_type`` "value" or "norm"), for
+    lazy configs, which have no such key::
+
+        optimizer = L(clipped_optimizer)(optimizer_class=torch.optim.SGD, params=...,
+                                         lr=0.01, clip_type="norm", clip_value=5.0)
+    """
+    clipping = CfgNode(
+        {"SOLVER": {"CLIP_GRADIENTS": {"ENABLED": True, "CLIP_TYPE": clip_type,
+                                       "CLIP_VALUE": float(clip_value),
+                                       "NORM_TYPE": float(norm_type)}}}
+    )
+    if clip_type not in ("value", "norm"):
+        raise ValueError(f"clip_type is {clip_type!r}: use 'value' or 'norm' (as Detectron2).")
+    return maybe_add_gradient_clipping(clipping, optimizer_class)(**optimizer_kwargs)

@@ -9,6 +9,7 @@ import pytest
 
 from adadet.deploy.predictor import setup_deploy_cfg
 from adadet.engine import ADNTrainer, SelfDistillationModel
+from adadet.engine.devices import device_problem
 from engine_tiny_data import HERE, tiny_cfg
 from engine_train_net_runs import run_train_net
 
@@ -90,7 +91,6 @@ def test_more_gpus_than_the_machine_has_fail_before_launch(tmp_path):
 
 
 def test_device_problems():
-    device_problem = _train_net().device_problem
     assert device_problem(1, "cpu", 0) is None and device_problem(2, "cuda", 2) is None
     assert "Fix: MODEL.DEVICE cuda" in device_problem(2, "cpu", 4)
     assert "Several processes on CPU are not supported" in device_problem(2, "cpu", 4)
@@ -98,3 +98,7 @@ def test_device_problems():
     assert "needs 4 CUDA GPUs, and this machine has 2 CUDA GPUs. Fix: --num-gpus 2" in (
         device_problem(4, "cuda", 2)
     )
+    # the lazy-config tool names its own key and override syntax
+    lazy = device_problem(2, "cpu", 0, set_device="train.device={}")
+    assert lazy.startswith("--num-gpus 2 with train.device 'cpu' needs 2 CUDA GPUs")
+    assert lazy.endswith("on CPU train in one process, --num-gpus 1 train.device=cpu.")

@@ -1,0 +1,216 @@
+"""Training and per-depth evaluation from a LazyConfig (Detectron2's Python configs).
+
+The lazy counterpart of :class:`ADNTrainer`, in the shape of Detectron2's
+``tools/lazyconfig_train_net.py`` (``do_train`` / ``do_test``) with ADN's parts: the step
+is :class:`ADNTrainStep` over ``instantiate(cfg.adn.distill)`` (a
+:class:`SelfDistillationModel` around ``cfg.model``), checkpoints are
+:class:`ADNCheckpointer`'s, and evaluation runs every setting of ``cfg.adn.test_depths``
+with the same table, ``depth_eval.{json,csv}``, plot and metrics as the YACS path.
+
+A lazy config holds Detectron2's sections (``model``, ``dataloader``, ``optimizer``,
+``lr_multiplier``, ``train``) and ``adn`` (``configs/lazy/common/adn.py``).
+"""
+import inspect
+import logging
+from collections import OrderedDict
+
+from detectron2.config import instantiate
+from detectron2.engine import create_ddp_model, hooks
+from detectron2.engine.defaults import default_writers
+from detectron2.evaluation import inference_on_dataset
+from detectron2.utils import comm
+from detectron2.utils.registry import locate
+from omegaconf import DictConfig, ListConfig
+
+from ..checkpoint import ADNCheckpointer
+from ..depth import adaptive_modules, expand_depth_list, using_depth
+from ..evaluation import device_name, evaluate_depths, format_table, report_rows, write_report
+from .train_step import ADNAMPTrainStep, ADNTrainStep
+
+__all__ = [
+    "build_lazy_model",
+    "check_override_keys",
+    "lazy_checkpointer",
+    "lazy_eval_only",
+    "lazy_test",
+    "lazy_test_depths",
+    "lazy_train",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def _section(cfg, name: str):
+    if name not in cfg:
+        raise KeyError(
+            f"The lazy config has no '{name}' section (it has {sorted(cfg.keys())}). adadet's "
+            "lazy configs hold Detectron2's sections plus 'adn' (self-distillation, depths "
+            "to evaluate): start from configs/lazy/mask_rcnn_ada_r50.py, or import the 'adn' "
+            "section of configs/lazy/common/adn.py into your config."
+        )
+    return cfg[name]
+
+
+def build_lazy_model(cfg):
+    """``instantiate(cfg.model)`` on ``cfg.train.device``; it must hold an ADN backbone."""
+    model = instantiate(cfg.model)
+    if not adaptive_modules(model):
+        raise ValueError(
+            "cfg.model has no adaptive-depth backbone: set model.backbone.bottom_up = "
+            "L(ResNetADN)(...) (or model.backbone = L(ViTSimpleFeaturePyramid)(bottom_up="
+            "L(ViTADN)(...), ...)), as configs/lazy/mask_rcnn_ada_r50.py does."
+        )
+    return model.to(cfg.train.device)
+
+
+def lazy_checkpointer(cfg, model, **checkpointables) -> ADNCheckpointer:
+    """The ADN checkpointer with ``cfg.adn.checkpoint``'s skip-norm and EMA choices."""
+    options = dict(_section(cfg, "adn").get("checkpoint", {}))
+    return ADNCheckpointer(model, cfg.train.output_dir, **options, **checkpointables)
+
+
+def lazy_test_depths(cfg, model):
+    """The depth settings of ``cfg.adn.test_depths``, validated."""
+    num_stages = adaptive_modules(model)[0].num_adaptive_stages
+    depths = list(_section(cfg, "adn").test_depths)
+    try:
+        return expand_depth_list(depths, num_stages)
+    except ValueError as e:
+        raise ValueError(f"adn.test_depths {depths}: {e}") from None
+
+
+def lazy_test(cfg, model):
+    """Evaluate ``model`` at every setting of ``cfg.adn.test_depths`` on
+    ``cfg.dataloader.test`` with ``cfg.dataloader.evaluator``; returns
+    ``{depth: {task: {metric: value}, "cost": {...}}}`` and, on the main process, logs the
+    table and writes ``depth_eval.{json,csv}`` and ``depth_eval_pareto.png`` into
+    ``cfg.train.output_dir``."""
+    if "evaluator" not in cfg.dataloader:
+        logger.info("cfg.dataloader has no evaluator: no evaluation.")
+        return {}
+    depths = lazy_test_depths(cfg, model)
+    loader = instantiate(cfg.dataloader.test)
+    evaluator = instantiate(cfg.dataloader.evaluator)  # reset by each inference_on_dataset
+
+    def evaluate_at_depth(depth):
+        with using_depth(model, depth) as name:
+            logger.info("Evaluating at depth %s", name)
+            return inference_on_dataset(model, loader, evaluator)
+
+    results = evaluate_depths(model, depths, evaluate_at_depth, next(iter(loader)))
+    if comm.is_main_process():
+        dataset = str(cfg.dataloader.test.dataset.get("names", "test"))
+        rows = report_rows(results)
+        device = device_name(next(model.parameters()).device)
+        paths = write_report(rows, cfg.train.output_dir, device=device, dataset=dataset)
+        logger.info(
+            f"Evaluation of {len(depths)} depth settings on {dataset} (latency: median per "
+            f"image on {device}):\n{format_table(rows)}\nWritten: " + ", ".join(paths.values())
+        )
+    return OrderedDict(results)
+
+
+def _ddp_kwargs(cfg, training_model) -> dict:
+    kwargs = dict(cfg.train.get("ddp", {}))
+    if str(cfg.train.device).startswith("cpu"):
+        kwargs["device_ids"] = None  # DDP on CPU (gloo) takes no device ids
+    # a student that keeps some stage full leaves that stage's skip norms unused
+    kwargs["find_unused_parameters"] = (
+        kwargs.get("find_unused_parameters", False) or not training_model.uses_every_parameter
+    )
+    return kwargs
+
+
+def lazy_train(cfg, resume: bool = False):
+    """Train ``cfg.model`` with self-distillation (``cfg.adn.distill``), as Detectron2's
+    ``lazyconfig_train_net.do_train``: with ``resume`` from the last checkpoint of
+    ``cfg.train.output_dir`` (weights, optimizer, scheduler, iteration), else from
+    ``cfg.train.init_checkpoint``. Evaluates every ``train.eval_period`` iterations and at
+    the end; returns the last evaluation's results."""
+    model = build_lazy_model(cfg)
+    logger.info("Model:\n%s", model)
+    lazy_test_depths(cfg, model)  # a bad list must not wait for the end of training
+    cfg.optimizer.params.model = model
+    optimizer = instantiate(cfg.optimizer)
+    train_loader = instantiate(cfg.dataloader.train)
+
+    cfg.adn.distill.detector = model
+    training_model = instantiate(cfg.adn.distill)
+    ddp_model = create_ddp_model(training_model, **_ddp_kwargs(cfg, training_model))
+    amp = cfg.train.get("amp", {}).get("enabled", False)
+    trainer = (ADNAMPTrainStep if amp else ADNTrainStep)(ddp_model, train_loader, optimizer)
+    checkpointer = lazy_checkpointer(cfg, model, trainer=trainer)
+    last_results = {}
+
+    def test_and_keep():
+        last_results.clear()
+        last_results.update(lazy_test(cfg, model))
+        return last_results
+
+    main = comm.is_main_process()
+    trainer.register_hooks(
+        [
+            hooks.IterationTimer(),
+            hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+            hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if main else None,
+            hooks.EvalHook(cfg.train.eval_period, test_and_keep),
+            hooks.PeriodicWriter(
+                default_writers(cfg.train.output_dir, cfg.train.max_iter),
+                period=cfg.train.log_period,
+            )
+            if main
+            else None,
+        ]
+    )
+    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=resume)
+    start_iter = trainer.iter + 1 if resume and checkpointer.has_checkpoint() else 0
+    trainer.train(start_iter, cfg.train.max_iter)
+    return dict(last_results)
+
+
+def lazy_eval_only(cfg, resume: bool = False):
+    """``--eval-only``: load ``cfg.train.init_checkpoint`` (with ``resume``, the last
+    checkpoint of ``cfg.train.output_dir``) and evaluate every ``cfg.adn.test_depths``."""
+    model = build_lazy_model(cfg)
+    lazy_checkpointer(cfg, model).resume_or_load(cfg.train.init_checkpoint, resume=resume)
+    return lazy_test(cfg, model)
+
+
+
+def _accepts_keyword(target, name: str) -> bool:
+    if isinstance(target, str):
+        target = locate(target)
+    try:
+        parameters = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return True  # no signature to check against
+    return any(p.name == name or p.kind is p.VAR_KEYWORD for p in parameters)
+
+
+def check_override_keys(cfg, overrides) -> None:
+    """Refuse an override whose key the config does not have, naming the keys it has.
+    Detectron2's ``apply_overrides`` adds such a key silently (a typo would train with the
+    default). A new key is accepted only as an argument of a ``LazyCall`` whose target takes
+    it (``model.backbone.bottom_up.switch_shortcut_norm=True``)."""
+    for override in overrides:
+        key = override.split("=", 1)[0].strip()
+        node, path = cfg, []
+        for part in key.split("."):
+            if isinstance(node, ListConfig) and part.isdigit() and int(part) < len(node):
+                node, path = node[int(part)], path + [part]
+                continue
+            if isinstance(node, DictConfig) and part in node:
+                node, path = node[part], path + [part]
+                continue
+            where = ".".join(path) or "the config"
+            if isinstance(node, DictConfig) and "_target_" in node and part == key.split(".")[-1]:
+                if _accepts_keyword(node["_target_"], part):
+                    break
+            has = sorted(node.keys()) if isinstance(node, DictConfig) else (
+                f"indexes 0..{len(node) - 1}" if isinstance(node, ListConfig) else "no keys")
+            raise KeyError(
+                f"Override {override!r}: {where} has no key '{part}' (it has {has}). "
+                "Fix the key's spelling (LazyConfig overrides are key=value, keys as in the "
+                "config file)."
+            )
+

@@ -1,0 +1,87 @@
+#!/usr/bin/env python
+"""Train or evaluate an ADN detector from a LazyConfig (Detectron2's
+lazyconfig_train_net, with ADN's self-distillation step and per-depth evaluation).
+
+Examples:
+    # the embedded demo, on CPU (~6 min on 2 cores)
+    tools/lazyconfig_train_net.py --config-file configs/lazy/mask_rcnn_ada_r18_embedded_cpu.py
+    # COCO, 8 GPUs
+    tools/lazyconfig_train_net.py --config-file configs/lazy/mask_rcnn_ada_r50.py --num-gpus 8
+    # evaluate a trained model at all 16 depth settings
+    tools/lazyconfig_train_net.py --config-file configs/lazy/mask_rcnn_ada_r50.py --eval-only \
+        train.init_checkpoint=output/model_final.pth 'adn.test_depths=["all"]'
+"""
+import sys
+
+import detectron2.utils.comm as comm
+from detectron2.config import LazyConfig
+from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.utils.logger import setup_logger
+
+import adadet  # noqa: F401  (registers the ADN backbones and heads)
+import adadet.data  # noqa: F401  (registers the embedded datasets)
+from adadet.engine.devices import device_problem
+from adadet.engine.lazy_training import check_override_keys, lazy_eval_only, lazy_train
+
+
+def load_config(args):
+    """The config file, then the ``key=value`` overrides (Detectron2's syntax)."""
+    cfg = LazyConfig.load(args.config_file)
+    try:
+        check_override_keys(cfg, args.opts)  # Detectron2 would add a misspelt key silently
+        return LazyConfig.apply_overrides(cfg, args.opts)
+    except (KeyError, ValueError) as e:
+        sys.exit(f"error: {args.config_file}: {e.args[0] if e.args else e}")
+
+
+def setup(args):
+    cfg = load_config(args)
+    if args.eval_only and not cfg.train.init_checkpoint and not args.allow_random_weights:
+        sys.exit(
+            "--eval-only with an empty train.init_checkpoint would evaluate randomly "
+            "initialised weights. Give the checkpoint: train.init_checkpoint="
+            "output/model_final.pth (or --allow-random-weights to evaluate random weights on "
+            "purpose)."
+        )
+    default_setup(cfg, args)
+    # adadet's own messages (depth evaluated, ...) in the console and output_dir/log.txt
+    setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="adadet")
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        return lazy_eval_only(cfg, resume=args.resume)
+    return lazy_train(cfg, resume=args.resume)
+
+
+def invoke_main() -> None:
+    parser = default_argument_parser()
+    parser.add_argument(
+        "--allow-random-weights",
+        action="store_true",
+        help="with --eval-only: evaluate even without train.init_checkpoint (random init)",
+    )
+    args = parser.parse_args()
+    print("Command Line Args:", args)
+    import torch
+
+    device = load_config(args).train.device
+    problem = device_problem(
+        args.num_gpus, device, torch.cuda.device_count(), set_device="train.device={}"
+    )
+    if problem:
+        sys.exit(f"error: {problem}")
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
+
+
+if __name__ == "__main__":
+    invoke_main()
