@@ -8,6 +8,7 @@
 * :mod:`.predictor`: single-image inference at any depth, with latency.
 * :mod:`.visualize`: predictions drawn with Detectron2's Visualizer, depths side by side;
   ``tools/demo.py``.
+* :mod:`.cli_checks`: the tools' checks of their file arguments (exit status 2).
 
 Submodules are imported on first use, so choosing a depth does not load the exporters
 or matplotlib.
