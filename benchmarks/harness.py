@@ -17,6 +17,7 @@ from detectron2.structures import Boxes, Instances, PolygonMasks
 
 import adadet
 from adadet.data.synthesis import shapes_samples
+from adadet.evaluation.latency import Stopwatch, synchronize
 
 REPO = Path(__file__).resolve().parents[1]
 ADN_CONFIG = REPO / "configs" / "mask_rcnn_ada_r50.yaml"
@@ -68,11 +69,6 @@ def describe_device(device: torch.device) -> Dict[str, object]:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def autocast(device: torch.device, enabled: bool):
@@ -217,11 +213,9 @@ def padded_size(size: Sequence[int], divisibility: int) -> List[int]:
 
 def time_call(fn: Callable[[], object], device: torch.device) -> float:
     """Seconds one call takes, with the device synchronised on both sides."""
-    synchronize(device)
-    start = time.perf_counter()
-    fn()
-    synchronize(device)
-    return time.perf_counter() - start
+    with Stopwatch(device) as watch:
+        fn()
+    return watch.seconds
 
 
 def rotated(items: Sequence, shift: int) -> list:

@@ -20,7 +20,6 @@ import argparse
 import glob
 import os
 import sys
-import tempfile
 
 import cv2
 import numpy as np
@@ -28,6 +27,7 @@ from detectron2.data.detection_utils import read_image
 from detectron2.utils.logger import setup_logger
 
 from adadet import expand_depth_list
+from adadet.deploy.cli_checks import ArgumentChecks
 from adadet.deploy.predictor import AdaptiveDepthPredictor, setup_deploy_cfg
 from adadet.deploy.visualize import compare_depths, draw_prediction
 
@@ -67,10 +67,7 @@ def setup_cfg(args):
     return cfg
 
 
-def fail(message: str):
-    """Stop with ``message`` and exit status 2 (as argparse does for a bad argument)."""
-    print(f"demo.py: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+CHECKS = ArgumentChecks("demo.py: error: ")
 
 
 def expand_inputs(patterns):
@@ -78,14 +75,13 @@ def expand_inputs(patterns):
     for pattern in patterns:
         matches = sorted(glob.glob(os.path.expanduser(pattern)))
         if not matches:
-            fail(f"--input {pattern!r} matches no file.")
+            CHECKS.fail(f"--input {pattern!r} matches no file.")
         for path in matches:
-            if os.path.isdir(path):
-                fail(f"--input {path} is a directory: give image files, or a pattern such as "
-                     f"{os.path.join(path, '*.jpg')!r} (quoted, so that the shell passes it on).")
-            if os.path.getsize(path) == 0:
-                fail(f"--input {path} is empty (0 bytes): it is no image; copy it again or "
-                     "leave it out.")
+            pattern_here = os.path.join(path, "*.jpg")
+            directory_fix = (f"give image files, or a pattern such as {pattern_here!r} (quoted, "
+                             "so that the shell passes it on)")
+            CHECKS.readable_file(path, "--input", "it is no image; copy it again or leave it out",
+                                 fixes={"is a directory": directory_fix})
         paths.extend(matches)
     return paths
 
@@ -96,16 +92,12 @@ def check_outputs(args, paths):
     for target in targets:
         if target is not None and not cv2.haveImageWriter(target):
             given = "" if target == args.output else f" (from --output {args.output})"
-            fail(f"--output {target!r}{given} has no image extension OpenCV can write: give a "
-                 "file ending in .jpg or .png, or a directory (ending in '/') for several inputs.")
+            CHECKS.fail(f"--output {target!r}{given} has no image extension OpenCV can write: "
+                        "give a file ending in .jpg or .png, or a directory (ending in '/') for "
+                        "several inputs.")
     for directory in sorted({os.path.dirname(os.path.abspath(t)) for t in targets if t}):
-        try:
-            os.makedirs(directory, exist_ok=True)
-            with tempfile.TemporaryFile(dir=directory):
-                pass
-        except OSError as e:
-            fail(f"cannot write to {directory} ({e.strerror or e}): choose an --output in a "
-                 "writable place.")
+        CHECKS.writable_directory(directory, "cannot write to {path} ({reason}): choose an "
+                                             "--output in a writable place.")
 
 
 def output_path(args, path, count, create=True):
@@ -135,7 +127,7 @@ def main(argv=None) -> int:
         try:
             image = read_image(path, format="BGR")  # as Detectron2's demo; the predictor converts
         except OSError as e:
-            fail(f"--input {path} could not be read as an image ({type(e).__name__}: {e}).")
+            CHECKS.fail(f"--input {path} could not be read as an image ({type(e).__name__}: {e}).")
         if depths:
             drawn, predictions = compare_depths(predictor, image, depths)
             summary = "; ".join(
@@ -152,9 +144,9 @@ def main(argv=None) -> int:
         if target is not None:
             # drawn is RGB, OpenCV writes BGR; imwrite reports a failure only by returning False
             if not cv2.imwrite(target, np.ascontiguousarray(drawn[:, :, ::-1])):
-                fail(f"could not write {target}: OpenCV's imwrite failed (a location that "
-                     "takes no files, a full disk or an encoder it lacks); nothing was saved. "
-                     "Choose another --output.")
+                CHECKS.fail(f"could not write {target}: OpenCV's imwrite failed (a location "
+                            "that takes no files, a full disk or an encoder it lacks); nothing "
+                            "was saved. Choose another --output.")
             logger.info("wrote %s (%dx%d)", target, drawn.shape[1], drawn.shape[0])
     return 0
 

@@ -26,13 +26,13 @@ import json
 import logging
 import os
 import sys
-import tempfile
 
 import torch
 from detectron2.utils.logger import setup_logger
 
 from adadet import get_depth, set_depth
 from adadet.checkpoint import CheckpointError
+from adadet.deploy.cli_checks import ArgumentChecks
 from adadet.deploy.export import (
     ExportError,
     count_layer_calls,
@@ -45,41 +45,19 @@ from adadet.deploy.predictor import build_inference_model, read_model_input, set
 from adadet.deploy.tracing import DetectorTracingAdapter, output_names_of
 
 
-def fail(message: str):
-    """Stop with ``message`` and exit status 2 (exit 1 means a failed check only)."""
-    print(f"[export_model] error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+# Exit status 2 with "error:" for a bad argument; 1 stays the status of a failed check.
+CHECKS = ArgumentChecks("[export_model] error: ")
+SAMPLE_IMAGE_FIX = ("give an image file (JPEG, PNG, ...) or leave --sample-image out to use "
+                    "DATASETS.TEST[0]")
 
 
 def check_output_dir(path: str) -> None:
     """``path`` is, or can be made, a directory this process can write files into."""
     if os.path.exists(path) and not os.path.isdir(path):
-        fail(f"--output {path} is a file: give a directory (model.ts and export_info.json "
-             "are written into it).")
-    try:
-        os.makedirs(path, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as e:
-        fail(f"--output {path} cannot be written to ({e.strerror or e}): choose a directory in "
-             "a writable place.")
-
-
-def check_sample_image(path: str) -> None:
-    """A --sample-image that exists, is a non-empty file and opens as an image."""
-    from PIL import Image
-
-    fix = "give an image file (JPEG, PNG, ...) or leave --sample-image out to use DATASETS.TEST[0]"
-    if not os.path.exists(path):
-        fail(f"--sample-image {path} does not exist: {fix}.")
-    if os.path.isdir(path) or os.path.getsize(path) == 0:
-        what = "is a directory" if os.path.isdir(path) else "is empty (0 bytes)"
-        fail(f"--sample-image {path} {what}: {fix}.")
-    try:
-        with Image.open(path):
-            pass
-    except OSError as e:
-        fail(f"--sample-image {path} is not an image ({type(e).__name__}: {e}): {fix}.")
+        CHECKS.fail(f"--output {path} is a file: give a directory (model.ts and export_info.json "
+                    "are written into it).")
+    CHECKS.writable_directory(path, "--output {path} cannot be written to ({reason}): choose a "
+                                    "directory in a writable place.")
 
 
 def parse_args(argv=None):
@@ -107,12 +85,12 @@ def sample_image_path(cfg, given):
     from detectron2.data import DatasetCatalog
 
     if not len(cfg.DATASETS.TEST):
-        fail("No DATASETS.TEST in the config: give --sample-image.")
+        CHECKS.fail("No DATASETS.TEST in the config: give --sample-image.")
     name = cfg.DATASETS.TEST[0]
     try:
         return DatasetCatalog.get(name)[0]["file_name"]
     except Exception as e:
-        fail(f"Cannot read a sample image from {name} ({e}): give --sample-image.")
+        CHECKS.fail(f"Cannot read a sample image from {name} ({e}): give --sample-image.")
 
 
 def smaller_copy(image: torch.Tensor) -> torch.Tensor:
@@ -161,7 +139,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     check_output_dir(args.output)
     if args.sample_image:
-        check_sample_image(args.sample_image)
+        CHECKS.image_file(args.sample_image, "--sample-image", SAMPLE_IMAGE_FIX)
     setup_logger(name="adadet")
     logger = logging.getLogger("adadet")
     cfg = setup_deploy_cfg(args.config_file, args.opts, depth=args.depth)

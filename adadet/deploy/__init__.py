@@ -2,12 +2,14 @@
 
 * :mod:`.select`: choose the setting that fits a latency / GFLOPs / AP budget from a
   per-depth evaluation (``depth_eval.json``); ``tools/select_depth.py``.
-* :mod:`.tracing`: tensor-in, tensor-out adapters of a Detectron2 model for tracing.
+* :mod:`.tracing`: tensor-in, tensor-out adapters of a Detectron2 model for tracing (the
+  exporters, and FLOP counting in :mod:`adadet.evaluation.cost`).
 * :mod:`.export`: TorchScript (tracing) and ONNX export at a fixed depth, with checks;
   ``tools/export_model.py`` (``tools/run_exported.py`` runs the result without adadet).
 * :mod:`.predictor`: single-image inference at any depth, with latency.
 * :mod:`.visualize`: predictions drawn with Detectron2's Visualizer, depths side by side;
   ``tools/demo.py``.
+* :mod:`.cli_checks`: the tools' checks of their file arguments (exit status 2).
 
 Submodules are imported on first use, so choosing a depth does not load the exporters
 or matplotlib.

@@ -1,14 +1,12 @@
 """Inference on single images at a chosen depth: Detectron2's ``DefaultPredictor`` with the
-ADN checkpointer, a depth argument and a latency measurement.
+ADN checkpointer, a depth argument and the latency of the model call.
 
 Also the shared set-up of the deployment tools: the config, the model with its weights,
 and the image preprocessing the test loader does (format, ``ResizeShortestEdge``).
 """
 import logging
-import statistics
-import time
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -17,12 +15,14 @@ from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.data.detection_utils import read_image
+from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
 from detectron2.structures import Instances
 
 from ..checkpoint import ADNCheckpointer
 from ..config import add_adn_config, merge_config
 from ..depth import get_depth, normalize_depth, using_depth
+from ..evaluation.latency import ForwardTimer
 
 __all__ = [
     "setup_deploy_cfg",
@@ -101,15 +101,18 @@ class DepthPrediction:
     latency_ms: float
 
 
-class AdaptiveDepthPredictor:
-    """Like Detectron2's ``DefaultPredictor`` (BGR image in, predictions of the original
-    size out), for one ADN model run at any depth setting.
+class AdaptiveDepthPredictor(DefaultPredictor):
+    """Detectron2's ``DefaultPredictor`` (BGR image in, predictions of the original size
+    out) for one ADN model run at any depth setting, timed.
 
     >>> predictor = AdaptiveDepthPredictor(cfg)
     >>> prediction = predictor(cv2.imread("input.jpg"), depth="TTTT")
     """
 
     def __init__(self, cfg, model: Optional[nn.Module] = None, repeat: int = 1, warmup: int = 1):
+        # Not DefaultPredictor.__init__: it builds a model of its own and loads the weights
+        # with DetectionCheckpointer, not ADNCheckpointer. What its __call__ reads (cfg,
+        # model, aug, input_format) is set as it sets it, in v0.6 and main alike.
         self.cfg = cfg.clone()
         self.model = model if model is not None else build_inference_model(self.cfg)
         self.model.eval()
@@ -122,38 +125,21 @@ class AdaptiveDepthPredictor:
         # Untimed runs before the first timed one: the first call of a process pays for
         # allocations and lazy initialisation, which is no property of any depth.
         self._warmup_left = max(0, int(warmup))
-        self._cuda = next(self.model.parameters()).is_cuda
 
     @property
     def default_depth(self) -> str:
         return get_depth(self.model)
 
-    def _sync(self) -> None:
-        if self._cuda:
-            torch.cuda.synchronize()
-
-    @torch.no_grad()
     def __call__(self, original_image: np.ndarray, depth: Optional[str] = None) -> DepthPrediction:
         """``original_image``: (H, W, C) uint8 in BGR order (as ``cv2.imread`` gives)."""
         depth = normalize_depth(depth) if depth is not None else self.default_depth
-        image = original_image[:, :, ::-1] if self.input_format == "RGB" else original_image
-        height, width = image.shape[:2]
-        resized = self.aug.get_transform(image).apply_image(image)
-        tensor = torch.as_tensor(np.ascontiguousarray(resized.astype("float32").transpose(2, 0, 1)))
-        inputs = [{"image": tensor, "height": height, "width": width}]
-        times: List[float] = []
         with using_depth(self.model, depth):
             for _ in range(self._warmup_left):
-                self.model(inputs)
+                super().__call__(original_image)
             self._warmup_left = 0
-            for _ in range(self.repeat):
-                self._sync()
-                start = time.perf_counter()
-                outputs = self.model(inputs)[0]
-                self._sync()
-                times.append(time.perf_counter() - start)
+            with ForwardTimer(self.model) as timer:  # the model call only, not the resizing
+                for _ in range(self.repeat):
+                    outputs = super().__call__(original_image)
         return DepthPrediction(
-            depth=depth,
-            instances=outputs["instances"].to("cpu"),
-            latency_ms=1000.0 * statistics.median(times),
+            depth=depth, instances=outputs["instances"].to("cpu"), latency_ms=timer.median_ms()
         )

@@ -2,16 +2,17 @@
 
 Detectron2 models take ``list[dict]`` and return ``Instances``, which tracing cannot
 record. :class:`DetectorTracingAdapter` takes one image tensor and returns the prediction
-tensors. It plays the part of ``detectron2.export.TracingAdapter``, which v0.6 cannot
-import (its ``detectron2.export`` imports caffe2, removed from torch), so one code path
-serves v0.6 and main.
+tensors, for the exporters and for fvcore's FLOP counting (``adadet.evaluation.cost``). It
+plays the part of ``detectron2.export.TracingAdapter``, which v0.6 cannot import (its
+``detectron2.export`` imports caffe2, removed from torch), so one code path serves v0.6 and
+main.
 
 Tracing runs Python once and records the tensor ops it executed. At a fixed depth the
 skipped blocks never execute, so the traced graph holds only the blocks of that setting.
 """
 import contextlib
 import importlib
-from typing import Dict, Iterator, List, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -79,19 +80,25 @@ class DetectorTracingAdapter(nn.Module):
     probabilities, to be pasted into the box and thresholded at 0.5. (Detectron2's pasting
     loops over chunks of boxes, whose count a trace would freeze.) Other models
     (RetinaNet) go through their own postprocessing at the input size.
+
+    ``extra_inputs`` (a dict, even empty: the other keys of one input, such as ``height``
+    and ``width``) runs the model whole instead, as evaluation does: boxes rescaled and
+    masks pasted at that size, which FLOP counting must include.
     """
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, extra_inputs: Optional[Mapping[str, Any]] = None):
         super().__init__()
         self.model = model
         self.output_names = output_names_of(model)
+        self.extra_inputs = None if extra_inputs is None else dict(extra_inputs)
         # Exporters restore the wrapper's training flag on everything inside it afterwards:
         # a wrapper left in train mode would turn the detector back to training mode.
         self.eval()
 
     def _instances(self, image: torch.Tensor):
-        inputs = [{"image": image}]
-        if hasattr(self.model, "inference") and hasattr(self.model, "roi_heads"):
+        inputs = [{"image": image, **(self.extra_inputs or {})}]
+        raw = self.extra_inputs is None
+        if raw and hasattr(self.model, "inference") and hasattr(self.model, "roi_heads"):
             (instances,) = self.model.inference(inputs, do_postprocess=False)
             return instances
         (output,) = self.model(inputs)

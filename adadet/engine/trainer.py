@@ -34,7 +34,12 @@ from detectron2.data import (
     get_detection_dataset_dicts,
 )
 from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model, hooks
-from detectron2.evaluation import COCOEvaluator
+from detectron2.evaluation import (
+    COCOEvaluator,
+    DatasetEvaluator,
+    inference_on_dataset,
+    print_csv_format,
+)
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
@@ -326,14 +331,28 @@ class ADNTrainer(DefaultTrainer):
                 detector, cls.build_train_loader(cfg), depths, num_iter
             )
 
-        def evaluate_at_depth(depth):
-            depth_evaluators = evaluators or [
-                cls.build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference", depth))
-                for name in cfg.DATASETS.TEST
-            ]
-            return cls.test_at_depth(cfg, detector, depth, depth_evaluators)
+        # Built once and reused at every depth: each would reload the dataset (loader) and
+        # its ground truth (COCOEvaluator). inference_on_dataset resets an evaluator before
+        # use; one that keeps its folder in _output_dir (Detectron2's, v0.6 and main) is
+        # pointed to the depth's folder, any other is built again for each depth.
+        loaders = [cls.build_test_loader(cfg, name) for name in cfg.DATASETS.TEST]
+        reusable = {}
 
-        cost_inputs = next(iter(cls.build_test_loader(cfg, dataset)))
+        def depth_evaluator(name, folder):
+            if name in reusable:
+                reusable[name]._output_dir = folder
+                return reusable[name]
+            evaluator = cls.build_evaluator(cfg, name, folder)
+            if hasattr(evaluator, "_output_dir"):
+                reusable[name] = evaluator
+            return evaluator
+
+        def evaluate_at_depth(depth):
+            folder = os.path.join(cfg.OUTPUT_DIR, "inference", depth)
+            depth_evaluators = evaluators or [depth_evaluator(n, folder) for n in cfg.DATASETS.TEST]
+            return cls.test_at_depth(cfg, detector, depth, depth_evaluators, loaders)
+
+        cost_inputs = next(iter(loaders[0]))
         results = evaluate_depths(detector, depths, evaluate_at_depth, cost_inputs)
         if comm.is_main_process():
             first_dataset = OrderedDict(
@@ -352,10 +371,30 @@ class ADNTrainer(DefaultTrainer):
         return results
 
     @classmethod
-    def test_at_depth(cls, cfg, model, depth, evaluators=None):
-        """DefaultTrainer.test on the bare detector switched to ``depth`` (restored after)."""
+    def test_at_depth(cls, cfg, model, depth, evaluators=None, loaders=None):
+        """DefaultTrainer.test on the bare detector switched to ``depth`` (restored after);
+        ``loaders``: test loaders of ``cfg.DATASETS.TEST`` already built (with
+        ``evaluators``), to reuse them across depths."""
         check_datasets_available(cfg.DATASETS.TEST)
         detector = unwrap_detector(model)
         with using_depth(detector, depth) as name:
             logger.info("Evaluating at depth %s", name)
-            return super().test(cfg, detector, evaluators)
+            if loaders is None:
+                return super().test(cfg, detector, evaluators)
+            return _test_on_loaders(cfg, detector, evaluators, loaders)
+
+
+def _test_on_loaders(cfg, model, evaluators, loaders):
+    """DefaultTrainer.test's loop (its results and log lines) on loaders built beforehand."""
+    if isinstance(evaluators, DatasetEvaluator):
+        evaluators = [evaluators]
+    assert len(evaluators) == len(loaders) == len(cfg.DATASETS.TEST)
+    # the logger DefaultTrainer.test logs with, so that the log reads as before
+    d2_logger = logging.getLogger("detectron2.engine.defaults")
+    results = OrderedDict()
+    for name, loader, evaluator in zip(cfg.DATASETS.TEST, loaders, evaluators):
+        results[name] = inference_on_dataset(model, loader, evaluator)
+        if comm.is_main_process():
+            d2_logger.info("Evaluation results for {} in csv format:".format(name))
+            print_csv_format(results[name])
+    return list(results.values())[0] if len(results) == 1 else results

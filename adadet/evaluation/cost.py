@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 from fvcore.nn import FlopCountAnalysis
 
+from ..deploy.tracing import DetectorTracingAdapter
 
 
 def _quiet(analysis):
@@ -24,25 +25,6 @@ def backbone_flops(backbone: nn.Module, image_size: Sequence[int] = (224, 224)) 
         backbone.train(was_training)
 
 
-class _TensorInterface(nn.Module):
-    """Tensors in, tensors out, for tracing a Detectron2 model: one image -> the fields of
-    its predicted Instances. (``detectron2.export.TracingAdapter`` does this in general,
-    but v0.6's ``detectron2.export`` cannot be imported without caffe2.)"""
-
-    def __init__(self, model: nn.Module, inputs: Dict[str, Any]):
-        super().__init__()
-        self.model = model
-        self.extra = {key: value for key, value in inputs.items() if key != "image"}
-
-    def forward(self, image):
-        (output,) = self.model([{"image": image, **self.extra}])
-        instances = output["instances"]
-        return tuple(
-            value.tensor if hasattr(value, "tensor") else value
-            for value in instances.get_fields().values()
-        )
-
-
 @torch.no_grad()
 def model_flops(model: nn.Module, inputs: List[Dict[str, Any]]) -> int:
     """FLOPs of a whole Detectron2 model in inference on ``inputs`` (its usual list of dicts,
@@ -53,10 +35,13 @@ def model_flops(model: nn.Module, inputs: List[Dict[str, Any]]) -> int:
     was_training = model.training
     model.eval()
     try:
-        return sum(
-            int(_quiet(FlopCountAnalysis(_TensorInterface(model, one), (one["image"],))).total())
-            for one in inputs
-        )
+        total = 0
+        for one in inputs:
+            # the model whole, postprocessing to the image's evaluated size included
+            extra = {key: value for key, value in one.items() if key != "image"}
+            adapter = DetectorTracingAdapter(model, extra_inputs=extra)
+            total += int(_quiet(FlopCountAnalysis(adapter, (one["image"],))).total())
+        return total
     finally:
         model.train(was_training)
 

@@ -9,8 +9,6 @@ Results are nested ``{depth: {task: {metric: value}}, "cost": {...}}`` so that D
 EvalHook flattens them into scalars like ``TTFF/bbox/AP`` for metrics.json and TensorBoard.
 """
 import logging
-import statistics
-import time
 from collections import OrderedDict
 from typing import Any, Callable, Dict, List, Mapping, Sequence
 
@@ -19,6 +17,7 @@ import torch.nn as nn
 
 from ..depth import using_depth
 from .cost import backbone_flops, model_cost
+from .latency import ForwardTimer
 
 #: The backbone's FLOPs are counted on one image of this size (the protocol of ImageNet
 #: tables): unlike the whole detector's, they do not follow the number of detections.
@@ -31,41 +30,6 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({torch.get_num_threads()} threads)"
-
-
-class ForwardTimer:
-    """Records the wall time of every forward call of a module (CUDA synchronised)."""
-
-    def __init__(self, module: nn.Module):
-        self.module = module
-        self.seconds: List[float] = []
-        self._cuda = any(p.is_cuda for p in module.parameters())
-
-    def _sync(self):
-        if self._cuda:
-            torch.cuda.synchronize()
-
-    def _start(self, module, args):
-        self._sync()
-        self._started = time.perf_counter()
-
-    def _stop(self, module, args, output):
-        self._sync()
-        self.seconds.append(time.perf_counter() - self._started)
-
-    def __enter__(self) -> "ForwardTimer":
-        self._handles = [
-            self.module.register_forward_pre_hook(self._start),
-            self.module.register_forward_hook(self._stop),
-        ]
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for handle in self._handles:
-            handle.remove()
-
-    def median_ms(self) -> float:
-        return 1000.0 * statistics.median(self.seconds) if self.seconds else float("nan")
 
 
 def evaluate_depths(

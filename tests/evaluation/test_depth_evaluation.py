@@ -78,6 +78,30 @@ def test_a_reloaded_checkpoint_gives_the_same_detections_at_every_depth(cfg, tmp
         assert first[depth]["cost"]["gflops"] == second[depth]["cost"]["gflops"]
 
 
+def test_loader_and_evaluator_are_built_once_for_all_settings(cfg, tmp_path):
+    built = []
+
+    class CountingTrainer(ADNTrainer):
+        @classmethod
+        def build_test_loader(cls, cfg, dataset_name):
+            built.append("loader")
+            return super().build_test_loader(cfg, dataset_name)
+
+        @classmethod
+        def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+            built.append("evaluator")
+            return super().build_evaluator(cfg, dataset_name, output_folder)
+
+    two = cfg.clone()
+    two.TEST.ADN.DEPTHS = ["FFFF", "TTTT"]
+    two.OUTPUT_DIR = str(tmp_path)
+    torch.manual_seed(0)
+    results = CountingTrainer.test(two, build_model(two))
+    assert built == ["loader", "evaluator"]  # the cost image comes from the same loader
+    for depth in results:  # each setting still writes into its own folder
+        assert (tmp_path / "inference" / depth / "coco_instances_results.json").stat().st_size > 0
+
+
 def test_invalid_depth_list_is_refused_before_evaluating(cfg, tmp_path):
     bad = cfg.clone()
     bad.TEST.ADN.DEPTHS = ["FFFF", "super"]
