@@ -24,7 +24,7 @@ from omegaconf import DictConfig, ListConfig
 
 from ..checkpoint import ADNCheckpointer
 from ..depth import adaptive_modules, expand_depth_list, using_depth
-from ..evaluation import device_name, evaluate_depths, format_table, report_rows, write_report
+from ..evaluation import device_name, evaluate_depths, report_depth_results
 from .train_step import ADNAMPTrainStep, ADNTrainStep
 
 __all__ = [
@@ -100,13 +100,8 @@ def lazy_test(cfg, model):
     results = evaluate_depths(model, depths, evaluate_at_depth, next(iter(loader)))
     if comm.is_main_process():
         dataset = str(cfg.dataloader.test.dataset.get("names", "test"))
-        rows = report_rows(results)
         device = device_name(next(model.parameters()).device)
-        paths = write_report(rows, cfg.train.output_dir, device=device, dataset=dataset)
-        logger.info(
-            f"Evaluation of {len(depths)} depth settings on {dataset} (latency: median per "
-            f"image on {device}):\n{format_table(rows)}\nWritten: " + ", ".join(paths.values())
-        )
+        report_depth_results(results, cfg.train.output_dir, device=device, dataset=dataset)
     return OrderedDict(results)
 
 

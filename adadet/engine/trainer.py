@@ -52,10 +52,8 @@ from ..layers import calibrate_depth_bn_statistics
 from ..evaluation import (
     device_name,
     evaluate_depths,
-    format_table,
-    report_rows,
+    report_depth_results,
     verify_depth_results,
-    write_report,
 )
 from ..modeling.self_distillation import SelfDistillationModel, unwrap_detector
 from .train_step import ADNAMPTrainStep, ADNTrainStep
@@ -360,14 +358,8 @@ class ADNTrainer(DefaultTrainer):
                  {**per_depth[dataset], "cost": per_depth["cost"]})
                 for depth, per_depth in results.items()
             )
-            rows = report_rows(first_dataset)
             device = device_name(next(detector.parameters()).device)
-            paths = write_report(rows, cfg.OUTPUT_DIR, device=device, dataset=dataset)
-            logger.info(
-                f"Evaluation of {len(depths)} depth settings on {dataset} (latency: median per "
-                f"image on {device}):\n{format_table(rows)}\nWritten: "
-                + ", ".join(paths.values())
-            )
+            report_depth_results(first_dataset, cfg.OUTPUT_DIR, device=device, dataset=dataset)
         return results
 
     @classmethod

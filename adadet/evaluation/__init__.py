@@ -1,5 +1,11 @@
 from .cost import backbone_cost, backbone_flops, model_cost, model_flops, used_parameter_count
 from .depth_evaluation import device_name, evaluate_depths
-from .depth_report import format_table, pareto_front, report_rows, write_report
+from .depth_report import (
+    format_table,
+    pareto_front,
+    report_depth_results,
+    report_rows,
+    write_report,
+)
 from .latency import ForwardTimer, Stopwatch
 from .verification import verify_depth_results

@@ -2,6 +2,7 @@
 Pareto plot (AP against GFLOPs and against latency, one labelled point per setting)."""
 import csv
 import json
+import logging
 import os
 from typing import Any, Dict, List, Mapping
 
@@ -12,6 +13,8 @@ TASKS = {"bbox": "box", "segm": "mask"}
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 COST_COLUMNS = ("gflops", "backbone_gflops", "params_m", "latency_ms")
 REPORT_NAME = "depth_eval"
+
+logger = logging.getLogger(__name__)
 
 
 def report_rows(results: Mapping[str, Mapping[str, Any]]) -> List[Dict[str, Any]]:
@@ -53,6 +56,20 @@ def write_report(rows: List[Dict[str, Any]], output_dir: str, *, device: str, da
         writer.writeheader()
         writer.writerows(rows)
     plot_pareto(rows, paths["plot"], title=f"{dataset} on {device}")
+    return paths
+
+
+def report_depth_results(
+    results: Mapping[str, Mapping[str, Any]], output_dir: str, *, device: str, dataset: str
+) -> Dict[str, str]:
+    """Log the table of ``evaluate_depths``' results and write the report files (the end of
+    every per-depth evaluation, YACS or lazy); returns the paths written."""
+    rows = report_rows(results)
+    paths = write_report(rows, output_dir, device=device, dataset=dataset)
+    logger.info(
+        f"Evaluation of {len(rows)} depth settings on {dataset} (latency: median per image on "
+        f"{device}):\n{format_table(rows)}\nWritten: " + ", ".join(paths.values())
+    )
     return paths
 
 
