@@ -39,7 +39,7 @@ from adadet.checkpoint.vit_keys import (
 from adadet.depth import all_depths, parse_depth
 from adadet.engine import build_adn_optimizer
 from adadet.evaluation import backbone_cost
-from adadet.layers.switchable_layernorm import ChannelLayerNorm, SwitchableLayerNorm
+from adadet.layers import ChannelLayerNorm, SwitchableLayerNorm
 from adadet.modeling.backbone.vit_adn import (
     VIT_SIZES,
     ViTADN,
@@ -234,6 +234,19 @@ def test_skip_layernorms_used_exactly_in_mandatory_blocks_of_skipping_groups():
             assert main_counts[pair.norm] == int(not skips)
     for handle in h1 + h2:
         handle.remove()
+
+
+def test_drop_path_drops_whole_samples_in_training_only():
+    block = ViTBlock(16, 2, drop_path=0.5)
+    assert set(block.state_dict()) == set(ViTBlock(16, 2).state_dict())  # no keys of its own
+    branch = torch.ones(64, 2, 3, 16)
+    torch.manual_seed(0)
+    dropped = block.drop_path.train()(branch)
+    per_sample = dropped.flatten(1)
+    # each sample kept whole (scaled by 1 / (1 - 0.5)) or dropped whole; both happen
+    assert set(per_sample.unique().tolist()) == {0.0, 2.0}
+    assert bool((per_sample == per_sample[:, :1]).all())
+    assert block.drop_path.eval()(branch) is branch
 
 
 def test_depth_switch_copies_no_weights_and_deepcopy_keeps_its_own_switches():
