@@ -24,16 +24,8 @@ import os
 import pickle
 import sys
 
-from adadet.checkpoint.errors import CheckpointError, CheckpointFormatError
-from adadet.checkpoint.key_mapping import unwrap_state_dict
-from adadet.checkpoint.reading import (
-    EMA_ENTRY,
-    STATE_DICT_NEEDED,
-    describe_contents,
-    has_ema,
-    read_torch_file,
-    select_weights,
-)
+from adadet.checkpoint.errors import CheckpointError
+from adadet.checkpoint.reading import EMA_ENTRY, read_weights
 from adadet.checkpoint.vit_keys import (
     ADN_VIT,
     ViTStructure,
@@ -70,19 +62,9 @@ def convert(
     skip_norm_init: str = "copy",
     ema: bool = False,
 ) -> dict:
-    loaded = read_torch_file(input_path, trust=trust)
-    if has_ema(loaded) and not ema:
-        print(
-            f"'{input_path}' also holds '{EMA_ENTRY}', the EMA weights of a --model-ema run: "
-            "converting its 'model' weights; --ema converts the EMA weights instead."
-        )
-    loaded = select_weights(loaded, input_path, ema=ema, option="--ema")
-    state_dict = unwrap_state_dict(loaded)
-    if state_dict is None:
-        raise CheckpointFormatError(
-            f"'{input_path}' holds no state dict: it holds {describe_contents(loaded)}. "
-            f"{STATE_DICT_NEEDED}. Nothing was written."
-        )
+    state_dict, note = read_weights(input_path, trust=trust, ema=ema)
+    if note:
+        print(note)
     expected, num_mandatory = (None, None)
     if config_file:
         expected, num_mandatory = expected_from_config(config_file)
