@@ -130,22 +130,20 @@ def check_coco_dict(data: dict, json_file: str, image_root: Optional[str] = None
     category_ids = _check_records(json_file, "categories", categories, ("id", "name"))
     _check_records(json_file, "annotations", annotations, ("id", "image_id", "category_id", "bbox"))
 
-    orphans = [a for a in annotations if a["image_id"] not in image_ids]
-    if orphans:
-        raise _fail(
-            json_file,
-            f"{len(orphans)} annotation(s) refer to image ids absent from 'images': "
-            + _examples(f"annotation {a['id']} -> image_id {a['image_id']}" for a in orphans),
-            "add the missing image records, or remove those annotations",
-        )
-    unknown = [a for a in annotations if a["category_id"] not in category_ids]
-    if unknown:
-        raise _fail(
-            json_file,
-            f"{len(unknown)} annotation(s) refer to category ids absent from 'categories': "
-            + _examples(f"annotation {a['id']} -> category_id {a['category_id']}" for a in unknown),
-            "add the missing categories, or fix those annotations' category_id",
-        )
+    for field, known, key, fix in (
+        ("image_id", image_ids, "images",
+         "add the missing image records, or remove those annotations"),
+        ("category_id", category_ids, "categories",
+         "add the missing categories, or fix those annotations' category_id"),
+    ):
+        stray = [a for a in annotations if a[field] not in known]
+        if stray:
+            raise _fail(
+                json_file,
+                f"{len(stray)} annotation(s) refer to {field[:-3]} ids absent from '{key}': "
+                + _examples(f"annotation {a['id']} -> {field} {a[field]}" for a in stray),
+                fix,
+            )
 
     if image_root is not None:
         _check_image_files(json_file, image_root, images)
