@@ -13,11 +13,8 @@ without skip norms gets each one as a copy of its main norm (``--skip-norm-init 
 default) or is refused (``error``). With ``--config-file`` the checkpoint must fit that
 config's ViT (size, pretraining resolution, mandatory blocks); nothing is written otherwise.
 
-INPUT is read with ``torch.load(weights_only=True)``, which also accepts the
-``argparse.Namespace`` of training arguments in the official ADN checkpoints
-(``{"model", "optimizer", "lr_scheduler", "epoch", "args"}``): those need no flag.
---trust loads INPUT with ``torch.load(weights_only=False)``, which runs any Python code the
-file holds: only for files from a trusted source, and only for other Python objects.
+INPUT is read as by tools/convert_adn_weights.py (``weights_only=True``, official ADN
+training checkpoints included; --trust only for other Python objects, from a trusted source).
 """
 import argparse
 import os
