@@ -27,22 +27,14 @@ import pickle
 import sys
 
 from adadet.checkpoint.errors import CheckpointError, CheckpointFormatError
-from adadet.checkpoint.key_mapping import (
+from adadet.checkpoint.reading import EMA_ENTRY, read_weights
+from adadet.checkpoint.resnet_keys import (
     ADN,
     TORCHVISION,
-    convert_torchvision_state_dict,
+    convert_torchvision_checkpoint,
     detect_layout,
     mandatory_blocks_from_keys,
     resnet_structure,
-    unwrap_state_dict,
-)
-from adadet.checkpoint.reading import (
-    EMA_ENTRY,
-    STATE_DICT_NEEDED,
-    describe_contents,
-    has_ema,
-    read_torch_file,
-    select_weights,
 )
 from adadet.checkpoint.vit_keys import detect_vit_layout
 from adadet.checkpoint.weights_config import torchvision_config_yaml
@@ -54,20 +46,9 @@ def convert(input_path: str, output_path: str, *, trust: bool = False, ema: bool
             f"'{input_path}' is a pickle, the format of Detectron2 / MSRA checkpoints: they "
             "need no conversion, set MODEL.WEIGHTS to the file directly."
         )
-    loaded = read_torch_file(input_path, trust=trust)
-    if has_ema(loaded) and not ema:
-        print(
-            f"'{input_path}' also holds '{EMA_ENTRY}', the EMA weights of a --model-ema run "
-            "(the official ADN accuracies are those): converting its 'model' weights; "
-            "--ema converts the EMA weights instead."
-        )
-    loaded = select_weights(loaded, input_path, ema=ema, option="--ema")
-    state_dict = unwrap_state_dict(loaded)
-    if state_dict is None:
-        raise CheckpointFormatError(
-            f"'{input_path}' holds no state dict: it holds {describe_contents(loaded)}. "
-            f"{STATE_DICT_NEEDED}. Nothing was written."
-        )
+    state_dict, note = read_weights(input_path, trust=trust, ema=ema)
+    if note:
+        print(note)
     layout = detect_layout(state_dict)
     if detect_vit_layout(state_dict):
         raise CheckpointFormatError(
@@ -82,25 +63,19 @@ def convert(input_path: str, output_path: str, *, trust: bool = False, ema: bool
             "the official ADN checkpoints add bn*_skip). Detectron2, MSRA and adadet "
             "checkpoints need no conversion: set MODEL.WEIGHTS to the file directly."
         )
-    try:
-        conversion = convert_torchvision_state_dict(state_dict)
-    except KeyError as e:
-        raise CheckpointFormatError(
-            f"'{input_path}' has {len(e.args[0])} keys of neither torchvision's nor the "
-            f"official ADN ResNet: {e.args[0][:5]}. Nothing was written."
-        ) from None
-    model = {k: v.detach().cpu().numpy() for k, v in conversion.state_dict.items()}
+    # The checkpointer's own conversion, so that a .pkl loads as the .pth would.
+    checkpoint = convert_torchvision_checkpoint(state_dict, input_path)
+    dropped = checkpoint.pop("dropped_keys")
+    model = {k: v.detach().cpu().numpy() for k, v in checkpoint["model"].items()}
     with open(output_path, "wb") as f:
         pickle.dump(
-            {
-                "model": model,
-                "__author__": "adadet",
-                "matching_heuristics": True,
-                "torchvision_style": True,
-                "num_skip_norms": len(conversion.skip_norms),
-                "converted_from": os.path.basename(input_path),
-                "ema_weights": ema,
-            },
+            dict(
+                checkpoint,
+                model=model,
+                __author__="adadet",
+                converted_from=os.path.basename(input_path),
+                ema_weights=ema,
+            ),
             f,
         )
 
@@ -110,17 +85,13 @@ def convert(input_path: str, output_path: str, *, trust: bool = False, ema: bool
     print(f"Read {weights} of '{input_path}': {kind} {network}, torchvision layout.")
     print(
         f"Converted {len(model)} tensors to Detectron2 names"
-        + (
-            f"; dropped the classifier ({', '.join(conversion.dropped)})."
-            if conversion.dropped
-            else "."
-        )
+        + (f"; dropped the classifier ({', '.join(dropped)})." if dropped else ".")
     )
     mandatory = None
-    if conversion.skip_norms:
-        mandatory = mandatory_blocks_from_keys(conversion.skip_norms)
+    if checkpoint["num_skip_norms"]:
+        mandatory = mandatory_blocks_from_keys(model)
         print(
-            f"Skip norms: {len(conversion.skip_norms)} found (bn*_skip -> conv*.norm_skip); "
+            f"Skip norms: {checkpoint['num_skip_norms']} found (bn*_skip -> conv*.norm_skip); "
             f"mandatory blocks per stage {mandatory}."
         )
     else:

@@ -13,27 +13,16 @@ without skip norms gets each one as a copy of its main norm (``--skip-norm-init 
 default) or is refused (``error``). With ``--config-file`` the checkpoint must fit that
 config's ViT (size, pretraining resolution, mandatory blocks); nothing is written otherwise.
 
-INPUT is read with ``torch.load(weights_only=True)``, which also accepts the
-``argparse.Namespace`` of training arguments in the official ADN checkpoints
-(``{"model", "optimizer", "lr_scheduler", "epoch", "args"}``): those need no flag.
---trust loads INPUT with ``torch.load(weights_only=False)``, which runs any Python code the
-file holds: only for files from a trusted source, and only for other Python objects.
+INPUT is read as by tools/convert_adn_weights.py (``weights_only=True``, official ADN
+training checkpoints included; --trust only for other Python objects, from a trusted source).
 """
 import argparse
 import os
 import pickle
 import sys
 
-from adadet.checkpoint.errors import CheckpointError, CheckpointFormatError
-from adadet.checkpoint.key_mapping import unwrap_state_dict
-from adadet.checkpoint.reading import (
-    EMA_ENTRY,
-    STATE_DICT_NEEDED,
-    describe_contents,
-    has_ema,
-    read_torch_file,
-    select_weights,
-)
+from adadet.checkpoint.errors import CheckpointError
+from adadet.checkpoint.reading import EMA_ENTRY, read_weights
 from adadet.checkpoint.vit_keys import (
     ADN_VIT,
     ViTStructure,
@@ -70,19 +59,9 @@ def convert(
     skip_norm_init: str = "copy",
     ema: bool = False,
 ) -> dict:
-    loaded = read_torch_file(input_path, trust=trust)
-    if has_ema(loaded) and not ema:
-        print(
-            f"'{input_path}' also holds '{EMA_ENTRY}', the EMA weights of a --model-ema run: "
-            "converting its 'model' weights; --ema converts the EMA weights instead."
-        )
-    loaded = select_weights(loaded, input_path, ema=ema, option="--ema")
-    state_dict = unwrap_state_dict(loaded)
-    if state_dict is None:
-        raise CheckpointFormatError(
-            f"'{input_path}' holds no state dict: it holds {describe_contents(loaded)}. "
-            f"{STATE_DICT_NEEDED}. Nothing was written."
-        )
+    state_dict, note = read_weights(input_path, trust=trust, ema=ema)
+    if note:
+        print(note)
     expected, num_mandatory = (None, None)
     if config_file:
         expected, num_mandatory = expected_from_config(config_file)

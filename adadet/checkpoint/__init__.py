@@ -1,8 +1,9 @@
 """Weight loading for adadet models: :class:`ADNCheckpointer` loads official ADN,
 torchvision, Detectron2/MSRA and adadet checkpoints through ``MODEL.WEIGHTS``."""
 
-from .adn_checkpointer import SKIP_NORM_INIT_POLICIES, ADNCheckpointer
+from .adn_checkpointer import ADNCheckpointer
 from .errors import (
+    SKIP_NORM_INIT_POLICIES,
     CheckpointError,
     CheckpointFormatError,
     CheckpointMismatchError,
@@ -11,7 +12,8 @@ from .errors import (
     SkipNormsMissingError,
     WeightsConfigError,
 )
-from .key_mapping import convert_torchvision_state_dict, detect_layout, unwrap_state_dict
+from .reading import unwrap_state_dict
+from .resnet_keys import convert_torchvision_state_dict, detect_layout
 from .weights_config import (
     TORCHVISION_WEIGHTS_CONFIG,
     check_config_for_torchvision_weights,

@@ -1,30 +1,34 @@
 """Loading weights into ADN models: official ADN, torchvision and Detectron2/MSRA layouts.
 
 :class:`ADNCheckpointer` is Detectron2's ``DetectionCheckpointer`` (same constructor, same
-``load`` / ``resume_or_load`` / ``save``) with four additions:
+``load`` / ``resume_or_load`` / ``save``) with these additions:
 
-1. Layout detection from the keys: official ADN and torchvision ResNet state dicts
-   (``.pth``/``.pt``, nested under ``model``/``state_dict``, ``module.``-prefixed) are renamed
-   to Detectron2's names and loaded with Detectron2's matching heuristics, as Detectron2
-   does for its converted torchvision weights: the backbone is then found wherever the
-   model keeps it (``backbone.bottom_up.`` with FPN; ``backbone.`` and ``roi_heads.res5``
-   with C4) instead of adadet hard-coding prefixes. Caffe2/MSRA pickles and
-   Detectron2/adadet checkpoints (resume) go through Detectron2 unchanged.
+1. Layout detection from the keys: official ADN and torchvision ResNet / ViT state dicts
+   (``.pth``/``.pt``, nested under ``model``/``state_dict``, ``module.``-prefixed) are
+   converted by :mod:`.resnet_keys` / :mod:`.vit_keys` (the converter tools' conversion)
+   and loaded with Detectron2's matching heuristics, as Detectron2 does for its converted
+   torchvision weights: the backbone is then found wherever the model keeps it
+   (``backbone.bottom_up.`` with FPN; ``backbone.`` and ``roi_heads.res5`` with C4) instead
+   of adadet hard-coding prefixes. Caffe2/MSRA pickles and Detectron2/adadet checkpoints
+   (resume) go through Detectron2 unchanged.
 2. Skip norms: a checkpoint without them (any ordinary ResNet) starts every skip norm as a
    copy of its main norm, logged in one line; ``skip_norm_init="error"`` refuses instead.
 3. A strict backbone: missing, extra or wrongly shaped ResNet weights raise
    :class:`CheckpointMismatchError` (Detectron2 only warns, which would leave a half-loaded
    backbone running). Head weights keep Detectron2's behaviour: an ImageNet checkpoint has
    none, and fine-tuning to other classes changes their shapes.
-4. Errors naming the file and the fix for missing, corrupt or unreadable files; ``.pth``
-   files are read with ``weights_only=True``, allowing ``argparse.Namespace`` (the
-   ``args`` of the official ADN training checkpoints) and nothing else.
+4. Errors naming the file and the fix for missing, corrupt or unreadable files
+   (:mod:`.reading`); ``.pth`` files are read with ``weights_only=True``, allowing
+   ``argparse.Namespace`` (the ``args`` of the official ADN training checkpoints) and
+   nothing else.
 5. Atomic saving: a checkpoint and ``last_checkpoint`` are written to temporaries and
    renamed into place, so a run killed while saving keeps its previous checkpoint and a
    ``last_checkpoint`` that names a complete file (``--resume`` starts from it).
 """
+import glob
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+import tempfile
+from typing import IO, Callable, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import urlparse
 
 import torch
@@ -35,24 +39,13 @@ from detectron2.modeling.backbone.resnet import ResNet
 
 from ..layers.depth_bn_statistics import prepare_depth_bn_buffers, refresh_depth_bn_statistics
 from .errors import (
+    SKIP_NORM_INIT_POLICIES,
     CheckpointError,
     CheckpointFormatError,
     CheckpointMismatchError,
     CheckpointNotFoundError,
     SkipNormsMissingError,
-)
-from .key_mapping import (
-    ADN,
-    DETECTRON2_BACKBONE,
-    TORCHVISION,
-    convert_torchvision_checkpoint,
-    detect_layout,
     first_few,
-    is_resnet_key,
-    is_skip_norm_key,
-    mandatory_blocks_from_keys,
-    resnet_structure,
-    unwrap_state_dict,
 )
 from .reading import (
     EMA_ENTRY,
@@ -63,14 +56,60 @@ from .reading import (
     read_error,
     safe_torch_load,
     select_weights,
+    unwrap_state_dict,
+)
+from .resnet_keys import (
+    ADN,
+    DETECTRON2_BACKBONE,
+    TORCHVISION,
+    convert_torchvision_checkpoint,
+    detect_layout,
+    is_resnet_key,
+    is_skip_norm_key,
+    mandatory_blocks_from_keys,
+    resnet_structure,
 )
 from .vit_keys import convert_vit_checkpoint, detect_vit_layout, model_vit_structure
-from .writing import atomic_write
 
-__all__ = ["ADNCheckpointer", "SKIP_NORM_INIT_POLICIES"]
+__all__ = ["ADNCheckpointer", "PARTIAL_SUFFIX", "atomic_write"]
 
-#: Values of ``MODEL.ADN.SKIP_NORM_INIT`` / ``skip_norm_init``.
-SKIP_NORM_INIT_POLICIES = ("copy", "error")
+#: Suffix of the temporary file a checkpoint is written to before it takes its name.
+PARTIAL_SUFFIX = ".partial"
+
+
+def atomic_write(path: str, write: Callable[[IO], None], binary: bool = True) -> None:
+    """Write ``path`` through ``write(file)`` atomically.
+
+    The data goes to a temporary file in the same directory, is flushed to disk, and then
+    replaces ``path`` in one rename (``os.replace``, atomic on POSIX and Windows). A
+    process killed at any moment therefore leaves either the old ``path`` or the new one,
+    never a truncated file. Temporaries of ``path`` left by a killed writer are removed
+    first; a failed write removes its own and re-raises.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    prefix = os.path.basename(path) + "."
+    stale_pattern = os.path.join(glob.escape(directory), glob.escape(prefix) + "*" + PARTIAL_SUFFIX)
+    for stale in glob.glob(stale_pattern):
+        os.remove(stale)
+    fd, temporary = tempfile.mkstemp(prefix=prefix, suffix=PARTIAL_SUFFIX, dir=directory)
+    try:
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+    # Make the rename itself durable (a power loss right after it keeps the new name).
+    if hasattr(os, "O_DIRECTORY"):
+        dir_fd = os.open(directory, os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
 
 _NUM_BATCHES = "num_batches_tracked"
 _RUNNING_STATS = ("running_mean", "running_var")

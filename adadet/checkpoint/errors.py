@@ -2,7 +2,11 @@
 the content of a checkpoint also ``ValueError``), so callers can catch either, and each
 message names the file, what is wrong and the fix."""
 
+from typing import Sequence
+
 __all__ = [
+    "SKIP_NORM_INIT_POLICIES",
+    "first_few",
     "CheckpointError",
     "CheckpointNotFoundError",
     "CheckpointReadError",
@@ -11,6 +15,17 @@ __all__ = [
     "SkipNormsMissingError",
     "WeightsConfigError",
 ]
+
+#: Values of ``MODEL.ADN.SKIP_NORM_INIT`` / ``skip_norm_init``: start missing skip norms as
+#: copies of their main norms, or raise :class:`SkipNormsMissingError`.
+SKIP_NORM_INIT_POLICIES = ("copy", "error")
+
+
+def first_few(items: Sequence, count: int = 5) -> str:
+    """``'a, b, c, ... (12 in all)'`` for error messages."""
+    items = list(items)
+    shown = ", ".join(str(x) for x in items[:count])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > count else "")
 
 
 class CheckpointError(RuntimeError):

@@ -1,4 +1,4 @@
-"""Reading checkpoint files, with errors that name the file and the fix.
+"""Reading checkpoint files into state dicts, with errors that name the file and the fix.
 
 ``torch.load`` runs with ``weights_only=True`` (no arbitrary code) and one addition to
 what it accepts: ``argparse.Namespace``, the training arguments the official ADN training
@@ -14,10 +14,15 @@ import zipfile
 from collections.abc import Mapping
 from typing import List, Optional, Tuple
 
+import numpy as np
 import torch
 
-from .errors import CheckpointFormatError, CheckpointNotFoundError, CheckpointReadError
-from .key_mapping import first_few, unwrap_state_dict
+from .errors import (
+    CheckpointFormatError,
+    CheckpointNotFoundError,
+    CheckpointReadError,
+    first_few,
+)
 
 __all__ = [
     "SAFE_GLOBALS",
@@ -26,11 +31,15 @@ __all__ = [
     "STATE_DICT_NEEDED",
     "describe_contents",
     "ema_state_dict",
+    "has_ema",
+    "is_tensor_dict",
     "pickled_strings",
     "read_error",
     "read_torch_file",
+    "read_weights",
     "safe_torch_load",
     "select_weights",
+    "unwrap_state_dict",
 ]
 
 #: What a checkpoint must hold, for the messages about files that hold something else.
@@ -49,6 +58,39 @@ SAFE_GLOBALS = [argparse.Namespace]
 #: The converters that read files which need ``--trust``.
 RESNET_CONVERTER = "tools/convert_adn_weights.py"
 VIT_CONVERTER = "tools/convert_vit_adn_weights.py"
+
+
+def is_tensor_dict(obj) -> bool:
+    """A non-empty mapping of names to tensors or numpy arrays, i.e. a state dict."""
+    return (
+        isinstance(obj, Mapping)
+        and len(obj) > 0
+        and all(isinstance(k, str) for k in obj)
+        and all(isinstance(v, (torch.Tensor, np.ndarray)) for v in obj.values())
+    )
+
+
+def unwrap_state_dict(obj) -> Optional[Mapping]:
+    """The state dict inside a loaded checkpoint: descends into ``model`` / ``state_dict``
+    entries (training scripts save ``{"model": ..., "optimizer": ..., "epoch": ...}``) and
+    drops a ``module.`` prefix that (Distributed)DataParallel adds to every key.
+
+    Returns None when no state dict is found.
+    """
+    for _ in range(4):  # enough for {"model": {"state_dict": ...}}; bounded against cycles
+        if is_tensor_dict(obj) or not isinstance(obj, Mapping):
+            break
+        inner = next(
+            (obj[k] for k in ("state_dict", "model") if isinstance(obj.get(k), Mapping)), None
+        )
+        if inner is None:
+            break
+        obj = inner
+    if not is_tensor_dict(obj):
+        return None
+    if all(k.startswith("module.") for k in obj):
+        return {k[len("module.") :]: v for k, v in obj.items()}
+    return obj  # unchanged (an OrderedDict keeps its _metadata: module versions)
 
 
 def check_file_exists(path: str) -> None:
@@ -208,3 +250,26 @@ def describe_contents(obj) -> str:
         count = f"{len(obj)} entr{'y' if len(obj) == 1 else 'ies'}"
         return f"a dict with {count}: {first_few(items, 6)}"
     return f"a {_describe_value(obj)}"
+
+
+def read_weights(path: str, *, trust: bool = False, ema: bool = False) -> Tuple[Mapping, str]:
+    """What the converters read: the state dict of ``path`` (its ``model_ema`` entry with
+    ``ema``), and a note for the user ("" or one about EMA weights left unconverted).
+    Raises the errors of :func:`read_torch_file` and :func:`select_weights`, and
+    CheckpointFormatError when the file holds no state dict."""
+    loaded = read_torch_file(path, trust=trust)
+    note = ""
+    if has_ema(loaded) and not ema:
+        note = (
+            f"'{path}' also holds '{EMA_ENTRY}', the EMA weights of a --model-ema run "
+            "(the official ADN accuracies are those): converting its 'model' weights; "
+            "--ema converts the EMA weights instead."
+        )
+    loaded = select_weights(loaded, path, ema=ema, option="--ema")
+    state_dict = unwrap_state_dict(loaded)
+    if state_dict is None:
+        raise CheckpointFormatError(
+            f"'{path}' holds no state dict: it holds {describe_contents(loaded)}. "
+            f"{STATE_DICT_NEEDED}. Nothing was written."
+        )
+    return state_dict, note

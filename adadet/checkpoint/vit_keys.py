@@ -37,7 +37,13 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Set
 
 import torch
 
-from .errors import CheckpointFormatError, CheckpointMismatchError, SkipNormsMissingError
+from .errors import (
+    SKIP_NORM_INIT_POLICIES,
+    CheckpointFormatError,
+    CheckpointMismatchError,
+    SkipNormsMissingError,
+    first_few,
+)
 
 __all__ = [
     "ADN_VIT",
@@ -54,7 +60,6 @@ __all__ = [
 
 ADN_VIT = "adn-vit"
 TORCHVISION_VIT = "torchvision-vit"
-_SKIP_NORM_INIT_POLICIES = ("copy", "error")
 
 _LAYER_KEY = re.compile(r"^encoder\.layers\.encoder_layer_(\d+)\.(.+)$")
 _NORM = re.compile(r"^ln_([12])(_skip)?\.(weight|bias)$")
@@ -82,12 +87,6 @@ _TOP_KEYS = {
 }
 _DROPPED = re.compile(r"^(class_token|heads\..+)$")
 _NORM_ENTRIES = ("weight", "bias")
-
-
-def _first_few(items: Sequence, count: int = 5) -> str:
-    items = list(items)
-    shown = ", ".join(str(x) for x in items[:count])
-    return shown + (f", ... ({len(items)} in all)" if len(items) > count else "")
 
 
 def detect_vit_layout(keys) -> Optional[str]:
@@ -150,7 +149,7 @@ def vit_structure(state_dict: Mapping, source: str = "checkpoint") -> ViTStructu
     if missing or not layers or not fc1:
         raise CheckpointFormatError(
             f"'{source}' is not a torchvision-layout ViT: it lacks "
-            f"{_first_few(missing or ['encoder.layers.encoder_layer_<i>.mlp.0.weight'])}. "
+            f"{first_few(missing or ['encoder.layers.encoder_layer_<i>.mlp.0.weight'])}. "
             "Fix: give a torchvision vit_*_16 or official ViT-ADN state dict."
         )
     patch = state_dict["conv_proj.weight"]
@@ -284,15 +283,15 @@ def convert_vit_state_dict(
     from ..modeling.backbone.vit_adn import mandatory_block_indexes  # no import cycle at load
 
     logger = logger or logging.getLogger(__name__)
-    if skip_norm_init not in _SKIP_NORM_INIT_POLICIES:
+    if skip_norm_init not in SKIP_NORM_INIT_POLICIES:
         raise ValueError(
-            f"skip_norm_init is {skip_norm_init!r}; use one of {list(_SKIP_NORM_INIT_POLICIES)}."
+            f"skip_norm_init is {skip_norm_init!r}; use one of {list(SKIP_NORM_INIT_POLICIES)}."
         )
     layout = detect_vit_layout(state_dict)
     if layout is None:
         raise CheckpointFormatError(
             f"'{source}' holds no torchvision-layout ViT (conv_proj, encoder.layers."
-            f"encoder_layer_<i>...); its keys begin {_first_few(sorted(state_dict), 3)}. Fix: "
+            f"encoder_layer_<i>...); its keys begin {first_few(sorted(state_dict), 3)}. Fix: "
             "give a torchvision vit_*_16 or official ViT-ADN checkpoint."
         )
     state_dict = {k: torch.as_tensor(v) for k, v in state_dict.items()}
@@ -333,7 +332,7 @@ def convert_vit_state_dict(
     if unknown:
         raise CheckpointFormatError(
             f"'{source}' looks like a torchvision-layout ViT but {len(unknown)} of its keys fit "
-            f"neither torchvision's ViT nor the official ViT-ADN: {_first_few(unknown)}. "
+            f"neither torchvision's ViT nor the official ViT-ADN: {first_few(unknown)}. "
             "Loading the rest would leave part of the backbone untrained. Fix: use an "
             "unmodified torchvision or official ViT-ADN checkpoint."
         )
@@ -371,7 +370,7 @@ def convert_vit_state_dict(
     if missing:
         raise CheckpointMismatchError(
             f"'{source}' lacks {len(missing)} weights of {structure} (ViT-ADN names): "
-            f"{_first_few(missing)}. It is truncated or of another architecture. Fix: use a "
+            f"{first_few(missing)}. It is truncated or of another architecture. Fix: use a "
             "complete torchvision or official ViT-ADN checkpoint."
         )
     wrong = [
@@ -382,7 +381,7 @@ def convert_vit_state_dict(
     if wrong:
         raise CheckpointMismatchError(
             f"'{source}' has weights of inconsistent shapes for {structure}: "
-            f"{_first_few(wrong, 3)}. Fix: use an unmodified checkpoint."
+            f"{first_few(wrong, 3)}. Fix: use an unmodified checkpoint."
         )
     if copied:
         logger.info(
@@ -391,7 +390,7 @@ def convert_vit_state_dict(
             "norms; training makes them diverge."
         )
     if dropped:
-        logger.info(f"Dropped {len(dropped)} classifier keys of '{source}': {_first_few(dropped)}.")
+        logger.info(f"Dropped {len(dropped)} classifier keys of '{source}': {first_few(dropped)}.")
     return ViTConversion(converted, layout, structure, sorted(mandatory), copied, dropped)
 
 

@@ -1,8 +1,10 @@
 """Checking a COCO instances file before Detectron2 loads it, with errors that say what to fix.
 
 ``load_checked_coco_json`` is a drop-in for Detectron2's ``load_coco_json`` (and
-``register_checked_coco_instances`` for its ``register_coco_instances``) that first reads
-the file itself and checks, without decoding any image:
+``register_checked_coco_instances`` for its ``register_coco_instances``). It parses the
+file once, checks what ``load_coco_json`` (v0.6 and main) does not, or reports only as a
+bare ``KeyError`` / ``AssertionError`` / ``JSONDecodeError``, and hands the parsed file to
+``load_coco_json``. No image is decoded.
 
 Errors (``DatasetError``, a ``ValueError``), raised for problems that make the whole
 file unusable or that would silently train on the wrong data:
@@ -10,8 +12,12 @@ file unusable or that would silently train on the wrong data:
 * the file is missing, is not valid JSON, or is not a JSON object;
 * a top-level key (``images``, ``annotations``, ``categories``) is missing or not a list;
 * the data set is empty: no images, no categories or no (usable) annotations;
-* records lack required fields, or image / annotation / category ids are duplicated;
-* an annotation refers to an image id or a category id that the file does not define;
+* records lack required fields, or image / annotation / category ids are duplicated
+  (Detectron2 checks annotation ids only, and silently merges images or categories that
+  share an id);
+* an annotation refers to an image id or a category id that the file does not define
+  (Detectron2 drops the first with a log line);
+* a box is not 4 numbers, or a polygon list is flat (Detectron2 fails with a TypeError);
 * a box or polygon coordinate is NaN or infinite (Python's JSON reader accepts ``NaN`` and
   ``Infinity``). Such a value comes from a broken export, not from one odd object, and
   dropping it would not be enough: COCO evaluation reads the original file and would keep
@@ -20,14 +26,11 @@ file unusable or that would silently train on the wrong data:
 
 Warnings (``DatasetWarning``), for isolated bad annotations, which are dropped so one
 broken object among thousands does not stop a training run (public data sets, COCO
-included, contain a few):
-
-* a box with width or height <= 0: the annotation is dropped;
-* a polygon with fewer than 3 points (or an odd number of coordinates): the polygon is
-  dropped, and the annotation too when it has no valid polygon left (this is what
-  Detectron2 itself does, but here the annotation ids are named).
+included, contain a few): a box with width or height <= 0. Polygons with fewer than 3
+points are Detectron2's to drop (``load_coco_json`` does, and logs how many).
 """
 
+import contextlib
 import json
 import math
 import os
@@ -127,34 +130,25 @@ def check_coco_dict(data: dict, json_file: str, image_root: Optional[str] = None
     category_ids = _check_records(json_file, "categories", categories, ("id", "name"))
     _check_records(json_file, "annotations", annotations, ("id", "image_id", "category_id", "bbox"))
 
-    orphans = [a for a in annotations if a["image_id"] not in image_ids]
-    if orphans:
-        raise _fail(
-            json_file,
-            f"{len(orphans)} annotation(s) refer to image ids absent from 'images': "
-            + _examples(f"annotation {a['id']} -> image_id {a['image_id']}" for a in orphans),
-            "add the missing image records, or remove those annotations",
-        )
-    unknown = [a for a in annotations if a["category_id"] not in category_ids]
-    if unknown:
-        raise _fail(
-            json_file,
-            f"{len(unknown)} annotation(s) refer to category ids absent from 'categories': "
-            + _examples(f"annotation {a['id']} -> category_id {a['category_id']}" for a in unknown),
-            "add the missing categories, or fix those annotations' category_id",
-        )
+    for field, known, key, fix in (
+        ("image_id", image_ids, "images",
+         "add the missing image records, or remove those annotations"),
+        ("category_id", category_ids, "categories",
+         "add the missing categories, or fix those annotations' category_id"),
+    ):
+        stray = [a for a in annotations if a[field] not in known]
+        if stray:
+            raise _fail(
+                json_file,
+                f"{len(stray)} annotation(s) refer to {field[:-3]} ids absent from '{key}': "
+                + _examples(f"annotation {a['id']} -> {field} {a[field]}" for a in stray),
+                fix,
+            )
 
     if image_root is not None:
         _check_image_files(json_file, image_root, images)
 
-    dropped = _dropped_annotations(json_file, annotations)
-    if len(dropped) == len(annotations):
-        raise _fail(
-            json_file,
-            f"empty dataset: all {len(annotations)} annotations are invalid and were dropped",
-            "fix the boxes and polygons reported in the warnings above",
-        )
-    return dropped
+    return _dropped_annotations(json_file, annotations)
 
 
 def _check_records(json_file: str, key: str, records: List, required: Iterable[str]) -> Set:
@@ -210,14 +204,9 @@ def _check_image_files(json_file: str, image_root: str, images: List[dict]) -> N
         )
 
 
-def _polygon_is_valid(polygon) -> bool:
-    return isinstance(polygon, list) and len(polygon) >= 6 and len(polygon) % 2 == 0
-
-
 def _dropped_annotations(json_file: str, annotations: List[dict]) -> Set[int]:
-    """Ids of annotations with degenerate boxes or no usable polygon; warn about them."""
-    bad_boxes, all_polygons_bad, some_polygons_bad = [], [], []
-    malformed_boxes, flat_polygons, non_finite = [], [], []
+    """Ids of annotations with degenerate boxes; warn about them."""
+    bad_boxes, malformed_boxes, flat_polygons, non_finite = [], [], [], []
     for ann in annotations:
         box = ann["bbox"]
         if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
@@ -231,12 +220,6 @@ def _dropped_annotations(json_file: str, annotations: List[dict]) -> Set[int]:
         segmentation = ann.get("segmentation")
         if isinstance(segmentation, list) and any(_is_number(v) for v in segmentation):
             flat_polygons.append(ann["id"])
-        elif isinstance(segmentation, list) and segmentation:
-            valid = [p for p in segmentation if _polygon_is_valid(p)]
-            if not valid:
-                all_polygons_bad.append(ann["id"])
-            elif len(valid) < len(segmentation):
-                some_polygons_bad.append(ann["id"])
     if malformed_boxes:
         raise _fail(
             json_file,
@@ -260,29 +243,15 @@ def _dropped_annotations(json_file: str, annotations: List[dict]) -> Set[int]:
             f"numbers: annotation ids {_examples(flat_polygons)}",
             "polygons are a list of lists, [[x1, y1, x2, y2, ...], ...], one list per part",
         )
-    messages = []
     if bad_boxes:
-        messages.append(
-            f"{len(bad_boxes)} annotation(s) with a degenerate box (width or height <= 0) "
-            f"were dropped: annotation ids {_examples(bad_boxes)}"
-        )
-    if all_polygons_bad:
-        messages.append(
-            f"{len(all_polygons_bad)} annotation(s) whose polygons all have fewer than 3 points "
-            f"were dropped: annotation ids {_examples(all_polygons_bad)}"
-        )
-    if some_polygons_bad:
-        messages.append(
-            f"{len(some_polygons_bad)} annotation(s) lost polygons with fewer than 3 points "
-            f"(their other polygons are kept): annotation ids {_examples(some_polygons_bad)}"
-        )
-    if messages:
         warnings.warn(
-            f"{json_file}: " + "; ".join(messages) + ". Fix the annotations to keep these objects.",
+            f"{json_file}: {len(bad_boxes)} annotation(s) with a degenerate box (width or "
+            f"height <= 0) were dropped: annotation ids {_examples(bad_boxes)}. Fix the "
+            "annotations to keep these objects.",
             DatasetWarning,
             stacklevel=3,
         )
-    return set(bad_boxes) | set(all_polygons_bad)
+    return set(bad_boxes)
 
 
 def _has_non_finite(values) -> bool:
@@ -310,20 +279,54 @@ def load_checked_coco_json(
     from detectron2.data.datasets import load_coco_json
 
     json_file, image_root = os.fspath(json_file), os.fspath(image_root)
-    dropped = check_coco_dict(read_coco_json(json_file), json_file, image_root)
-    if not dropped:
-        return load_coco_json(json_file, image_root, dataset_name, extra_annotation_keys)
-
+    data = read_coco_json(json_file)
+    dropped = check_coco_dict(data, json_file, image_root)
+    num_annotations = len(data["annotations"])
     # The annotation id is not kept by load_coco_json unless asked for: ask, filter, strip.
     extra = list(extra_annotation_keys or [])
-    dicts = load_coco_json(json_file, image_root, dataset_name, extra + ["id"])
+    with _parsed_for_pycocotools(json_file, data):
+        dicts = load_coco_json(json_file, image_root, dataset_name, extra + ["id"])
     for record in dicts:
         kept = [a for a in record["annotations"] if a["id"] not in dropped]
         if "id" not in extra:
             for ann in kept:
                 del ann["id"]
         record["annotations"] = kept
+    if not any(record["annotations"] for record in dicts):
+        raise _fail(
+            json_file,
+            f"empty dataset: all {num_annotations} annotations are invalid and were dropped",
+            "fix the boxes reported in the warnings above, and polygons with fewer than "
+            "3 points (which Detectron2 drops)",
+        )
     return dicts
+
+
+@contextlib.contextmanager
+def _parsed_for_pycocotools(json_file: str, data: dict):
+    """While it lasts, pycocotools' ``COCO(json_file)``, which ``load_coco_json`` calls to
+    read the file, indexes ``data`` instead of parsing the file again (a large instances
+    file takes tens of seconds to parse). Any other file is read as usual. Not for use
+    from several threads at once."""
+    import pycocotools.coco
+
+    original = pycocotools.coco.COCO
+    path = os.path.abspath(json_file)
+
+    class ParsedCOCO(original):
+        def __init__(self, annotation_file=None):
+            if annotation_file is None or os.path.abspath(annotation_file) != path:
+                super().__init__(annotation_file)
+                return
+            super().__init__()
+            self.dataset = data
+            self.createIndex()
+
+    pycocotools.coco.COCO = ParsedCOCO
+    try:
+        yield
+    finally:
+        pycocotools.coco.COCO = original
 
 
 def register_checked_coco_instances(

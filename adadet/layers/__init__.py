@@ -4,7 +4,8 @@ from .depth_bn_statistics import (
     discard_depth_bn_statistics,
     prepare_depth_bn_buffers,
 )
-from .switchable_layernorm import ChannelLayerNorm, SwitchableLayerNorm
+from .channel_layernorm import ChannelLayerNorm
+from .switchable_layernorm import SwitchableLayerNorm
 from .switchable_norm import SkipSwitch, SwitchableNormConv2d
 
 __all__ = [

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from adadet.checkpoint import ADNCheckpointer
-from adadet.checkpoint.writing import PARTIAL_SUFFIX
+from adadet.checkpoint.adn_checkpointer import PARTIAL_SUFFIX
 
 WRITER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoint_killed_writer.py")
 

@@ -1,45 +1,26 @@
-"""ViT-ADN: block groups, depth settings, switchable LayerNorms, position embeddings,
-windowed attention, the simple feature pyramid, weight conversion, costs, Mask R-CNN with
-LayerNorm ROI heads, RetinaNet.
+"""ViT-ADN: block groups, depth settings, switchable LayerNorms, drop-path, position
+embeddings, windowed attention, the simple feature pyramid, costs, Mask R-CNN and RetinaNet
+on it. (Its weights: tests/checkpoint/test_vit_weights.py; its LayerNorm ROI heads:
+tests/modeling/test_roi_heads.py; its layer-wise LR decay: tests/engine/test_engine_optimizer.py.)
 
-Most tests use a tiny ViT (embed 64, 12 blocks, 4 heads, 64 px pretraining grid of 4x4
-patches) on 64x96 images; the converter tests use torchvision's real ViT-B/16 layout.
+The tests use a tiny ViT (embed 64, 12 blocks, 4 heads, 64 px pretraining grid of 4x4
+patches) on 64x96 images.
 """
 import copy
-import importlib.util
-import logging
-import pickle
 from pathlib import Path
 
 import pytest
 import torch
-import torchvision
-from torchvision.models.vision_transformer import EncoderBlock
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.layers import ShapeSpec
-from detectron2.layers import batch_norm as d2_norms
 from detectron2.modeling import build_backbone, build_model
-from detectron2.modeling.roi_heads import build_box_head, build_mask_head
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 import adadet
-from adadet.checkpoint.errors import (
-    CheckpointFormatError,
-    CheckpointMismatchError,
-    SkipNormsMissingError,
-)
-from adadet.checkpoint.vit_keys import (
-    ADN_VIT,
-    TORCHVISION_VIT,
-    convert_vit_state_dict,
-    detect_vit_layout,
-    load_vit_state_dict,
-)
 from adadet.depth import all_depths, parse_depth
 from adadet.engine import build_adn_optimizer
 from adadet.evaluation import backbone_cost
-from adadet.layers.switchable_layernorm import ChannelLayerNorm, SwitchableLayerNorm
+from adadet.layers import SwitchableLayerNorm
 from adadet.modeling.backbone.vit_adn import (
     VIT_SIZES,
     ViTADN,
@@ -48,15 +29,15 @@ from adadet.modeling.backbone.vit_adn import (
     _split_into_windows,
     interpolate_pos_embed,
     mandatory_block_indexes,
-    vit_layerwise_lr_decay,
 )
 
-from adn_testing import make_adn_cfg, make_project_cfg, set_cfg_keys, synthetic_batch
+from adn_testing import make_adn_cfg, set_cfg_keys, synthetic_batch
 
 ROOT = Path(__file__).resolve().parents[2]
 INPUT = ShapeSpec(channels=3)
 TINY = dict(embed_dim=64, num_blocks=12, num_heads=4, pretrain_img_size=64)
 TINY_MANDATORY = [0, 1, 3, 4, 6, 7, 9, 10]
+
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -67,6 +48,7 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
 
 
 def tiny_cfg(backbone="build_vit_adn_sfp_backbone", config_file=None, **overrides):
@@ -89,6 +71,7 @@ def tiny_cfg(backbone="build_vit_adn_sfp_backbone", config_file=None, **override
     )
 
 
+
 def _count_calls(modules):
     counts = {module: 0 for module in modules}
 
@@ -96,6 +79,7 @@ def _count_calls(modules):
         counts[module] += 1
 
     return counts, [module.register_forward_hook(hook) for module in modules]
+
 
 
 # -- structure -------------------------------------------------------------------------------
@@ -120,12 +104,14 @@ def test_groups_of_standard_sizes():
         mandatory_block_indexes(12, [2, 2, 2, 4])
 
 
+
 def test_a_group_without_skippable_blocks_is_refused():
     # Every block mandatory: 'T' would skip nothing and FFFF would be TTTT.
     with pytest.raises(ValueError, match=r"between 1 and 2 .*group 0 \(3\), group 3 \(3\).*Fix"):
         mandatory_block_indexes(12, [3, 2, 2, 3])
     with pytest.raises(ValueError, match="nothing to skip.*NUM_BLOCKS to a multiple of 4 of at least 8"):
         ViTADN(embed_dim=32, num_blocks=4, num_heads=2, pretrain_img_size=32)
+
 
 
 def test_config_builds_the_yaml_network_and_refuses_bad_settings():
@@ -148,6 +134,7 @@ def test_config_builds_the_yaml_network_and_refuses_bad_settings():
     cfg.MODEL.ADN.DEPTH = "TTF"
     with pytest.raises(ValueError, match="Invalid depth setting 'TTF'"):
         build_backbone(cfg, INPUT)
+
 
 
 # -- shapes and depth ------------------------------------------------------------------------
@@ -175,6 +162,7 @@ def test_pyramid_shapes_at_every_depth():
     assert len(sums) == 16  # each setting is a different sub-network
 
 
+
 def test_bare_vit_and_retinanet_pyramid():
     torch.manual_seed(0)
     vit = build_backbone(tiny_cfg("build_vit_adn_backbone"), INPUT)
@@ -191,6 +179,7 @@ def test_bare_vit_and_retinanet_pyramid():
     features = retina(torch.randn(1, 3, 64, 96))
     sizes = [tuple(f.shape[-2:]) for f in features.values()]
     assert sizes == [(8, 12), (4, 6), (2, 3), (1, 2), (1, 1)]
+
 
 
 def test_skipped_blocks_do_not_run_and_get_no_gradient():
@@ -217,6 +206,7 @@ def test_skipped_blocks_do_not_run_and_get_no_gradient():
                 assert used.weight.grad is not None and unused.weight.grad is None
 
 
+
 def test_skip_layernorms_used_exactly_in_mandatory_blocks_of_skipping_groups():
     vit = ViTADN(**TINY)
     pairs = [m for m in vit.modules() if isinstance(m, SwitchableLayerNorm)]
@@ -236,6 +226,21 @@ def test_skip_layernorms_used_exactly_in_mandatory_blocks_of_skipping_groups():
         handle.remove()
 
 
+
+def test_drop_path_drops_whole_samples_in_training_only():
+    block = ViTBlock(16, 2, drop_path=0.5)
+    assert set(block.state_dict()) == set(ViTBlock(16, 2).state_dict())  # no keys of its own
+    branch = torch.ones(64, 2, 3, 16)
+    torch.manual_seed(0)
+    dropped = block.drop_path.train()(branch)
+    per_sample = dropped.flatten(1)
+    # each sample kept whole (scaled by 1 / (1 - 0.5)) or dropped whole; both happen
+    assert set(per_sample.unique().tolist()) == {0.0, 2.0}
+    assert bool((per_sample == per_sample[:, :1]).all())
+    assert block.drop_path.eval()(branch) is branch
+
+
+
 def test_depth_switch_copies_no_weights_and_deepcopy_keeps_its_own_switches():
     backbone = build_backbone(tiny_cfg(), INPUT)
     before = {name: p.data_ptr() for name, p in backbone.state_dict().items()}
@@ -251,6 +256,7 @@ def test_depth_switch_copies_no_weights_and_deepcopy_keeps_its_own_switches():
     assert all(switches(clone)) and not any(switches(backbone))
 
 
+
 def test_flops_and_used_parameters_fall_with_depth():
     torch.manual_seed(0)
     vit = ViTADN(**TINY)
@@ -264,6 +270,7 @@ def test_flops_and_used_parameters_fall_with_depth():
     assert params == sorted(params, reverse=True) and len(set(params)) == 5
     # the base-net runs 8 of 12 blocks; embedding and final norm are shared
     assert 0.6 < flops[-1] / flops[0] < 0.75
+
 
 
 # -- position embeddings and windows ---------------------------------------------------------
@@ -288,6 +295,7 @@ def test_position_embedding_interpolation():
         assert out.shape == (1, 64, height // 16, width // 16)
 
 
+
 def test_windows_split_and_merge_back_and_attention_stays_inside_windows():
     x = torch.randn(2, 5, 7, 4)
     windows, padded = _split_into_windows(x, 3)
@@ -306,138 +314,6 @@ def test_windows_split_and_merge_back_and_attention_stays_inside_windows():
     delta[:2, :2] = 0
     assert delta.max() < 1e-6  # no token of another window does
 
-
-# -- weights: torchvision / official ADN layouts ---------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def vit_b_state_dict():
-    torch.manual_seed(0)
-    return torchvision.models.vit_b_16(weights=None).state_dict()
-
-
-def _with_skip_norms(state_dict, blocks):
-    """An official-ADN-layout state dict: distinct random ln_*_skip in ``blocks``."""
-    generator = torch.Generator().manual_seed(1)
-    official = dict(state_dict)
-    for i in blocks:
-        for norm in ("ln_1", "ln_2"):
-            for entry in ("weight", "bias"):
-                key = f"encoder.layers.encoder_layer_{i}.{norm}_skip.{entry}"
-                official[key] = torch.rand(768, generator=generator) + 2.0
-    return official
-
-
-def test_official_layout_converts_and_loads_into_vit_b(vit_b_state_dict):
-    official = _with_skip_norms(vit_b_state_dict, TINY_MANDATORY)
-    assert detect_vit_layout(official) == ADN_VIT
-    assert detect_vit_layout(vit_b_state_dict) == TORCHVISION_VIT
-    vit = ViTADN(**VIT_SIZES["B"])
-    conversion = load_vit_state_dict(vit, official, source="adn_vit_b.pth")
-    assert sorted(conversion.dropped) == ["class_token", "heads.head.bias", "heads.head.weight"]
-    assert conversion.skip_norms_copied == [] and conversion.mandatory_blocks == TINY_MANDATORY
-    ours = vit.state_dict()
-    layer = "encoder.layers.encoder_layer_{}.".format
-    pairs = {
-        "patch_embed.weight": "conv_proj.weight",
-        "pos_embed": "encoder.pos_embedding",
-        "final_norm.bias": "encoder.ln.bias",
-        "blocks.5.attn.qkv.weight": layer(5) + "self_attention.in_proj_weight",
-        "blocks.5.attn.proj.bias": layer(5) + "self_attention.out_proj.bias",
-        "blocks.11.mlp.fc1.weight": layer(11) + "mlp.0.weight",
-        "blocks.11.mlp.fc2.weight": layer(11) + "mlp.3.weight",
-        "blocks.2.norm1.weight": layer(2) + "ln_1.weight",  # skippable: one norm set
-        "blocks.3.norm1.norm.weight": layer(3) + "ln_1.weight",
-        "blocks.3.norm1.norm_skip.weight": layer(3) + "ln_1_skip.weight",
-        "blocks.10.norm2.norm_skip.bias": layer(10) + "ln_2_skip.bias",
-    }
-    for ours_key, theirs in pairs.items():
-        assert torch.equal(ours[ours_key], official[theirs]), ours_key
-    assert not torch.equal(
-        ours["blocks.3.norm1.norm.weight"], ours["blocks.3.norm1.norm_skip.weight"]
-    )
-
-    # A global-attention block computes what torchvision's encoder block computes.
-    reference = EncoderBlock(12, 768, 3072, dropout=0.0, attention_dropout=0.0).eval()
-    reference.load_state_dict(
-        {
-            k[len(layer(4)):]: v
-            for k, v in official.items()
-            if k.startswith(layer(4)) and "_skip" not in k
-        }
-    )
-    tokens = torch.randn(2, 3, 5, 768)
-    with torch.no_grad():
-        expected = reference(tokens.reshape(2, 15, 768)).reshape(2, 3, 5, 768)
-        torch.testing.assert_close(vit.blocks[4].eval()(tokens), expected, rtol=1e-4, atol=1e-4)
-
-
-def test_plain_torchvision_weights_get_skip_norms_copied(vit_b_state_dict, caplog):
-    with caplog.at_level(logging.INFO):
-        conversion = convert_vit_state_dict(vit_b_state_dict, source="vit_b_16.pth")
-    assert "copies of their main norms" in caplog.text
-    assert conversion.layout == TORCHVISION_VIT and len(conversion.skip_norms_copied) == 16
-    converted = conversion.state_dict
-    for i in TINY_MANDATORY:
-        for norm in ("norm1", "norm2"):
-            for entry in ("weight", "bias"):
-                main = converted[f"blocks.{i}.{norm}.norm.{entry}"]
-                skip = converted[f"blocks.{i}.{norm}.norm_skip.{entry}"]
-                assert torch.equal(main, skip) and main.data_ptr() != skip.data_ptr()
-    with pytest.raises(SkipNormsMissingError, match="no skip norms"):
-        convert_vit_state_dict(vit_b_state_dict, skip_norm_init="error")
-
-
-def _tiny_torchvision_state_dict(hidden_dim=64, num_layers=12, image_size=64):
-    torch.manual_seed(0)
-    vit = torchvision.models.VisionTransformer(
-        image_size=image_size, patch_size=16, num_layers=num_layers, num_heads=4,
-        hidden_dim=hidden_dim, mlp_dim=4 * hidden_dim,
-    )
-    return vit.state_dict()
-
-
-def test_mismatched_checkpoints_are_refused_with_the_fix():
-    tiny = _tiny_torchvision_state_dict()
-    vit = ViTADN(**TINY)
-    load_vit_state_dict(vit, tiny)  # fits
-    with pytest.raises(CheckpointMismatchError, match=r"EMBED_DIM: 64.*NUM_HEADS"):
-        load_vit_state_dict(ViTADN(**dict(TINY, embed_dim=32)), tiny)
-    with pytest.raises(CheckpointMismatchError, match="NUM_BLOCKS: 12"):
-        load_vit_state_dict(ViTADN(**dict(TINY, num_blocks=8)), tiny)
-    with pytest.raises(CheckpointMismatchError, match="PRETRAIN_IMG_SIZE: 64"):
-        load_vit_state_dict(ViTADN(**dict(TINY, pretrain_img_size=96)), tiny)
-    truncated = {k: v for k, v in tiny.items() if "encoder_layer_7.mlp.3" not in k}
-    with pytest.raises(CheckpointMismatchError, match=r"blocks\.7\.mlp\.fc2\.weight"):
-        load_vit_state_dict(vit, truncated)
-    extra = dict(tiny, **{"encoder.layers.encoder_layer_0.adapter.weight": torch.zeros(1)})
-    with pytest.raises(CheckpointFormatError, match="encoder_layer_0.adapter.weight"):
-        load_vit_state_dict(vit, extra)
-    misplaced = dict(tiny)
-    for norm in ("ln_1_skip", "ln_2_skip"):  # skip norms in every block, not the model's 8
-        for i in range(12):
-            misplaced[f"encoder.layers.encoder_layer_{i}.{norm}.weight"] = torch.ones(64)
-            misplaced[f"encoder.layers.encoder_layer_{i}.{norm}.bias"] = torch.zeros(64)
-    with pytest.raises(CheckpointMismatchError, match="every block of a group.*nothing to skip"):
-        load_vit_state_dict(vit, misplaced)  # no NUM_MANDATORY_BLOCKS builds that split
-    first_only = dict(tiny)  # skip norms in the first block of each group: a buildable split
-    for i in (0, 3, 6, 9):
-        for norm in ("ln_1_skip", "ln_2_skip"):
-            first_only[f"encoder.layers.encoder_layer_{i}.{norm}.weight"] = torch.ones(64)
-            first_only[f"encoder.layers.encoder_layer_{i}.{norm}.bias"] = torch.zeros(64)
-    with pytest.raises(CheckpointMismatchError, match=r"NUM_MANDATORY_BLOCKS: \[1, 1, 1, 1\]"):
-        load_vit_state_dict(vit, first_only)
-    with pytest.raises(CheckpointFormatError, match="no torchvision-layout ViT"):
-        convert_vit_state_dict({"conv1.weight": torch.zeros(1)})
-
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location(
-        "convert_vit_adn_weights", ROOT / "tools" / "convert_vit_adn_weights.py"
-    )
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
 
 
 # -- Mask R-CNN ------------------------------------------------------------------------------
@@ -459,6 +335,7 @@ def _mask_rcnn_cfg():
     )
 
 
+
 def _batch(height=64, width=80):
     generator = torch.Generator().manual_seed(0)
     batch = []
@@ -476,26 +353,12 @@ def _batch(height=64, width=80):
     return batch
 
 
-def test_mask_rcnn_loads_converted_weights_trains_and_infers_at_every_depth(tmp_path, capsys):
+
+def test_mask_rcnn_trains_and_infers_at_every_depth():
     torch.manual_seed(0)
     model = build_model(_mask_rcnn_cfg())
     vit = model.backbone.bottom_up
     assert isinstance(vit, ViTADN) and model.backbone.size_divisibility == 32
-
-    # Converted torchvision weights reach the ViT inside the detector (the tool's .pkl,
-    # through Detectron2's matching of names).
-    tiny = _tiny_torchvision_state_dict()
-    torch.save(_with_tiny_skip_norms(tiny), tmp_path / "tiny_adn.pth")
-    _load_tool().convert(str(tmp_path / "tiny_adn.pth"), str(tmp_path / "tiny_adn.pkl"))
-    printed = capsys.readouterr().out
-    assert "official ViT-ADN" in printed and "MODEL.VIT_ADN.EMBED_DIM: 64" in printed
-    with open(tmp_path / "tiny_adn.pkl", "rb") as f:
-        assert pickle.load(f)["matching_heuristics"] is True
-    DetectionCheckpointer(model).load(str(tmp_path / "tiny_adn.pkl"))
-    qkv = tiny["encoder.layers.encoder_layer_7.self_attention.in_proj_weight"]
-    assert torch.equal(vit.blocks[7].attn.qkv.weight, qkv)
-    assert torch.equal(vit.blocks[9].norm2.norm_skip.bias, torch.full((64,), 0.5))
-    assert torch.equal(vit.final_norm.weight, tiny["encoder.ln.weight"])
 
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     batch = _batch()
@@ -513,6 +376,7 @@ def test_mask_rcnn_loads_converted_weights_trains_and_infers_at_every_depth(tmp_
     for setting, output in outputs.items():
         assert output["instances"].image_size == (64, 80)
         assert output["instances"].has("pred_masks")
+
 
 
 def _infer_at_every_depth(model, image, height, width):
@@ -535,119 +399,6 @@ def _infer_at_every_depth(model, image, height, width):
     assert len(signatures) == 16
     return outputs
 
-
-def _with_tiny_skip_norms(state_dict):
-    official = dict(state_dict)
-    for i in TINY_MANDATORY:
-        for norm in ("ln_1_skip", "ln_2_skip"):
-            official[f"encoder.layers.encoder_layer_{i}.{norm}.weight"] = torch.full((64,), 2.0)
-            official[f"encoder.layers.encoder_layer_{i}.{norm}.bias"] = torch.full((64,), 0.5)
-    return official
-
-
-def test_layerwise_lr_decay():
-    model = build_model(_mask_rcnn_cfg())
-    rate = 0.5
-    multipliers = vit_layerwise_lr_decay(model, rate)
-    assert set(multipliers) == {name for name, _ in model.named_parameters()}
-    vit = "backbone.bottom_up."
-    assert multipliers[vit + "patch_embed.weight"] == rate ** 13
-    assert multipliers[vit + "pos_embed"] == rate ** 13
-    assert multipliers[vit + "blocks.0.attn.qkv.weight"] == rate ** 12
-    assert multipliers[vit + "blocks.3.norm1.norm_skip.weight"] == rate ** 9
-    assert multipliers[vit + "blocks.11.mlp.fc2.bias"] == rate
-    assert multipliers[vit + "final_norm.weight"] == 1.0
-    assert multipliers["backbone.levels.p2.lateral.weight"] == 1.0
-    assert multipliers["roi_heads.box_predictor.cls_score.weight"] == 1.0
-
-
-def test_channel_layernorm_normalises_over_channels():
-    norm = ChannelLayerNorm(6)
-    x = torch.randn(2, 6, 3, 4) * 5 + 3
-    y = norm(x)
-    channels_last = torch.nn.functional.layer_norm(x.permute(0, 2, 3, 1), (6,), eps=1e-6)
-    reference = channels_last.permute(0, 3, 1, 2)
-    torch.testing.assert_close(y, reference, rtol=1e-4, atol=1e-5)
-
-
-# -- LayerNorm ROI heads ---------------------------------------------------------------------
-
-
-def _head_cfg(norm):
-    return tiny_cfg(
-        config_file="mask_rcnn_ada_vit_b.yaml",
-        MODEL__ROI_HEADS__NUM_CLASSES=3,
-        MODEL__ROI_BOX_HEAD__NORM=norm,
-        MODEL__ROI_BOX_HEAD__CONV_DIM=32,
-        MODEL__ROI_BOX_HEAD__FC_DIM=64,
-        MODEL__ROI_MASK_HEAD__NORM=norm,
-        MODEL__ROI_MASK_HEAD__CONV_DIM=32,
-    )
-
-
-@pytest.mark.parametrize(
-    "norm, norm_type", [("LN", ChannelLayerNorm), ("GN", torch.nn.GroupNorm), ("", type(None))]
-)
-def test_ln_roi_heads_build_and_train_and_pass_other_norms_to_detectron2(norm, norm_type):
-    torch.manual_seed(0)
-    cfg = _head_cfg(norm)
-    box_head = build_box_head(cfg, ShapeSpec(channels=32, height=7, width=7))
-    mask_head = build_mask_head(cfg, ShapeSpec(channels=32, height=14, width=14))
-    assert type(box_head).__name__ == "FastRCNNConvFCHeadLN"
-    assert type(mask_head).__name__ == "MaskRCNNConvUpsampleHeadLN"
-    for head in (box_head, mask_head):
-        assert len(head.conv_norm_relus) == 4
-        for conv in head.conv_norm_relus:
-            assert type(conv.norm) is norm_type
-            assert (conv.bias is None) == bool(norm)  # Detectron2: no conv bias before a norm
-    assert box_head.output_shape.channels == 64
-    box_head(torch.randn(5, 32, 7, 7)).sum().backward()
-    mask_head.layers(torch.randn(5, 32, 14, 14)).sum().backward()  # (5, 3, 28, 28) logits
-    for head in (box_head, mask_head):
-        first = head.conv_norm_relus[0]
-        assert first.weight.grad.abs().sum() > 0
-        if norm:
-            assert first.norm.weight.grad.abs().sum() > 0
-
-
-def test_ln_heads_are_detectron2s_heads_with_its_layernorm():
-    """Where Detectron2 has "LN" (main), its stock heads and adadet's are the same network:
-    same keys, same outputs. Where it has none (v0.6), the stock heads refuse "LN"."""
-    torch.manual_seed(0)
-    cfg = _head_cfg("LN")
-    shape = ShapeSpec(channels=32, height=7, width=7)
-    ours = build_box_head(cfg, shape)
-    cfg.MODEL.ROI_BOX_HEAD.NAME = "FastRCNNConvFCHead"
-    if not hasattr(d2_norms, "LayerNorm"):
-        with pytest.raises(KeyError, match="LN"):
-            build_box_head(cfg, shape)
-        return
-    stock = build_box_head(cfg, shape)
-    assert type(stock.conv1.norm) is d2_norms.LayerNorm
-    stock.load_state_dict(ours.state_dict())  # strict: the same parameter names
-    x = torch.randn(4, 32, 7, 7)
-    torch.testing.assert_close(ours(x), stock(x))
-    reference = d2_norms.LayerNorm(32)
-    reference.load_state_dict(ours.conv1.norm.state_dict())
-    assert reference.eps == ours.conv1.norm.eps
-    x = torch.randn(2, 32, 5, 6) * 3 + 1
-    torch.testing.assert_close(ours.conv1.norm(x), reference(x))
-
-
-def test_vit_b_mask_rcnn_config_builds_with_ln_heads_and_adamw():
-    cfg = make_project_cfg("mask_rcnn_ada_vit_b.yaml")  # the full ViT-B, random init
-    model = build_model(cfg)
-    heads = (model.roi_heads.box_head, model.roi_heads.mask_head)
-    for head in heads:
-        norms = [conv.norm for conv in head.conv_norm_relus]
-        assert len(norms) == 4 and all(type(n) is ChannelLayerNorm for n in norms)
-        assert all(n.weight.numel() == 256 for n in norms)
-    assert len(model.roi_heads.box_head.fcs) == 1
-    optimizer = build_adn_optimizer(cfg, model)
-    assert isinstance(optimizer, torch.optim.AdamW)
-    lrs = {group["lr"] for group in optimizer.param_groups}
-    assert max(lrs) == cfg.SOLVER.BASE_LR
-    assert min(lrs) == pytest.approx(cfg.SOLVER.BASE_LR * 0.7 ** 13)
 
 
 # -- RetinaNet -------------------------------------------------------------------------------

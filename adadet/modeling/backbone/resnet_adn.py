@@ -142,6 +142,7 @@ class ResNetADN(ResNet, AdaptiveDepthModule):
                 a skip norm too (MODEL.ADN.SWITCH_SHORTCUT_NORM).
             depth: the depth setting to start at.
         """
+        # Frozen only once the skip norms exist, so that one freeze covers both norm sets.
         super().__init__(stem, stages, out_features=out_features, freeze_at=0)
         if num_mandatory_per_stage is None:
             num_mandatory_per_stage = [num_mandatory_blocks(len(s)) for s in self.stages]
@@ -166,19 +167,6 @@ class ResNetADN(ResNet, AdaptiveDepthModule):
         self.freeze(freeze_at)
         self.set_depth(depth)
 
-    @classmethod
-    def from_resnet(cls, resnet: ResNet, *, norm: str, freeze_at: int, **kwargs) -> "ResNetADN":
-        """Convert a Detectron2 ResNet (its modules are reused, not copied)."""
-        stages = [list(stage.children()) for stage in resnet.stages]
-        return cls(
-            resnet.stem,
-            stages,
-            norm=norm,
-            out_features=list(resnet._out_features),
-            freeze_at=freeze_at,
-            **kwargs,
-        )
-
     def _apply_skip_flags(self, flags: SkipFlags) -> None:
         for stage, skips in zip(self.stages, flags):
             stage.skips = skips
@@ -192,10 +180,17 @@ class ResNetADN(ResNet, AdaptiveDepthModule):
 def build_resnet_adn_backbone(cfg, input_shape):
     """ResNet-ADN from config: every ``MODEL.RESNETS`` key as Detectron2 reads it, plus
     ``MODEL.ADN.NUM_MANDATORY_BLOCKS`` and ``MODEL.ADN.DEPTH``."""
-    resnet = build_resnet_backbone(cfg, input_shape)
-    return ResNetADN.from_resnet(
-        resnet,
+    # Detectron2 builds the stem and blocks; unfrozen, since ResNetADN freezes them once
+    # its skip norms exist (MODEL.BACKBONE.FREEZE_AT applies to both norm sets).
+    unfrozen = cfg.clone()
+    unfrozen.defrost()
+    unfrozen.MODEL.BACKBONE.FREEZE_AT = 0
+    resnet = build_resnet_backbone(unfrozen, input_shape)
+    return ResNetADN(
+        resnet.stem,
+        [list(stage.children()) for stage in resnet.stages],
         norm=cfg.MODEL.RESNETS.NORM,
+        out_features=list(resnet._out_features),
         freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT,
         num_mandatory_per_stage=list(cfg.MODEL.ADN.NUM_MANDATORY_BLOCKS) or None,
         switch_shortcut_norm=cfg.MODEL.ADN.SWITCH_SHORTCUT_NORM,

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone import Backbone
+from torchvision.ops import StochasticDepth
 
 from ...depth import AdaptiveDepthModule, SkipFlags
 from ...layers import SkipSwitch
@@ -38,7 +39,6 @@ __all__ = [
     "num_mandatory_vit_blocks",
     "mandatory_block_indexes",
     "interpolate_pos_embed",
-    "DropPath",
     "ViTAttention",
     "ViTMlp",
     "ViTBlock",
@@ -138,25 +138,6 @@ def interpolate_pos_embed(
         grid.permute(0, 3, 1, 2), size=tuple(grid_hw), mode="bicubic", align_corners=False
     )
     return resized.permute(0, 2, 3, 1)
-
-
-class DropPath(nn.Module):
-    """Stochastic depth: in training, zero a residual branch for a random subset of the
-    samples (probability ``rate``) and scale the kept ones by 1 / (1 - rate)."""
-
-    def __init__(self, rate: float):
-        super().__init__()
-        self.rate = float(rate)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.rate == 0.0:
-            return x
-        keep = 1.0 - self.rate
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
-        return x * mask / keep
-
-    def extra_repr(self) -> str:
-        return f"rate={self.rate}"
 
 
 class ViTAttention(nn.Module):
@@ -259,7 +240,8 @@ class ViTBlock(nn.Module):
 
         self.norm1 = layer_norm()
         self.attn = ViTAttention(dim, num_heads, qkv_bias=qkv_bias)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        # Per-sample stochastic depth ("row"); no parameters, so no checkpoint keys.
+        self.drop_path = StochasticDepth(drop_path, "row") if drop_path > 0 else nn.Identity()
         self.norm2 = layer_norm()
         self.mlp = ViTMlp(dim, int(dim * mlp_ratio))
         self.window_size = window_size

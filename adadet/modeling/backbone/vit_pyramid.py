@@ -18,7 +18,7 @@ from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone import Backbone
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool, LastLevelP6P7
 
-from ...layers.switchable_layernorm import ChannelLayerNorm
+from ...layers.channel_layernorm import ChannelLayerNorm
 from .vit_adn import build_vit_adn_backbone
 
 __all__ = [

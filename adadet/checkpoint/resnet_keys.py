@@ -1,4 +1,4 @@
-"""Checkpoint key layouts of ResNet weights, and the conversion to Detectron2's names.
+"""Key layouts of ResNet weights, and their conversion to Detectron2's names.
 
 Layouts recognised from the keys (never from the file extension alone):
 
@@ -14,17 +14,14 @@ renames) is left to Detectron2.
 
 import re
 from collections.abc import Mapping
-from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
-import numpy as np
-import torch
+from .errors import CheckpointFormatError, first_few
 
 __all__ = [
     "ADN",
     "TORCHVISION",
     "DETECTRON2_BACKBONE",
-    "unwrap_state_dict",
-    "is_tensor_dict",
     "detect_layout",
     "torchvision_to_detectron2_name",
     "convert_torchvision_state_dict",
@@ -55,39 +52,6 @@ _TV_CLASSIFIER = re.compile(r"^fc\.(weight|bias)$")
 _CLASSIFIER = re.compile(r"^(fc|fc1000|linear|head\.fc)\.(weight|bias)$")
 # A Detectron2 ResNet key, possibly under a prefix ("backbone.bottom_up.res2.0.conv1.weight").
 _D2_RESNET_KEY = re.compile(r"(?:^|\.)(stem\.|res(\d+)\.(\d+)\.)")
-
-
-def is_tensor_dict(obj) -> bool:
-    """A non-empty mapping of names to tensors or numpy arrays, i.e. a state dict."""
-    return (
-        isinstance(obj, Mapping)
-        and len(obj) > 0
-        and all(isinstance(k, str) for k in obj)
-        and all(isinstance(v, (torch.Tensor, np.ndarray)) for v in obj.values())
-    )
-
-
-def unwrap_state_dict(obj) -> Optional[Mapping]:
-    """The state dict inside a loaded checkpoint: descends into ``model`` / ``state_dict``
-    entries (training scripts save ``{"model": ..., "optimizer": ..., "epoch": ...}``) and
-    drops a ``module.`` prefix that (Distributed)DataParallel adds to every key.
-
-    Returns None when no state dict is found.
-    """
-    for _ in range(4):  # enough for {"model": {"state_dict": ...}}; bounded against cycles
-        if is_tensor_dict(obj) or not isinstance(obj, Mapping):
-            break
-        inner = next(
-            (obj[k] for k in ("state_dict", "model") if isinstance(obj.get(k), Mapping)), None
-        )
-        if inner is None:
-            break
-        obj = inner
-    if not is_tensor_dict(obj):
-        return None
-    if all(k.startswith("module.") for k in obj):
-        return {k[len("module.") :]: v for k, v in obj.items()}
-    return obj  # unchanged (an OrderedDict keeps its _metadata: module versions)
 
 
 def detect_layout(keys: Iterable[str]) -> Optional[str]:
@@ -217,13 +181,6 @@ def mandatory_blocks_from_keys(keys: Iterable[str], num_stages: int = 4) -> List
     return [len(blocks.get(stage, ())) for stage in range(2, 2 + num_stages)]
 
 
-def first_few(items: Sequence, count: int = 5) -> str:
-    """``'a, b, c, ... (12 in all)'`` for error messages."""
-    items = list(items)
-    shown = ", ".join(str(x) for x in items[:count])
-    return shown + (f", ... ({len(items)} in all)" if len(items) > count else "")
-
-
 def convert_torchvision_checkpoint(state_dict: Mapping, source: str) -> dict:
     """The checkpoint dict Detectron2 loads an official-ADN or torchvision ResNet state dict
     from: Detectron2 names and ``matching_heuristics: True``, so that Detectron2 finds
@@ -233,8 +190,6 @@ def convert_torchvision_checkpoint(state_dict: Mapping, source: str) -> dict:
 
     Raises CheckpointFormatError naming ``source`` and the keys of neither layout.
     """
-    from .errors import CheckpointFormatError  # errors has no dependencies: no cycle
-
     layout = detect_layout(state_dict)
     try:
         conversion = convert_torchvision_state_dict(state_dict)
