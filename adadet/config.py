@@ -84,6 +84,10 @@ def add_adn_config(cfg) -> None:
     # entry (the raw weights of the last epoch). True with a file without "model_ema" is
     # an error. Not used by --resume (which loads this run's own checkpoint).
     _C.MODEL.ADN.LOAD_EMA = False
+    # Whether the normalized layers of mandatory blocks carry a second norm set, used while
+    # their stage skips (ADN's switchable norms: True, the paper). False: one norm set for
+    # every depth setting (the paper's ablation "without switchable BN").
+    _C.MODEL.ADN.SWITCHABLE_NORMS = True
     # Whether the shortcut (downsample) conv of a mandatory first block gets a skip norm
     # too. The authors' code switches the residual branch's norms only (False); its
     # statistics then mix both passes' inputs. The official ADN weights have none.

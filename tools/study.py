@@ -69,6 +69,10 @@ RECIPES = {
         ["MODEL.ADN.DISTILL.SUBNETS", "[" + ",".join(f'"{d}"' for d in ALL_SUBNETS) + "]",
          "MODEL.ADN.DISTILL.NUM_STUDENTS", "3"],
     ),
+    "shared_norms": (
+        "as 'stages', without switchable norms: one norm set for every depth (the paper's ablation)",
+        ["MODEL.ADN.SWITCHABLE_NORMS", "False"],
+    ),
     "switch_shortcut": (
         "as 'stages', with skip norms on the shortcuts of mandatory blocks too",
         ["MODEL.ADN.SWITCH_SHORTCUT_NORM", "True"],

@@ -50,6 +50,7 @@ class AdaptiveStage(nn.Sequential):
         norm: str,
         switch_shortcut_norm: bool = False,
         name: str = "stage",
+        switchable_norms: bool = True,
     ):
         super().__init__(*blocks)
         if len(blocks) < 2:
@@ -71,7 +72,13 @@ class AdaptiveStage(nn.Sequential):
                 raise ValueError("Skippable blocks must keep the shape of their input.")
         self.num_mandatory = num_mandatory
         self.switch = SkipSwitch()
-        for block in blocks[:num_mandatory]:
+        if switch_shortcut_norm and not switchable_norms:
+            raise ValueError(
+                "MODEL.ADN.SWITCH_SHORTCUT_NORM True gives shortcuts skip norms, but "
+                "MODEL.ADN.SWITCHABLE_NORMS False gives no block any. Fix: set one of them "
+                "the other way (the paper: SWITCHABLE_NORMS True, SWITCH_SHORTCUT_NORM False)."
+            )
+        for block in blocks[:num_mandatory] if switchable_norms else []:
             _make_norms_switchable(block, norm, self.switch, switch_shortcut_norm)
 
     @property
@@ -130,6 +137,7 @@ class ResNetADN(ResNet, AdaptiveDepthModule):
         freeze_at: int = 0,
         num_mandatory_per_stage: Optional[Sequence[int]] = None,
         switch_shortcut_norm: bool = False,
+        switchable_norms: bool = True,
         depth: str = "super",
     ):
         """
@@ -140,6 +148,8 @@ class ResNetADN(ResNet, AdaptiveDepthModule):
                 rule (:func:`num_mandatory_blocks`).
             switch_shortcut_norm: give the shortcut (downsample) convs of mandatory blocks
                 a skip norm too (MODEL.ADN.SWITCH_SHORTCUT_NORM).
+            switchable_norms: give mandatory blocks skip norms (the paper); False: one norm
+                set shared by every depth setting (MODEL.ADN.SWITCHABLE_NORMS, an ablation).
             depth: the depth setting to start at.
         """
         # Frozen only once the skip norms exist, so that one freeze covers both norm sets.
@@ -160,6 +170,7 @@ class ResNetADN(ResNet, AdaptiveDepthModule):
                 norm,
                 switch_shortcut_norm,
                 name=name,
+                switchable_norms=switchable_norms,
             )
             setattr(self, name, stage)
             self.stages[index] = stage
@@ -194,5 +205,6 @@ def build_resnet_adn_backbone(cfg, input_shape):
         freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT,
         num_mandatory_per_stage=list(cfg.MODEL.ADN.NUM_MANDATORY_BLOCKS) or None,
         switch_shortcut_norm=cfg.MODEL.ADN.SWITCH_SHORTCUT_NORM,
+        switchable_norms=cfg.MODEL.ADN.SWITCHABLE_NORMS,
         depth=cfg.MODEL.ADN.DEPTH,
     )

@@ -287,6 +287,7 @@ class ViTADN(Backbone, AdaptiveDepthModule):
         window_block_indexes: Sequence[int] = (),
         pretrain_img_size: int = 224,
         num_mandatory_per_group: Optional[Sequence[int]] = None,
+        switchable_norms: bool = True,
         out_feature: str = "last_feat",
         depth: str = "super",
     ):
@@ -298,6 +299,8 @@ class ViTADN(Backbone, AdaptiveDepthModule):
             in_chans: channels of the input image.
             num_mandatory_per_group: mandatory blocks of each of the 4 groups; default: all
                 but the last block of each group.
+            switchable_norms: give mandatory blocks skip LayerNorms (the paper); False: one
+                norm set for every depth setting (MODEL.ADN.SWITCHABLE_NORMS, an ablation).
             out_feature: name of the output map.
             depth: the depth setting to start at.
         """
@@ -341,7 +344,9 @@ class ViTADN(Backbone, AdaptiveDepthModule):
                 drop_path=drop_path_rate * i / max(1, num_blocks - 1),
                 norm_eps=norm_eps,
                 window_size=window_size if i in windowed else 0,
-                switch=None if self._block_skippable[i] else self.switches[self._block_group[i]],
+                switch=None
+                if self._block_skippable[i] or not switchable_norms
+                else self.switches[self._block_group[i]],
             )
             for i in range(num_blocks)
         )
@@ -432,6 +437,7 @@ def _vit_kwargs(cfg) -> dict:
         window_block_indexes=list(v.WINDOW_BLOCK_INDEXES),
         pretrain_img_size=v.PRETRAIN_IMG_SIZE,
         num_mandatory_per_group=list(cfg.MODEL.ADN.NUM_MANDATORY_BLOCKS) or None,
+        switchable_norms=cfg.MODEL.ADN.SWITCHABLE_NORMS,
         depth=cfg.MODEL.ADN.DEPTH,
     )
 
