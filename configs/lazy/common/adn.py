@@ -24,7 +24,7 @@ adn = dict(
         pooling="none",
         reduction="mean",
         logits_weight=0.0,
-        seed="${...train.seed}",
+        seed=0,  # draws the students (with several subnets); the same on every rank
     ),
     # TEST.ADN.DEPTHS: the settings evaluated (["all"]: the 16)
     test_depths=["FFFF", "TFFF", "TTFF", "TTTF", "TTTT"],
