@@ -1,6 +1,7 @@
 """``add_adn_config``: the ``MODEL.ADN``, ``MODEL.VIT_ADN``, ``SOLVER.OPTIMIZER``,
 ``DATALOADER.EXACT_RESUME`` and ``TEST.ADN`` config keys of adadet; ``merge_config``: file
 and opts merged with a clear error for a float key given an integer."""
+import os
 import re
 from typing import Optional, Sequence
 
@@ -222,3 +223,27 @@ def add_adn_config(cfg) -> None:
     # Batches (of SOLVER.IMS_PER_BATCH images) per depth; Detectron2's TEST.PRECISE_BN
     # uses 200 on COCO.
     _C.TEST.ADN.PRECISE_BN.NUM_ITER = 50
+
+
+def detectron2_config_file(relative_path: str) -> str:
+    """A file of Detectron2's model-zoo configs (e.g. ``"common/models/mask_rcnn_fpn.py"``),
+    found next to the installed package: ``detectron2.model_zoo`` imports ``pkg_resources``,
+    which setuptools >= 81 no longer has, so its ``get_config`` may fail to import."""
+    import detectron2
+
+    root = os.path.join(os.path.dirname(os.path.abspath(detectron2.__file__)), "model_zoo", "configs")
+    path = os.path.join(root, relative_path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{path} is not in the installed detectron2 ({detectron2.__file__}): adadet needs "
+            "Detectron2's model-zoo configs (a source build or the sdist's package has them)."
+        )
+    return path
+
+
+def load_detectron2_lazy_config(relative_path: str):
+    """``LazyConfig.load`` of one of Detectron2's Python model-zoo configs (what
+    ``model_zoo.get_config`` does, without ``pkg_resources``)."""
+    from detectron2.config import LazyConfig
+
+    return LazyConfig.load(detectron2_config_file(relative_path))

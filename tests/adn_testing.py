@@ -75,12 +75,7 @@ def synthetic_batch(num_images=2, height=128, width=160, num_classes=3, seed=0):
 
 
 def detectron2_zoo_config(relative_path: str) -> str:
-    """A config file of Detectron2's model zoo, found next to the installed package
-    (``detectron2.model_zoo.get_config_file`` needs ``pkg_resources``, which
-    setuptools >= 81 no longer has)."""
-    import detectron2
+    """A config file of Detectron2's model zoo (:func:`adadet.config.detectron2_config_file`)."""
+    from adadet.config import detectron2_config_file
 
-    path = Path(detectron2.__file__).resolve().parent / "model_zoo" / "configs" / relative_path
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is not in the installed detectron2")
-    return str(path)
+    return detectron2_config_file(relative_path)

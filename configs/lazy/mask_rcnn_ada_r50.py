@@ -6,10 +6,10 @@ both and compares them):
 
     tools/lazyconfig_train_net.py --config-file configs/lazy/mask_rcnn_ada_r50.py --num-gpus 8
 """
-from detectron2 import model_zoo
 from detectron2.config import LazyCall as L
 from detectron2.modeling.backbone import BasicStem, ResNet
 
+from adadet.config import load_detectron2_lazy_config
 from adadet.data import CheckedDatasetMapper
 from adadet.modeling import ResNetADN
 
@@ -18,7 +18,7 @@ from .common.train import train
 
 NORM = "SyncBN"  # batch statistics over all GPUs (the YACS config's MODEL.RESNETS.NORM)
 
-model = model_zoo.get_config("common/models/mask_rcnn_fpn.py").model
+model = load_detectron2_lazy_config("common/models/mask_rcnn_fpn.py").model
 model.backbone.bottom_up = L(ResNetADN)(
     stem=L(BasicStem)(in_channels=3, out_channels=64, norm=NORM),
     stages=L(ResNet.make_default_stages)(depth=50, stride_in_1x1=False, norm=NORM),
@@ -32,14 +32,14 @@ model.input_format = "RGB"
 model.pixel_mean = [123.675, 116.28, 103.53]
 model.pixel_std = [58.395, 57.12, 57.375]
 
-dataloader = model_zoo.get_config("common/data/coco.py").dataloader
+dataloader = load_detectron2_lazy_config("common/data/coco.py").dataloader
 # Detectron2's mapper, naming an unreadable image and the fix
 dataloader.train.mapper._target_ = CheckedDatasetMapper
 dataloader.test.mapper._target_ = CheckedDatasetMapper
 dataloader.train.mapper.image_format = "RGB"
 
-optimizer = model_zoo.get_config("common/optim.py").SGD
-lr_multiplier = model_zoo.get_config("common/coco_schedule.py").lr_multiplier_1x
+optimizer = load_detectron2_lazy_config("common/optim.py").SGD
+lr_multiplier = load_detectron2_lazy_config("common/coco_schedule.py").lr_multiplier_1x
 
 train.init_checkpoint = "adn_r50_imagenet.pkl"  # tools/convert_adn_weights.py (docs/weights.md)
 train.max_iter = 90000

@@ -1,6 +1,6 @@
-"""Detectron2's common ``train`` section, with a fixed seed (the ranks of a DDP run must
-draw the same students; Detectron2's -1 would draw a new seed per run)."""
-from detectron2 import model_zoo
+"""Detectron2's common ``train`` section, with a fixed seed (reproducible runs, as the YACS
+demo's SEED 0; Detectron2's -1 draws a new seed per run)."""
+from adadet.config import load_detectron2_lazy_config
 
-train = model_zoo.get_config("common/train.py").train
+train = load_detectron2_lazy_config("common/train.py").train
 train.seed = 0
