@@ -1,29 +1,14 @@
 """Loading weights into ADN models: official ADN, torchvision and Detectron2/MSRA layouts.
 
-:class:`ADNCheckpointer` is Detectron2's ``DetectionCheckpointer`` (same constructor, same
-``load`` / ``resume_or_load`` / ``save``) with these additions:
-
-1. Layout detection from the keys: official ADN and torchvision ResNet / ViT state dicts
-   (``.pth``/``.pt``, nested under ``model``/``state_dict``, ``module.``-prefixed) are
-   converted by :mod:`.resnet_keys` / :mod:`.vit_keys` (the converter tools' conversion)
-   and loaded with Detectron2's matching heuristics, as Detectron2 does for its converted
-   torchvision weights: the backbone is then found wherever the model keeps it
-   (``backbone.bottom_up.`` with FPN; ``backbone.`` and ``roi_heads.res5`` with C4) instead
-   of adadet hard-coding prefixes. Caffe2/MSRA pickles and Detectron2/adadet checkpoints
-   (resume) go through Detectron2 unchanged.
-2. Skip norms: a checkpoint without them (any ordinary ResNet) starts every skip norm as a
-   copy of its main norm, logged in one line; ``skip_norm_init="error"`` refuses instead.
-3. A strict backbone: missing, extra or wrongly shaped ResNet weights raise
-   :class:`CheckpointMismatchError` (Detectron2 only warns, which would leave a half-loaded
-   backbone running). Head weights keep Detectron2's behaviour: an ImageNet checkpoint has
-   none, and fine-tuning to other classes changes their shapes.
-4. Errors naming the file and the fix for missing, corrupt or unreadable files
-   (:mod:`.reading`); ``.pth`` files are read with ``weights_only=True``, allowing
-   ``argparse.Namespace`` (the ``args`` of the official ADN training checkpoints) and
-   nothing else.
-5. Atomic saving: a checkpoint and ``last_checkpoint`` are written to temporaries and
-   renamed into place, so a run killed while saving keeps its previous checkpoint and a
-   ``last_checkpoint`` that names a complete file (``--resume`` starts from it).
+:class:`ADNCheckpointer` is Detectron2's ``DetectionCheckpointer`` (same constructor,
+``load``, ``resume_or_load``, ``save``); what it reads is listed in docs/weights.md. It adds:
+torchvision-layout ResNets and ViTs converted by :mod:`.resnet_keys` / :mod:`.vit_keys` and
+matched by Detectron2's heuristics (which find the backbone wherever the model keeps it,
+instead of adadet hard-coding prefixes); skip norms started from the main norms, logged;
+a strict ResNet backbone (Detectron2 only warns, which would leave a half-loaded backbone
+running; head weights keep Detectron2's behaviour: fine-tuning changes their shapes);
+errors that name the file and the fix (:mod:`.reading`); and atomic saving, so a run
+killed while saving keeps a ``last_checkpoint`` that names a complete file.
 """
 import glob
 import os
