@@ -349,17 +349,6 @@ def script_model(model: nn.Module):
 # --------------------------------------------------------------------------- ONNX
 
 
-def _onnx_available() -> None:
-    try:
-        import onnx  # noqa: F401
-    except ImportError:
-        raise ExportError(
-            "ONNX export needs the 'onnx' package (torch.onnx serialises through it), which "
-            "is not installed: pip install onnx (and onnxscript for the dynamo exporter, "
-            "onnxruntime to check the exported file)."
-        ) from None
-
-
 def _onnx_export_once(adapter, image, path, exporter: str, opset: int) -> None:
     names = list(adapter.output_names)
     with torch.no_grad(), tracing_friendly_len(), _quiet_tracer():
@@ -413,7 +402,14 @@ def export_onnx(
     (``torch.export``, static input shape). The file is checked with onnxruntime when it
     is installed.
     """
-    _onnx_available()
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise ExportError(
+            "ONNX export needs the 'onnx' package (torch.onnx serialises through it), which "
+            "is not installed: pip install onnx (and onnxscript for the dynamo exporter, "
+            "onnxruntime to check the exported file)."
+        ) from None
     depth = normalize_depth(depth)
     adapters = {"model": DetectorTracingAdapter, "backbone": BackboneTracingAdapter}
     failures: List[str] = []

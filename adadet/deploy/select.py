@@ -15,7 +15,7 @@ which setting came closest (smallest summed relative excess over the limits).
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 __all__ = [
@@ -381,12 +381,6 @@ def selection_to_dict(selection: DepthSelection) -> Dict[str, Any]:
         "tie_break": selection.tie_break,
         "runner_up": dict(selection.runner_up) if selection.runner_up else None,
         "excluded": selection.excluded,
-        "limits": {
-            "max_latency_ms": selection.budget.max_latency_ms,
-            "max_gflops": selection.budget.max_gflops,
-            "min_ap": selection.budget.min_ap,
-            "metric": selection.budget.metric,
-            "ap_tolerance": selection.budget.ap_tolerance,
-        },
+        "limits": asdict(selection.budget),
         "source": selection.source,
     }
