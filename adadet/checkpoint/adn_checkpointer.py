@@ -24,12 +24,12 @@ from detectron2.modeling.backbone.resnet import ResNet
 
 from ..layers.depth_bn_statistics import prepare_depth_bn_buffers, refresh_depth_bn_statistics
 from .errors import (
-    SKIP_NORM_INIT_POLICIES,
     CheckpointError,
     CheckpointFormatError,
     CheckpointMismatchError,
     CheckpointNotFoundError,
     SkipNormsMissingError,
+    check_skip_norm_init,
     first_few,
 )
 from .reading import (
@@ -63,14 +63,10 @@ PARTIAL_SUFFIX = ".partial"
 
 
 def atomic_write(path: str, write: Callable[[IO], None], binary: bool = True) -> None:
-    """Write ``path`` through ``write(file)`` atomically.
-
-    The data goes to a temporary file in the same directory, is flushed to disk, and then
-    replaces ``path`` in one rename (``os.replace``, atomic on POSIX and Windows). A
-    process killed at any moment therefore leaves either the old ``path`` or the new one,
-    never a truncated file. Temporaries of ``path`` left by a killed writer are removed
-    first; a failed write removes its own and re-raises.
-    """
+    """Write ``path`` through ``write(file)`` into a temporary of the same directory, then
+    rename it into place (``os.replace`` is atomic), so that a process killed at any moment
+    leaves the old ``path`` or the new one, never a truncated file. Temporaries a killed
+    writer left are removed first; a failed write removes its own and re-raises."""
     directory = os.path.dirname(os.path.abspath(path))
     prefix = os.path.basename(path) + "."
     stale_pattern = os.path.join(glob.escape(directory), glob.escape(prefix) + "*" + PARTIAL_SUFFIX)
@@ -138,11 +134,7 @@ class ADNCheckpointer(DetectionCheckpointer):
         **checkpointables,
     ):
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
-        if skip_norm_init not in SKIP_NORM_INIT_POLICIES:
-            raise ValueError(
-                f"skip_norm_init (MODEL.ADN.SKIP_NORM_INIT) is {skip_norm_init!r}; use one of "
-                f"{list(SKIP_NORM_INIT_POLICIES)}."
-            )
+        check_skip_norm_init(skip_norm_init)
         self.skip_norm_init = skip_norm_init
         self.strict_backbone = strict_backbone
         self.load_ema = bool(load_ema)

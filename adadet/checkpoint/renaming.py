@@ -4,9 +4,11 @@ converters, whose tables (:mod:`.resnet_keys`, :mod:`.vit_keys`) are the mapping
 import re
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from .errors import CheckpointFormatError, first_few
+
 #: A rule: a regex the whole key must match, and its new name: a ``match.expand`` template
 #: (a group that did not match expands to ""), a function of the match, or None (dropped).
-Rule = Tuple["re.Pattern", Union[str, Callable[["re.Match"], str], None]]
+Rule = Tuple[re.Pattern, Union[str, Callable[[re.Match], str], None]]
 
 
 def compile_rules(rules: Sequence[Tuple[str, object]]) -> List[Rule]:
@@ -18,7 +20,9 @@ def rename_key(key: str, rules: Sequence[Rule]) -> Optional[str]:
     for pattern, new in rules:
         m = pattern.fullmatch(key)
         if m:
-            return new if new is None else new(m) if callable(new) else m.expand(new)
+            if callable(new):
+                return new(m)
+            return None if new is None else m.expand(new)
     raise KeyError(key)
 
 
@@ -36,3 +40,13 @@ def rename_keys(state_dict: Mapping, rules: Sequence[Rule]) -> Tuple[Dict, List[
         else:
             renamed[name] = value
     return renamed, dropped, unknown
+
+
+def unknown_keys_error(source: str, unknown: List[str], network: str, official: str):
+    """Keys of a checkpoint that no rule of ``network`` (e.g. "ResNet") knows."""
+    return CheckpointFormatError(
+        f"Checkpoint '{source}' looks like a torchvision-layout {network} but {len(unknown)} of "
+        f"its keys fit neither torchvision's {network} nor the official {official}: "
+        f"{first_few(unknown)}. Loading the rest would leave part of the backbone untrained. "
+        f"Fix: use an unmodified torchvision or official {official} checkpoint."
+    )

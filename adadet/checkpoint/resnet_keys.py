@@ -16,8 +16,7 @@ import re
 from collections.abc import Mapping
 from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
-from .errors import CheckpointFormatError, first_few
-from .renaming import compile_rules, rename_key, rename_keys
+from .renaming import compile_rules, rename_key, rename_keys, unknown_keys_error
 
 __all__ = [
     "ADN",
@@ -175,14 +174,7 @@ def convert_torchvision_checkpoint(state_dict: Mapping, source: str) -> dict:
     try:
         conversion = convert_torchvision_state_dict(state_dict)
     except KeyError as e:
-        unknown = e.args[0]
-        raise CheckpointFormatError(
-            f"Checkpoint '{source}' looks like a torchvision-layout ResNet (it has conv1, "
-            f"bn1, layer1...) but {len(unknown)} of its keys fit neither torchvision's ResNet "
-            f"nor the official ADN ResNet: {first_few(unknown)}. Loading the rest would leave "
-            "part of the backbone untrained. Fix: use an unmodified torchvision or official "
-            "ADN ResNet checkpoint, or rename the extra keys to Detectron2 names yourself."
-        ) from None
+        raise unknown_keys_error(source, e.args[0], "ResNet", "ADN ResNet") from None
     return {
         "model": conversion.state_dict,
         "__author__": "official ADN" if layout == ADN else "torchvision",

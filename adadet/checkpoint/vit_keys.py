@@ -24,13 +24,13 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Set
 import torch
 
 from .errors import (
-    SKIP_NORM_INIT_POLICIES,
     CheckpointFormatError,
     CheckpointMismatchError,
     SkipNormsMissingError,
+    check_skip_norm_init,
     first_few,
 )
-from .renaming import compile_rules, rename_keys
+from .renaming import compile_rules, rename_keys, unknown_keys_error
 
 __all__ = [
     "ADN_VIT",
@@ -257,10 +257,7 @@ def convert_vit_state_dict(
     from ..modeling.backbone.vit_adn import mandatory_block_indexes  # no import cycle at load
 
     logger = logger or logging.getLogger(__name__)
-    if skip_norm_init not in SKIP_NORM_INIT_POLICIES:
-        raise ValueError(
-            f"skip_norm_init is {skip_norm_init!r}; use one of {list(SKIP_NORM_INIT_POLICIES)}."
-        )
+    check_skip_norm_init(skip_norm_init)
     layout = detect_vit_layout(state_dict)
     if layout is None:
         raise CheckpointFormatError(
@@ -284,12 +281,7 @@ def convert_vit_state_dict(
 
     converted, dropped, unknown = rename_keys(state_dict, _VIT_RULES)
     if unknown:
-        raise CheckpointFormatError(
-            f"'{source}' looks like a torchvision-layout ViT but {len(unknown)} of its keys fit "
-            f"neither torchvision's ViT nor the official ViT-ADN: {first_few(unknown)}. "
-            "Loading the rest would leave part of the backbone untrained. Fix: use an "
-            "unmodified torchvision or official ViT-ADN checkpoint."
-        )
+        raise unknown_keys_error(source, unknown, "ViT", "ViT-ADN")
 
     norms = {k: m for k in converted if (m := _RENAMED_NORM.fullmatch(k))}
     with_skip = sorted({int(m[1]) for m in norms.values() if m[3]})
