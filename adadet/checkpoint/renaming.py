@@ -42,11 +42,12 @@ def rename_keys(state_dict: Mapping, rules: Sequence[Rule]) -> Tuple[Dict, List[
     return renamed, dropped, unknown
 
 
-def unknown_keys_error(source: str, unknown: List[str], network: str, official: str):
-    """Keys of a checkpoint that no rule of ``network`` (e.g. "ResNet") knows."""
+def unknown_keys_error(source: str, unknown: List[str], network: str, official: str, fix=""):
+    """Keys of a checkpoint that no rule of ``network`` (e.g. "ResNet") knows; ``fix``: one
+    more way out, after the first."""
     return CheckpointFormatError(
         f"Checkpoint '{source}' looks like a torchvision-layout {network} but {len(unknown)} of "
         f"its keys fit neither torchvision's {network} nor the official {official}: "
         f"{first_few(unknown)}. Loading the rest would leave part of the backbone untrained. "
-        f"Fix: use an unmodified torchvision or official {official} checkpoint."
+        f"Fix: use an unmodified torchvision or official {official} checkpoint{fix}."
     )

@@ -174,7 +174,8 @@ def convert_torchvision_checkpoint(state_dict: Mapping, source: str) -> dict:
     try:
         conversion = convert_torchvision_state_dict(state_dict)
     except KeyError as e:
-        raise unknown_keys_error(source, e.args[0], "ResNet", "ADN ResNet") from None
+        rename = ", or rename the extra keys to Detectron2 names yourself"
+        raise unknown_keys_error(source, e.args[0], "ResNet", "ADN ResNet", rename) from None
     return {
         "model": conversion.state_dict,
         "__author__": "official ADN" if layout == ADN else "torchvision",
