@@ -1,29 +1,14 @@
 """Loading weights into ADN models: official ADN, torchvision and Detectron2/MSRA layouts.
 
-:class:`ADNCheckpointer` is Detectron2's ``DetectionCheckpointer`` (same constructor, same
-``load`` / ``resume_or_load`` / ``save``) with these additions:
-
-1. Layout detection from the keys: official ADN and torchvision ResNet / ViT state dicts
-   (``.pth``/``.pt``, nested under ``model``/``state_dict``, ``module.``-prefixed) are
-   converted by :mod:`.resnet_keys` / :mod:`.vit_keys` (the converter tools' conversion)
-   and loaded with Detectron2's matching heuristics, as Detectron2 does for its converted
-   torchvision weights: the backbone is then found wherever the model keeps it
-   (``backbone.bottom_up.`` with FPN; ``backbone.`` and ``roi_heads.res5`` with C4) instead
-   of adadet hard-coding prefixes. Caffe2/MSRA pickles and Detectron2/adadet checkpoints
-   (resume) go through Detectron2 unchanged.
-2. Skip norms: a checkpoint without them (any ordinary ResNet) starts every skip norm as a
-   copy of its main norm, logged in one line; ``skip_norm_init="error"`` refuses instead.
-3. A strict backbone: missing, extra or wrongly shaped ResNet weights raise
-   :class:`CheckpointMismatchError` (Detectron2 only warns, which would leave a half-loaded
-   backbone running). Head weights keep Detectron2's behaviour: an ImageNet checkpoint has
-   none, and fine-tuning to other classes changes their shapes.
-4. Errors naming the file and the fix for missing, corrupt or unreadable files
-   (:mod:`.reading`); ``.pth`` files are read with ``weights_only=True``, allowing
-   ``argparse.Namespace`` (the ``args`` of the official ADN training checkpoints) and
-   nothing else.
-5. Atomic saving: a checkpoint and ``last_checkpoint`` are written to temporaries and
-   renamed into place, so a run killed while saving keeps its previous checkpoint and a
-   ``last_checkpoint`` that names a complete file (``--resume`` starts from it).
+:class:`ADNCheckpointer` is Detectron2's ``DetectionCheckpointer`` (same constructor,
+``load``, ``resume_or_load``, ``save``); what it reads is listed in docs/weights.md. It adds:
+torchvision-layout ResNets and ViTs converted by :mod:`.resnet_keys` / :mod:`.vit_keys` and
+matched by Detectron2's heuristics (which find the backbone wherever the model keeps it,
+instead of adadet hard-coding prefixes); skip norms started from the main norms, logged;
+a strict ResNet backbone (Detectron2 only warns, which would leave a half-loaded backbone
+running; head weights keep Detectron2's behaviour: fine-tuning changes their shapes);
+errors that name the file and the fix (:mod:`.reading`); and atomic saving, so a run
+killed while saving keeps a ``last_checkpoint`` that names a complete file.
 """
 import glob
 import os
@@ -39,12 +24,12 @@ from detectron2.modeling.backbone.resnet import ResNet
 
 from ..layers.depth_bn_statistics import prepare_depth_bn_buffers, refresh_depth_bn_statistics
 from .errors import (
-    SKIP_NORM_INIT_POLICIES,
     CheckpointError,
     CheckpointFormatError,
     CheckpointMismatchError,
     CheckpointNotFoundError,
     SkipNormsMissingError,
+    check_skip_norm_init,
     first_few,
 )
 from .reading import (
@@ -78,14 +63,10 @@ PARTIAL_SUFFIX = ".partial"
 
 
 def atomic_write(path: str, write: Callable[[IO], None], binary: bool = True) -> None:
-    """Write ``path`` through ``write(file)`` atomically.
-
-    The data goes to a temporary file in the same directory, is flushed to disk, and then
-    replaces ``path`` in one rename (``os.replace``, atomic on POSIX and Windows). A
-    process killed at any moment therefore leaves either the old ``path`` or the new one,
-    never a truncated file. Temporaries of ``path`` left by a killed writer are removed
-    first; a failed write removes its own and re-raises.
-    """
+    """Write ``path`` through ``write(file)`` into a temporary of the same directory, then
+    rename it into place (``os.replace`` is atomic), so that a process killed at any moment
+    leaves the old ``path`` or the new one, never a truncated file. Temporaries a killed
+    writer left are removed first; a failed write removes its own and re-raises."""
     directory = os.path.dirname(os.path.abspath(path))
     prefix = os.path.basename(path) + "."
     stale_pattern = os.path.join(glob.escape(directory), glob.escape(prefix) + "*" + PARTIAL_SUFFIX)
@@ -153,11 +134,7 @@ class ADNCheckpointer(DetectionCheckpointer):
         **checkpointables,
     ):
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
-        if skip_norm_init not in SKIP_NORM_INIT_POLICIES:
-            raise ValueError(
-                f"skip_norm_init (MODEL.ADN.SKIP_NORM_INIT) is {skip_norm_init!r}; use one of "
-                f"{list(SKIP_NORM_INIT_POLICIES)}."
-            )
+        check_skip_norm_init(skip_norm_init)
         self.skip_norm_init = skip_norm_init
         self.strict_backbone = strict_backbone
         self.load_ema = bool(load_ema)

@@ -6,6 +6,7 @@ from typing import Sequence
 
 __all__ = [
     "SKIP_NORM_INIT_POLICIES",
+    "check_skip_norm_init",
     "first_few",
     "CheckpointError",
     "CheckpointNotFoundError",
@@ -19,6 +20,14 @@ __all__ = [
 #: Values of ``MODEL.ADN.SKIP_NORM_INIT`` / ``skip_norm_init``: start missing skip norms as
 #: copies of their main norms, or raise :class:`SkipNormsMissingError`.
 SKIP_NORM_INIT_POLICIES = ("copy", "error")
+
+
+def check_skip_norm_init(policy: str) -> None:
+    if policy not in SKIP_NORM_INIT_POLICIES:
+        raise ValueError(
+            f"skip_norm_init (MODEL.ADN.SKIP_NORM_INIT) is {policy!r}; use one of "
+            f"{list(SKIP_NORM_INIT_POLICIES)}."
+        )
 
 
 def first_few(items: Sequence, count: int = 5) -> str:

@@ -30,7 +30,6 @@ __all__ = [
     "EMA_ENTRY",
     "STATE_DICT_NEEDED",
     "describe_contents",
-    "ema_state_dict",
     "has_ema",
     "is_tensor_dict",
     "pickled_strings",
@@ -54,10 +53,6 @@ EMA_ENTRY = "model_ema"
 #: Python classes a checkpoint may hold besides tensors and plain containers, loaded with
 #: ``weights_only=True``: the official ADN (torchvision reference) scripts' ``args``.
 SAFE_GLOBALS = [argparse.Namespace]
-
-#: The converters that read files which need ``--trust``.
-RESNET_CONVERTER = "tools/convert_adn_weights.py"
-VIT_CONVERTER = "tools/convert_vit_adn_weights.py"
 
 
 def is_tensor_dict(obj) -> bool:
@@ -129,17 +124,6 @@ def pickled_strings(path: str, limit: int = 200_000) -> List[str]:
     return strings
 
 
-def _converter_for(path: str) -> Tuple[str, str]:
-    """(converter, kind of weights) for a file that could not be loaded safely, from the
-    names it holds (ViT: torchvision's ``conv_proj`` and ``encoder.layers``)."""
-    from .vit_keys import detect_vit_layout  # vit_keys imports nothing of this module
-
-    keys = [s.split("module.", 1)[-1] for s in pickled_strings(path)]
-    if detect_vit_layout(keys):
-        return VIT_CONVERTER, "ViT"
-    return RESNET_CONVERTER, "ResNet"
-
-
 def read_error(path: str, error: BaseException) -> CheckpointReadError:
     """Explain why ``path`` could not be read."""
     detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
@@ -149,7 +133,13 @@ def read_error(path: str, error: BaseException) -> CheckpointReadError:
         except Exception:
             unsafe = []
         unsafe = [g for g in unsafe if g not in ("argparse.Namespace",)]
-        converter, kind = _converter_for(path)
+        from .vit_keys import detect_vit_layout  # vit_keys imports nothing of this module
+
+        # The converter for the weights, told by the names the pickle holds.
+        keys = [name.split("module.", 1)[-1] for name in pickled_strings(path)]
+        kind, converter = ("ResNet", "tools/convert_adn_weights.py")
+        if detect_vit_layout(keys):
+            kind, converter = ("ViT", "tools/convert_vit_adn_weights.py")
         holds = f" ({', '.join(unsafe[:5])})" if unsafe else ""
         return CheckpointReadError(
             f"Checkpoint '{path}' holds Python objects besides tensors{holds}, which "
@@ -181,17 +171,6 @@ def read_torch_file(path: str, *, trust: bool = False):
         raise read_error(path, e) from e
 
 
-def ema_state_dict(entry) -> Optional[Mapping]:
-    """The weights of a ``model_ema`` entry. torchvision's reference scripts save an
-    ``ExponentialMovingAverage`` (a ``torch.optim.swa_utils.AveragedModel``): its state dict
-    prefixes every weight with ``module.`` and adds the counter ``n_averaged``; others save
-    the bare state dict, or nest it under ``state_dict`` / ``model``."""
-    if not isinstance(entry, Mapping):
-        return None
-    weights = {k: v for k, v in entry.items() if k not in ("n_averaged", "module.n_averaged")}
-    return unwrap_state_dict(weights)
-
-
 def select_weights(loaded, source: str, *, ema: bool, option: str):
     """What to read the weights from: ``loaded`` itself, or with ``ema`` its
     ``model_ema`` entry as a state dict (``{"model": state_dict}``). ``option`` is how the
@@ -209,7 +188,13 @@ def select_weights(loaded, source: str, *, ema: bool, option: str):
             f"Fix: turn {option} off to load its 'model' weights, or use the checkpoint of a "
             "--model-ema run."
         )
-    state_dict = ema_state_dict(loaded[EMA_ENTRY])
+    entry = loaded[EMA_ENTRY]
+    state_dict = None
+    if isinstance(entry, Mapping):
+        # torchvision's ExponentialMovingAverage (an AveragedModel) prefixes every weight
+        # with "module." and adds the counter n_averaged; others save a bare state dict.
+        ignored = ("n_averaged", "module.n_averaged")
+        state_dict = unwrap_state_dict({k: v for k, v in entry.items() if k not in ignored})
     if state_dict is None:
         raise CheckpointFormatError(
             f"Checkpoint '{source}' has a '{EMA_ENTRY}' entry, but it holds no state dict "

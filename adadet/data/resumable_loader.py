@@ -1,8 +1,5 @@
-"""A training loader whose batch ``k`` depends only on (seed, k): resumable exactly.
-
-Detectron2's training loader draws one infinite shuffled stream of images and groups it
-by aspect ratio; after ``--resume`` that stream starts again, so a resumed run sees other
-images than an uninterrupted one. Here (``DATALOADER.EXACT_RESUME True``):
+"""A training loader whose batch ``k`` depends only on (seed, k): resumable exactly
+(``DATALOADER.EXACT_RESUME True``; why: docs/training.md, "Exact resume"). How:
 
 * the images of global batch ``k`` are computed from ``(SEED, k)`` alone: each epoch is a
   seeded permutation, split by aspect ratio (landscape / portrait, as Detectron2 groups

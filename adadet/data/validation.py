@@ -2,34 +2,18 @@
 
 ``load_checked_coco_json`` is a drop-in for Detectron2's ``load_coco_json`` (and
 ``register_checked_coco_instances`` for its ``register_coco_instances``). It parses the
-file once, checks what ``load_coco_json`` (v0.6 and main) does not, or reports only as a
-bare ``KeyError`` / ``AssertionError`` / ``JSONDecodeError``, and hands the parsed file to
-``load_coco_json``. No image is decoded.
+file once, checks what ``load_coco_json`` (v0.6 and main) does not check, or reports only
+as a bare ``KeyError`` / ``AssertionError`` / ``JSONDecodeError``, and hands the parsed file
+to ``load_coco_json``. No image is decoded.
 
-Errors (``DatasetError``, a ``ValueError``), raised for problems that make the whole
-file unusable or that would silently train on the wrong data:
-
-* the file is missing, is not valid JSON, or is not a JSON object;
-* a top-level key (``images``, ``annotations``, ``categories``) is missing or not a list;
-* the data set is empty: no images, no categories or no (usable) annotations;
-* records lack required fields, or image / annotation / category ids are duplicated
-  (Detectron2 checks annotation ids only, and silently merges images or categories that
-  share an id);
-* an annotation refers to an image id or a category id that the file does not define
-  (Detectron2 drops the first with a log line);
-* a box is not 4 numbers, or a polygon list is flat (Detectron2 fails with a TypeError);
-* a box or polygon coordinate is NaN or infinite (Python's JSON reader accepts ``NaN`` and
-  ``Infinity``). Such a value comes from a broken export, not from one odd object, and
-  dropping it would not be enough: COCO evaluation reads the original file and would keep
-  it as ground truth that nothing can match;
-* image files named by the file do not exist under ``image_root``.
-
-Warnings (``DatasetWarning``), for isolated bad annotations, which are dropped so one
-broken object among thousands does not stop a training run (public data sets, COCO
-included, contain a few): a box with width or height <= 0. Polygons with fewer than 3
-points are Detectron2's to drop (``load_coco_json`` does, and logs how many).
+A problem that makes the whole file unusable, or would silently train on the wrong data,
+raises ``DatasetError`` (a ``ValueError``). An isolated bad annotation (a box of width or
+height <= 0) is dropped with a ``DatasetWarning``, so one broken object among thousands
+does not stop a run (public data sets, COCO included, contain a few); polygons with fewer
+than 3 points are Detectron2's to drop (it does, and logs how many).
 """
 
+import collections
 import contextlib
 import json
 import math
@@ -92,7 +76,7 @@ def read_coco_json(json_file: str) -> dict:
 def check_coco_dict(data: dict, json_file: str, image_root: Optional[str] = None) -> Set[int]:
     """Check parsed COCO instances content; return the ids of annotations to drop.
 
-    Raises DatasetError for the problems listed in this module's docstring and warns
+    Raises DatasetError for the problems checked below and warns
     (DatasetWarning) about the dropped annotations. ``image_root`` None skips the check
     that image files exist.
     """
@@ -126,6 +110,8 @@ def check_coco_dict(data: dict, json_file: str, image_root: Optional[str] = None
                 "evaluation needs at least one image, one category and one annotation",
             )
 
+    # Detectron2 checks annotation ids only, and silently merges images or categories
+    # that share an id; an unknown image id it drops with a log line only.
     image_ids = _check_records(json_file, "images", images, ("id", "file_name", "height", "width"))
     category_ids = _check_records(json_file, "categories", categories, ("id", "name"))
     _check_records(json_file, "annotations", annotations, ("id", "image_id", "category_id", "bbox"))
@@ -172,20 +158,15 @@ def _check_records(json_file: str, key: str, records: List, required: Iterable[s
         raise _fail(
             json_file, f"incomplete '{key}' records: {detail}", f"add the fields to '{key}'"
         )
-    ids = [record["id"] for record in records]
-    unique = set(ids)
-    if len(unique) != len(ids):
-        seen, duplicates = set(), []
-        for value in ids:
-            if value in seen and value not in duplicates:
-                duplicates.append(value)
-            seen.add(value)
+    counts = collections.Counter(record["id"] for record in records)
+    duplicates = [value for value, count in counts.items() if count > 1]
+    if duplicates:
         raise _fail(
             json_file,
             f"duplicate ids in '{key}': {_examples(duplicates)}",
             f"give every entry of '{key}' its own id",
         )
-    return unique
+    return set(counts)
 
 
 def _check_image_files(json_file: str, image_root: str, images: List[dict]) -> None:
@@ -212,6 +193,7 @@ def _dropped_annotations(json_file: str, annotations: List[dict]) -> Set[int]:
         if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
             malformed_boxes.append(ann["id"])
             continue
+        # Python's JSON reader accepts NaN and Infinity: a broken export, not one odd object
         if _has_non_finite(box) or _has_non_finite(ann.get("segmentation")):
             non_finite.append(ann["id"])
             continue

@@ -18,7 +18,7 @@ import logging
 import os
 import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -186,37 +186,30 @@ def count_layer_calls(model: nn.Module, run: Callable[[], Any]) -> Dict[str, int
     return calls
 
 
+def _graph_nodes(block):
+    """Every node of a TorchScript graph or block, those of nested blocks included."""
+    for node in block.nodes():
+        yield node
+        for sub in node.blocks():
+            yield from _graph_nodes(sub)
+
+
 def count_graph_layers(graph) -> Dict[str, int]:
     """Conv and linear nodes of a TorchScript graph (nested blocks included), by kind."""
     kinds = {node_kind: kind for kind, node_kinds in _GRAPH_NODE_KINDS.items() for node_kind in node_kinds}
     counts = {kind: 0 for kind in _GRAPH_NODE_KINDS}
-
-    def walk(block) -> None:
-        for node in block.nodes():
-            if node.kind() in kinds:
-                counts[kinds[node.kind()]] += 1
-            for sub in node.blocks():
-                walk(sub)
-
-    walk(graph)
+    for node in _graph_nodes(graph):
+        if node.kind() in kinds:
+            counts[kinds[node.kind()]] += 1
     return counts
 
 
 def graph_op_libraries(graph) -> List[str]:
     """Operator namespaces besides aten/prim the graph calls (e.g. ``torchvision``: its
     nms and roi_align), which the runtime must load (``import torchvision``)."""
-    found = set()
-
-    def walk(block) -> None:
-        for node in block.nodes():
-            namespace = node.kind().split("::")[0]
-            if namespace not in ("aten", "prim", "onnx"):
-                found.add(node.kind())
-            for sub in node.blocks():
-                walk(sub)
-
-    walk(graph)
-    return sorted(found)
+    return sorted(
+        {n.kind() for n in _graph_nodes(graph) if n.kind().split("::")[0] not in ("aten", "prim", "onnx")}
+    )
 
 
 def _count_onnx_layers(path: str) -> Dict[str, int]:
@@ -263,17 +256,11 @@ def compare_outputs(
     return result
 
 
-def _eager_outputs(adapter: nn.Module, depth: str, image: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-    with torch.no_grad(), using_depth(adapter.model, depth):
-        return tuple(t.detach().cpu() for t in adapter(image))
-
-
 def _verify(report: ExportReport, adapter, depth, run_exported, images) -> None:
     for index, image in enumerate(images):
-        check = compare_outputs(
-            _eager_outputs(adapter, depth, image), run_exported(image), report.output_names,
-            report.tolerance,
-        )
+        with torch.no_grad(), using_depth(adapter.model, depth):
+            eager = tuple(t.detach().cpu() for t in adapter(image))
+        check = compare_outputs(eager, run_exported(image), report.output_names, report.tolerance)
         check["image"] = index
         check["input_size"] = list(image.shape[-2:])
         report.checks.append(check)
@@ -345,15 +332,9 @@ def export_torchscript(
 def script_model(model: nn.Module):
     """Scripting is not available for ADN models; raises :class:`ExportError` saying why.
 
-    TorchScript cannot compile the ADN backbone: its depth switch is a plain Python object
-    shared by a stage and its switchable-norm convs, and those convs call
-    ``super().forward()``. A scripted model would also keep every block of all 16
-    settings, when the point of this export is the fixed sub-net that tracing gives. (On
-    detectron2 v0.6, ``detectron2.export`` cannot even be imported: it imports caffe2.)
-
-    Scripting is not even attempted: on detectron2 main, a failed
-    ``scripting_with_instances`` call changed the later predictions of the same model
-    object (found by the deployment tests).
+    Not even attempted: on detectron2 main, a failed ``scripting_with_instances`` call
+    changed the later predictions of the same model object (found by the deployment tests).
+    (On detectron2 v0.6, ``detectron2.export`` cannot even be imported: it imports caffe2.)
     """
     raise ExportError(
         f"--export-method scripting is not available for {type(model).__name__} with an "
@@ -366,17 +347,6 @@ def script_model(model: nn.Module):
 
 
 # --------------------------------------------------------------------------- ONNX
-
-
-def _onnx_available() -> None:
-    try:
-        import onnx  # noqa: F401
-    except ImportError:
-        raise ExportError(
-            "ONNX export needs the 'onnx' package (torch.onnx serialises through it), which "
-            "is not installed: pip install onnx (and onnxscript for the dynamo exporter, "
-            "onnxruntime to check the exported file)."
-        ) from None
 
 
 def _onnx_export_once(adapter, image, path, exporter: str, opset: int) -> None:
@@ -432,7 +402,14 @@ def export_onnx(
     (``torch.export``, static input shape). The file is checked with onnxruntime when it
     is installed.
     """
-    _onnx_available()
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise ExportError(
+            "ONNX export needs the 'onnx' package (torch.onnx serialises through it), which "
+            "is not installed: pip install onnx (and onnxscript for the dynamo exporter, "
+            "onnxruntime to check the exported file)."
+        ) from None
     depth = normalize_depth(depth)
     adapters = {"model": DetectorTracingAdapter, "backbone": BackboneTracingAdapter}
     failures: List[str] = []

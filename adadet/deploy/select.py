@@ -15,7 +15,7 @@ which setting came closest (smallest summed relative excess over the limits).
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 __all__ = [
@@ -66,15 +66,17 @@ class DepthBudget:
     def has_cost_limit(self) -> bool:
         return self.max_latency_ms is not None or self.max_gflops is not None
 
+    def limits(self) -> List[Tuple[str, float, str, str, int]]:
+        """(column, limit, label, unit, sign) of each limit set; sign +1: an upper limit."""
+        limits = (
+            ("latency_ms", self.max_latency_ms, "latency", " ms", +1),
+            ("gflops", self.max_gflops, "GFLOPs", "", +1),
+            (self.metric, self.min_ap, self.metric, "", -1),
+        )
+        return [limit for limit in limits if limit[1] is not None]
+
     def describe(self) -> str:
-        parts = []
-        if self.max_latency_ms is not None:
-            parts.append(f"latency <= {self.max_latency_ms:g} ms")
-        if self.max_gflops is not None:
-            parts.append(f"GFLOPs <= {self.max_gflops:g}")
-        if self.min_ap is not None:
-            parts.append(f"{self.metric} >= {self.min_ap:g}")
-        return ", ".join(parts)
+        return ", ".join(_limit_text(*limit) for limit in self.limits())
 
 
 @dataclass
@@ -150,39 +152,28 @@ def _num_skips(row: Row) -> int:
     return str(row["depth"]).upper().count("T")
 
 
+def _limit_text(key, limit, label, unit, sign) -> str:
+    return f"{label} {'<=' if sign > 0 else '>='} {limit:g}{unit}"
+
+
 def _violations(row: Row, budget: DepthBudget) -> List[str]:
     """Human-readable limits this row breaks (a missing measurement counts as breaking it)."""
     broken = []
     if budget.min_ap is None and math.isnan(_number(row, budget.metric)):
         broken.append(f"{budget.metric} not measured")  # cannot be ranked by it
-    checks = (
-        ("latency_ms", budget.max_latency_ms, "latency", " ms", +1),
-        ("gflops", budget.max_gflops, "GFLOPs", "", +1),
-        (budget.metric, budget.min_ap, budget.metric, "", -1),
-    )
-    for key, limit, label, unit, sign in checks:
-        if limit is None:
-            continue
+    for key, limit, label, unit, sign in budget.limits():
         value = _number(row, key)
         if math.isnan(value):
             broken.append(f"{label} not measured")
-        elif sign > 0 and value > limit:
-            broken.append(f"{label} {value:.2f}{unit} > {limit:g}{unit}")
-        elif sign < 0 and value < limit:
-            broken.append(f"{label} {value:.2f} < {limit:g}")
+        elif (value - limit) * sign > 0:
+            broken.append(f"{label} {value:.2f}{unit} {'>' if sign > 0 else '<'} {limit:g}{unit}")
     return broken
 
 
 def _excess(row: Row, budget: DepthBudget) -> float:
     """How far a row misses the limits: the sum of relative excesses (0 = fits)."""
     total = 0.0
-    for key, limit, sign in (
-        ("latency_ms", budget.max_latency_ms, +1),
-        ("gflops", budget.max_gflops, +1),
-        (budget.metric, budget.min_ap, -1),
-    ):
-        if limit is None:
-            continue
+    for key, limit, _, _, sign in budget.limits():
         value = _number(row, key)
         if math.isnan(value):
             return float("inf")
@@ -329,16 +320,10 @@ def _summary(row: Row, metric: str) -> str:
 
 def _no_fit_message(rows, budget: DepthBudget, excluded, closest) -> str:
     lines = [f"No depth setting fits {budget.describe()} ({len(rows)} settings in the table)."]
-    limits = []
-    if budget.max_latency_ms is not None:
-        limits.append(("latency", f"latency <= {budget.max_latency_ms:g} ms"))
-    if budget.max_gflops is not None:
-        limits.append(("GFLOPs", f"GFLOPs <= {budget.max_gflops:g}"))
-    if budget.min_ap is not None:
-        limits.append((budget.metric, f"{budget.metric} >= {budget.min_ap:g}"))
-    for label, text in limits:
+    for limit in budget.limits():
+        label = limit[2]
         out = [d for d, broken in excluded.items() if any(b.startswith(label + " ") for b in broken)]
-        lines.append(f"  {text} excludes {len(out)}: {', '.join(out) if out else 'none'}")
+        lines.append(f"  {_limit_text(*limit)} excludes {len(out)}: {', '.join(out) if out else 'none'}")
     lines.append(
         f"  closest: {_summary(closest, budget.metric)}: {'; '.join(excluded[str(closest['depth'])])}"
     )
@@ -347,15 +332,11 @@ def _no_fit_message(rows, budget: DepthBudget, excluded, closest) -> str:
 
 def _margins(row: Row, budget: DepthBudget) -> List[str]:
     out = []
-    if budget.max_latency_ms is not None:
-        value = _number(row, "latency_ms")
-        out.append(f"latency {value:.2f} ms <= {budget.max_latency_ms:g} ms ({budget.max_latency_ms - value:.2f} ms spare)")
-    if budget.max_gflops is not None:
-        value = _number(row, "gflops")
-        out.append(f"GFLOPs {value:.2f} <= {budget.max_gflops:g} ({budget.max_gflops - value:.2f} spare)")
-    if budget.min_ap is not None:
-        value = _number(row, budget.metric)
-        out.append(f"{budget.metric} {value:.2f} >= {budget.min_ap:g} ({value - budget.min_ap:+.2f})")
+    for key, limit, label, unit, sign in budget.limits():
+        value = _number(row, key)
+        margin = (limit - value) * sign
+        spare = f"{margin:.2f}{unit} spare" if sign > 0 else f"{margin:+.2f}"
+        out.append(f"{label} {value:.2f}{unit} {'<=' if sign > 0 else '>='} {limit:g}{unit} ({spare})")
     return out
 
 
@@ -400,12 +381,6 @@ def selection_to_dict(selection: DepthSelection) -> Dict[str, Any]:
         "tie_break": selection.tie_break,
         "runner_up": dict(selection.runner_up) if selection.runner_up else None,
         "excluded": selection.excluded,
-        "limits": {
-            "max_latency_ms": selection.budget.max_latency_ms,
-            "max_gflops": selection.budget.max_gflops,
-            "min_ap": selection.budget.min_ap,
-            "metric": selection.budget.metric,
-            "ap_tolerance": selection.budget.ap_tolerance,
-        },
+        "limits": asdict(selection.budget),
         "source": selection.source,
     }

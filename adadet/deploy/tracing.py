@@ -12,6 +12,7 @@ skipped blocks never execute, so the traced graph holds only the blocks of that 
 """
 import contextlib
 import importlib
+from unittest import mock
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -44,18 +45,11 @@ def _traceable_len(obj):
 def tracing_friendly_len(extra_modules: Sequence[str] = ()) -> Iterator[None]:
     """Inside the block, ``len(x)`` in Detectron2's ROI-head modules calls ``x.__len__()``
     (a traced size for Boxes/Instances), so traced graphs work for any detection count."""
-    modules = [importlib.import_module(name) for name in (*_LEN_CALLERS, *extra_modules)]
-    saved = [module.__dict__.get("len", None) for module in modules]
-    for module in modules:
-        module.len = _traceable_len
-    try:
+    with contextlib.ExitStack() as patches:
+        for name in (*_LEN_CALLERS, *extra_modules):
+            module = importlib.import_module(name)
+            patches.enter_context(mock.patch.object(module, "len", _traceable_len, create=True))
         yield
-    finally:
-        for module, previous in zip(modules, saved):
-            if previous is None:
-                del module.len
-            else:
-                module.len = previous
 
 
 def output_names_of(model: nn.Module) -> List[str]:
