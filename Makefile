@@ -6,12 +6,16 @@ PYTEST_ARGS ?= -q
 
 BENCH_ARGS ?=
 
-.PHONY: env demo test bench study
+.PHONY: env demo demo-lazy test bench study
 env:
 	@bash dev/setup_env.sh
 
 demo: env
 	$(PY) tools/train_net.py --config-file configs/mask_rcnn_ada_r18_embedded_cpu.yaml
+
+# the same demo from the LazyConfig (configs/lazy/), through tools/lazyconfig_train_net.py
+demo-lazy: env
+	$(PY) tools/lazyconfig_train_net.py --config-file configs/lazy/mask_rcnn_ada_r18_embedded_cpu.py
 
 test: env
 	$(PY) -m pytest $(PYTEST_ARGS) tests
