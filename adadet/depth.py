@@ -12,7 +12,7 @@ mandatory blocks use: no rebuild, no weight copy.
 import contextlib
 import itertools
 import weakref
-from typing import Dict, Iterator, List, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch.nn as nn
 
@@ -182,6 +182,13 @@ class AdaptiveDepthModule(nn.Module):
 
     def _apply_skip_flags(self, flags: SkipFlags) -> None:
         raise NotImplementedError
+
+    def depth_independent_stem(self) -> "Optional[Tuple[object, str]]":
+        """``(owner, name)`` of the method that computes the part of the forward before the
+        first adaptive stage (ResNet's stem, ViT's patch and position embeddings), whose
+        result is the same at every depth for the same input; None if there is none.
+        Self-distillation computes it once per iteration for both passes."""
+        return None
 
 
 # model -> its adaptive-depth modules: found once, so that switching the depth of a whole

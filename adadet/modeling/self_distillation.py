@@ -22,6 +22,9 @@
 and returns every term plus ``total_loss = ALPHA * L_super + (1 - ALPHA) *
 (SUB_TASK_WEIGHT * L_sub_task + KD_WEIGHT * L_kd + LOGITS_WEIGHT * L_kd_logits)``.
 
+The passes share what does not depend on the depth (:mod:`.shared_work`): the image
+preprocessing and the backbone's stem run once per call.
+
 Both passes live in ONE forward call because DistributedDataParallel allows one forward
 per backward, and only the two passes together use every parameter (skippable blocks
 run in the super-net only, skip norms in the sub-net only), so DDP needs no
@@ -50,6 +53,7 @@ from .logits_distill import (
     logits_distill_heads,
     roi_class_scores,
 )
+from .shared_work import share_depth_independent_work
 
 __all__ = [
     "KD_KEY",
@@ -167,6 +171,16 @@ class SelfDistillationModel(nn.Module):
             raise ValueError(f"MODEL.ADN.DISTILL.LOGITS_WEIGHT must be >= 0, got {logits_weight}.")
         self.logits_weight = float(logits_weight)
         self.seed = int(seed)
+        # Preprocessing and the backbone's stem run once per iteration for all passes
+        # (.shared_work). False runs every pass from the raw batch, as before: the
+        # reference the tests compare with. Besides time and memory, sharing changes one
+        # thing: a BatchNorm in the stem (train mode) updates its running statistics once
+        # per iteration, not twice with the same batch statistics. Once is what a stock
+        # Detectron2 iteration does, and what every other norm of the bottom-up does here
+        # (main norms run in the super-net, skip norms in the student only); twice made
+        # the stem's effective momentum 2m - m^2 instead of MOMENTUM m and counted each
+        # batch twice in num_batches_tracked.
+        self.share_work = True
         self._calls = 0
         if self.distill:
             self._check_features()
@@ -254,11 +268,14 @@ class SelfDistillationModel(nn.Module):
             with using_depth(self.detector, self.super_depth):
                 return self.detector(batched_inputs)
 
-        teacher = self._run_pass(batched_inputs, self.super_depth, "super", teacher=True)
-        students = [
-            self._student_terms(batched_inputs, teacher, subnet)
-            for subnet in self.students_for_iteration(iteration)
-        ]
+        with contextlib.ExitStack() as stack:
+            if self.share_work:
+                stack.enter_context(share_depth_independent_work(self.detector))
+            teacher = self._run_pass(batched_inputs, self.super_depth, "super", teacher=True)
+            students = [
+                self._student_terms(batched_inputs, teacher, subnet)
+                for subnet in self.students_for_iteration(iteration)
+            ]
         # several students: each term is their mean, so the weights keep their meaning
         student_terms = {k: torch.stack([s[k] for s in students]).mean() for k in students[0]}
         student_total = student_terms.pop(TOTAL_KEY)

@@ -186,6 +186,10 @@ class ResNetADN(ResNet, AdaptiveDepthModule):
         """``{"res2": self.res2, ...}``: each stage returns its output."""
         return dict(zip(self.stage_names, self.stages))
 
+    def depth_independent_stem(self):
+        # Detectron2's ResNet.forward calls self.stem(x); no stage's skip flag reaches it
+        return self.stem, "forward"
+
 
 @BACKBONE_REGISTRY.register()
 def build_resnet_adn_backbone(cfg, input_shape):

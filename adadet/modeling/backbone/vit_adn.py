@@ -405,9 +405,17 @@ class ViTADN(Backbone, AdaptiveDepthModule):
         (tokens of its last running block, as an (N, C, H, W) map)."""
         return {f"group{g + 1}": module for g, module in enumerate(self.group_outputs)}
 
-    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch embedding plus position embedding, ``(B, rows, cols, C)`` tokens: the part
+        of the forward before the first group, the same at every depth."""
         x = self.patch_embed(x).permute(0, 2, 3, 1)  # (B, rows, cols, C)
-        x = x + interpolate_pos_embed(self.pos_embed, (x.shape[1], x.shape[2]))
+        return x + interpolate_pos_embed(self.pos_embed, (x.shape[1], x.shape[2]))
+
+    def depth_independent_stem(self):
+        return self, "embed"
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        x = self.embed(x)
         for index, block in enumerate(self.blocks):
             if self.block_runs(index):
                 x = block(x)
