@@ -32,10 +32,12 @@ from engine_tiny_data import register_tiny, tiny_cfg
 NUM_STEPS = 3  # DDP reports parameters without gradient at the step after
 
 
-def exact_split_cfg(norm="GN", subnets=("TTTT",), distributed=True):
+def exact_split_cfg(norm="GN", subnets=("TTTT",), distributed=True, freeze_at=2):
     """The config of the comparison; ``distributed=False``: of the one-process reference
-    (plain BN where the processes synchronize theirs)."""
+    (plain BN where the processes synchronize theirs). ``freeze_at=0``: a trainable stem,
+    whose output both passes share."""
     cfg = tiny_cfg()
+    cfg.MODEL.BACKBONE.FREEZE_AT = freeze_at
     cfg.MODEL.MASK_ON = False
     cfg.MODEL.RESNETS.NORM = norm if distributed or norm != "naiveSyncBN" else "BN"
     cfg.MODEL.ADN.DISTILL.SUBNETS = list(subnets)
@@ -83,10 +85,10 @@ def process_group(rank, world_size, init_file):
         dist.destroy_process_group()
 
 
-def worker(rank, world_size, init_file, tiny_root, out_file, norm, subnets):
+def worker(rank, world_size, init_file, tiny_root, out_file, norm, subnets, freeze_at=2):
     with process_group(rank, world_size, init_file):
         register_tiny(tiny_root)
-        cfg = exact_split_cfg(norm, subnets)
+        cfg = exact_split_cfg(norm, subnets, freeze_at=freeze_at)
         state = train(cfg, batch(cfg, [rank]), ddp=True)
         if rank == 0:
             torch.save(state, out_file)

@@ -17,13 +17,18 @@ from adadet.engine import SelfDistillationModel, ddp_kwargs
 
 
 @pytest.mark.parametrize(
-    "norm, subnets",
-    [("GN", ["TTTT"]), ("FrozenBN", ["TTTT"]), ("naiveSyncBN", ["TFFF", "FFTT", "TTTT"])],
+    "norm, subnets, freeze_at",
+    [
+        ("GN", ["TTTT"], 2),
+        ("FrozenBN", ["TTTT"], 2),
+        ("naiveSyncBN", ["TFFF", "FFTT", "TTTT"], 2),
+        ("GN", ["TTTT"], 0),  # a trainable stem, computed once for both passes
+    ],
 )
 def test_two_processes_equal_one_process_on_the_combined_batch(
-    tiny_dataset, tmp_path, norm, subnets
+    tiny_dataset, tmp_path, norm, subnets, freeze_at
 ):
-    cfg = w.exact_split_cfg(norm, subnets)
+    cfg = w.exact_split_cfg(norm, subnets, freeze_at=freeze_at)
     torch.manual_seed(0)
     initial = build_model(cfg)
     wrapper = SelfDistillationModel.from_config(cfg, initial)
@@ -39,12 +44,12 @@ def test_two_processes_equal_one_process_on_the_combined_batch(
     out_file = str(tmp_path / "ddp_state.pth")
     mp.spawn(
         w.worker,
-        args=(2, str(tmp_path / "dist_init"), tiny_dataset, out_file, norm, subnets),
+        args=(2, str(tmp_path / "dist_init"), tiny_dataset, out_file, norm, subnets, freeze_at),
         nprocs=2,
         join=True,
     )
     ddp_state = torch.load(out_file)
-    reference_cfg = w.exact_split_cfg(norm, subnets, distributed=False)
+    reference_cfg = w.exact_split_cfg(norm, subnets, distributed=False, freeze_at=freeze_at)
     single_state = w.train(reference_cfg, w.batch(cfg, [0, 1]), ddp=False)
 
     compared = [n for n, _ in initial.named_parameters()]
