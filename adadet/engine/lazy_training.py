@@ -171,7 +171,6 @@ def lazy_eval_only(cfg, resume: bool = False):
     return lazy_test(cfg, model)
 
 
-
 def _accepts_keyword(target, name: str) -> bool:
     if isinstance(target, str):
         target = locate(target)
