@@ -159,11 +159,11 @@ def clipped_optimizer(
         optimizer = L(clipped_optimizer)(optimizer_class=torch.optim.SGD, params=...,
                                          lr=0.01, clip_type="norm", clip_value=5.0)
     """
+    if clip_type not in ("value", "norm"):
+        raise ValueError(f"clip_type is {clip_type!r}: use 'value' or 'norm' (as Detectron2).")
     clipping = CfgNode(
         {"SOLVER": {"CLIP_GRADIENTS": {"ENABLED": True, "CLIP_TYPE": clip_type,
                                        "CLIP_VALUE": float(clip_value),
                                        "NORM_TYPE": float(norm_type)}}}
     )
-    if clip_type not in ("value", "norm"):
-        raise ValueError(f"clip_type is {clip_type!r}: use 'value' or 'norm' (as Detectron2).")
     return maybe_add_gradient_clipping(clipping, optimizer_class)(**optimizer_kwargs)

@@ -137,3 +137,20 @@ def test_bad_rate_or_optimizer_is_refused(vit_b):
             build_adn_optimizer(bad, model)
     with pytest.raises(ValueError, match=r"SOLVER\.OPTIMIZER is 'ADAM': use one of"):
         build_adn_optimizer(_cfg(cfg, OPTIMIZER="ADAM"), model)
+
+
+def test_clipped_optimizer_clips_before_each_step():
+    """The lazy configs' SOLVER.CLIP_GRADIENTS: a gradient of norm 100 moves the weight
+    by at most clip_value * lr; "value" clips every component."""
+    from adadet.engine.optimizer import clipped_optimizer
+
+    for clip_type, limit in (("norm", 5.0), ("value", 5.0 * 4 ** 0.5)):
+        weight = torch.nn.Parameter(torch.zeros(4))
+        optimizer = clipped_optimizer(
+            torch.optim.SGD, params=[weight], lr=1.0, clip_type=clip_type, clip_value=5.0
+        )
+        weight.grad = torch.full((4,), 50.0)  # norm 100
+        optimizer.step()
+        assert 4.9 < weight.detach().norm() <= limit + 1e-4
+    with pytest.raises(ValueError, match="clip_type is 'l2'"):
+        clipped_optimizer(torch.optim.SGD, params=[weight], lr=1.0, clip_type="l2", clip_value=1)
