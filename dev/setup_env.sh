@@ -31,13 +31,13 @@ PY
 if has_compiled_detectron2 "$PYTHON"; then
   mode=existing
   target=$("$PYTHON" -c 'import sys; print(sys.executable)')
-  echo "[adadet] $target has a detectron2 with compiled ops: using it (and its torch) untouched"
   if [ -f "$VENV/pyvenv.cfg" ]; then  # a real environment (adadet's own), not a shim
     echo "[adadet] error: $VENV is a Python environment of its own; using the existing" \
          "detectron2 would replace its python. Fix: give another folder, e.g." \
          "VENV=.venv-existing PYTHON=$PYTHON make test (or remove $VENV first)." >&2
     exit 1
   fi
+  echo "[adadet] $target has a detectron2 with compiled ops: using it (and its torch) untouched"
   mkdir -p "$VENV/bin"
   printf '#!/bin/sh\n# adadet runs in an existing environment (dev/setup_env.sh)\nexec "%s" "$@"\n' \
     "$target" > "$VENV/bin/python"
