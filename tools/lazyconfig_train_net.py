@@ -15,12 +15,12 @@ import sys
 
 import detectron2.utils.comm as comm
 from detectron2.config import LazyConfig
-from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.engine import default_argument_parser, default_setup
 from detectron2.utils.logger import setup_logger
 
 import adadet  # noqa: F401  (registers the ADN backbones and heads)
 import adadet.data  # noqa: F401  (registers the embedded datasets)
-from adadet.engine.devices import device_problem
+from adadet.engine.devices import launch_on_devices
 from adadet.engine.lazy_training import check_override_keys, lazy_eval_only, lazy_train
 
 
@@ -65,22 +65,7 @@ def invoke_main() -> None:
     )
     args = parser.parse_args()
     print("Command Line Args:", args)
-    import torch
-
-    device = load_config(args).train.device
-    problem = device_problem(
-        args.num_gpus, device, torch.cuda.device_count(), set_device="train.device={}"
-    )
-    if problem:
-        sys.exit(f"error: {problem}")
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    launch_on_devices(main, args, load_config(args).train.device, set_device="train.device={}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import sys
 
 import detectron2.utils.comm as comm
 from detectron2.config import get_cfg
-from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.engine import default_argument_parser, default_setup
 from detectron2.utils.logger import setup_logger
 
 import adadet  # noqa: F401  (registers the ADN backbones)
@@ -26,7 +26,7 @@ from adadet import add_adn_config
 from adadet.config import merge_config
 from adadet.checkpoint import ADNCheckpointer
 from adadet.engine import ADNTrainer
-from adadet.engine.devices import device_problem
+from adadet.engine.devices import launch_on_devices
 from adadet.evaluation import verify_depth_results
 
 
@@ -40,17 +40,6 @@ def load_config(args):
     add_adn_config(cfg)
     merge_config(cfg, args.config_file, args.opts)  # clear errors for ints in float keys
     return cfg
-
-
-def check_devices(args) -> None:
-    """Exit with the fix, before any process starts, when the devices asked for are not
-    there (Detectron2 would fail later with a bare CUDA assertion)."""
-    import torch
-
-    cfg = load_config(args)
-    problem = device_problem(args.num_gpus, cfg.MODEL.DEVICE, torch.cuda.device_count())
-    if problem:
-        sys.exit(f"error: {problem}")
 
 
 def setup(args):
@@ -111,15 +100,7 @@ def invoke_main() -> None:
     )
     args = parser.parse_args()
     print("Command Line Args:", args)
-    check_devices(args)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    launch_on_devices(main, args, load_config(args).MODEL.DEVICE)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Whether the devices a run asks for are there, checked before any process starts
 (Detectron2 would fail later with a bare CUDA assertion in each worker)."""
-from typing import Optional
+import sys
+from typing import Callable, Optional
 
-__all__ = ["device_problem"]
+__all__ = ["device_problem", "launch_on_devices"]
 
 
 def device_problem(
@@ -40,3 +41,22 @@ def device_problem(
             f"--num-gpus 1 for one process on {device}. {cpu_note}"
         )
     return None
+
+
+def launch_on_devices(main: Callable, args, device: str, set_device: str = "MODEL.DEVICE {}"):
+    """Detectron2's ``launch(main, args.num_gpus, ...)`` of a train_net-style tool, after
+    exiting with the fix when the devices asked for are not there (:func:`device_problem`)."""
+    import torch
+    from detectron2.engine import launch
+
+    problem = device_problem(args.num_gpus, device, torch.cuda.device_count(), set_device)
+    if problem:
+        sys.exit(f"error: {problem}")
+    return launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
