@@ -24,7 +24,17 @@ say() { echo "[ci] $*" >&2; }
 mkdir -p "$ENV_DIR" && ENV_DIR=$(cd "$ENV_DIR" && pwd)
 [ -x "$ENV_DIR/bin/python" ] || "$PYTHON" -m venv "$ENV_DIR"
 PIP=("$ENV_DIR/bin/python" -m pip install -q --disable-pip-version-check -c dev/constraints.txt)
-say "installing torch and torchvision into $ENV_DIR (dev/constraints.txt)"
+# The pinned CUDA torch is 5.6 GB: a second copy does not fit on every CI machine, so the
+# one in $TORCH_FROM (CI's compatibility environment, made just before) is hard-linked in.
+TORCH_FROM=${ADADET_CI_TORCH_FROM:-.venv}
+site=$("$ENV_DIR/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+if [ -x "$TORCH_FROM/bin/python" ] &&
+   "$TORCH_FROM/bin/python" .ci/link_distributions.py "$site" torch torchvision; then
+  say "torch and torchvision hard-linked from $TORCH_FROM (no second copy on disk)"
+else
+  say "installing torch and torchvision into $ENV_DIR (dev/constraints.txt)"
+fi
+# Checks the pins: a no-op after linking, an install otherwise.
 "${PIP[@]}" torch torchvision wheel "setuptools<81"
 
 key=$( (sha256sum "$TARBALL" | cut -d" " -f1
