@@ -31,7 +31,8 @@ site=$("$ENV_DIR/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["
 if [ -x "$TORCH_FROM/bin/python" ] &&
    "$TORCH_FROM/bin/python" .ci/link_distributions.py "$site" torch torchvision; then
   say "torch and torchvision hard-linked from $TORCH_FROM (no second copy on disk)"
-else
+else  # start again from an empty venv: nothing half-linked stays
+  rm -rf "$ENV_DIR" && "$PYTHON" -m venv "$ENV_DIR"
   say "installing torch and torchvision into $ENV_DIR (dev/constraints.txt)"
 fi
 # Checks the pins: a no-op after linking, an install otherwise.

@@ -6,9 +6,8 @@ CI's second environment needs the same pinned torch as .venv. Installed afresh, 
 build is a second 5.6 GB on disk, more than a CI machine had free (the CI run of e0628a5
 stopped with "No space left on device"); hard links to .venv's files cost no space. Every
 file a distribution's RECORD lists is linked, its .dist-info included, so pip in the
-destination sees the distribution installed. Exit status 1 (nothing half-linked is left
-behind by the caller, which removes the environment) when a link cannot be made, e.g.
-across file systems.
+destination sees the distribution installed. Exit status 1 when a link cannot be made,
+e.g. across file systems; the caller then removes the environment and installs instead.
 """
 import importlib.metadata as metadata
 import os
