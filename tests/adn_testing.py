@@ -13,6 +13,19 @@ def set_cfg_keys(cfg, **overrides):
     return cfg
 
 
+#: Overrides that make a ViT-ADN Mask R-CNN config tiny: 8 blocks of width 32, in 4 groups
+#: whose outputs the student learns from.
+TINY_VIT_ADN_KEYS = dict(
+    MODEL__BACKBONE__NAME="build_vit_adn_sfp_backbone",
+    MODEL__VIT_ADN__EMBED_DIM=32,
+    MODEL__VIT_ADN__NUM_BLOCKS=8,
+    MODEL__VIT_ADN__NUM_HEADS=2,
+    MODEL__VIT_ADN__PRETRAIN_IMG_SIZE=64,
+    MODEL__VIT_ADN__OUT_CHANNELS=32,
+    MODEL__ADN__DISTILL__FEATURES=["group1", "group2", "group3", "group4"],
+)
+
+
 def make_adn_cfg(depth=50, backbone="build_resnet_adn_fpn_backbone", norm="BN", **overrides):
     """A Detectron2 config with adadet's keys and an ADN backbone; ``overrides`` as for
     :func:`set_cfg_keys`."""

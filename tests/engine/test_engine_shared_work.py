@@ -9,19 +9,9 @@ from detectron2.utils.events import EventStorage
 from adadet import using_depth
 from adadet.engine import SelfDistillationModel
 from adadet.modeling.shared_work import reuse_results
-from adn_testing import set_cfg_keys
+from adn_testing import TINY_VIT_ADN_KEYS, set_cfg_keys
 from engine_tiny_data import tiny_cfg
 from test_engine_step import _batch, _build
-
-VIT_KEYS = dict(
-    MODEL__BACKBONE__NAME="build_vit_adn_sfp_backbone",
-    MODEL__VIT_ADN__EMBED_DIM=32,
-    MODEL__VIT_ADN__NUM_BLOCKS=8,
-    MODEL__VIT_ADN__NUM_HEADS=2,
-    MODEL__VIT_ADN__PRETRAIN_IMG_SIZE=64,
-    MODEL__VIT_ADN__OUT_CHANNELS=32,
-    MODEL__ADN__DISTILL__FEATURES=["group1", "group2", "group3", "group4"],
-)
 
 
 def _count_calls(module, counts, key):
@@ -139,7 +129,7 @@ def test_stem_batchnorm_statistics_are_updated_once_per_iteration(rcnn_setup):
 
 
 def test_vit_embedding_and_preprocessing_run_once_with_the_two_pass_result(tiny_dataset):
-    cfg = set_cfg_keys(tiny_cfg(), **VIT_KEYS)
+    cfg = set_cfg_keys(tiny_cfg(), **TINY_VIT_ADN_KEYS)
     detector = _build(cfg)
     batch = _batch(cfg)
     shared = _iteration(copy.deepcopy(detector), cfg, batch, share=True)

@@ -115,19 +115,9 @@ def test_vit_adn_trains_with_self_distillation_and_is_evaluated_per_depth(cfg, t
     from detectron2.utils.events import EventStorage
 
     from adadet.engine import SelfDistillationModel
-    from adn_testing import set_cfg_keys
+    from adn_testing import TINY_VIT_ADN_KEYS, set_cfg_keys
 
-    vit_cfg = set_cfg_keys(
-        cfg.clone(),
-        MODEL__BACKBONE__NAME="build_vit_adn_sfp_backbone",
-        MODEL__VIT_ADN__EMBED_DIM=32,
-        MODEL__VIT_ADN__NUM_BLOCKS=8,
-        MODEL__VIT_ADN__NUM_HEADS=2,
-        MODEL__VIT_ADN__PRETRAIN_IMG_SIZE=64,
-        MODEL__VIT_ADN__OUT_CHANNELS=32,
-        MODEL__FPN__OUT_CHANNELS=32,
-        MODEL__ADN__DISTILL__FEATURES=["group1", "group2", "group3", "group4"],
-    )
+    vit_cfg = set_cfg_keys(cfg.clone(), **TINY_VIT_ADN_KEYS, MODEL__FPN__OUT_CHANNELS=32)
     torch.manual_seed(0)
     detector = build_model(vit_cfg)
     training = SelfDistillationModel.from_config(vit_cfg, detector).train()
