@@ -26,6 +26,7 @@ from adadet.depth import all_depths
 from adadet.evaluation.study_report import (
     aggregate_runs,
     claim_checks,
+    paired_differences,
     refinement_summary,
     write_study,
 )
@@ -161,6 +162,9 @@ def main(argv=None):
     parser.add_argument("--bn", nargs="+", choices=sorted(BN_MODES), default=sorted(BN_MODES),
                         help="BN statistics to evaluate with (default: both)")
     parser.add_argument("--output", default=os.path.join(ROOT, "output", "study"))
+    parser.add_argument("--reference", default="stages",
+                        help="the recipe the others are compared with, paired by seed "
+                             "(default: stages, the default recipe; if not run, the first)")
     parser.add_argument("--train-only", action="store_true", help="train, do not evaluate")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
                         help="config overrides for every run (KEY VALUE ...), e.g. SOLVER.MAX_ITER 300")
@@ -174,7 +178,8 @@ def main(argv=None):
         train(run_dir, recipe, seed, args.opts)
     if args.train_only:
         return
-    rows = []
+    rows, paired = [], {}
+    reference = args.reference if args.reference in args.recipes else args.recipes[0]
     for bn in args.bn:
         per_recipe = {}
         for recipe in args.recipes:
@@ -182,6 +187,7 @@ def main(argv=None):
                 evaluate(runs[recipe, s], recipe, args.split, bn, args.opts) for s in args.seeds
             ]
         rows += aggregate_runs(per_recipe)
+        paired.update(paired_differences(per_recipe, f"{reference}/{bn}"))
     timing = {r: statistics.fmean(seconds_per_iteration(runs[r, s]) for s in args.seeds)
               for r in args.recipes}
     info = {
@@ -193,6 +199,7 @@ def main(argv=None):
                         "seconds_per_iteration": timing[r]} for r in args.recipes},
         "opts": args.opts,
         "minutes": (time.perf_counter() - start) / 60,
+        "paired": paired,
     }
     info["refinement"] = {
         r: refinement_summary([analyze_features(runs[r, s], r, args.split, args.opts)
@@ -208,6 +215,10 @@ def main(argv=None):
               f"{len(check['chain_rises'])}, dominance violations "
               f"{len(check['dominance_violations'])}/{check['dominance_pairs']}: "
               f"{'HOLDS' if check['holds'] else 'does not hold'}")
+    for key, p in paired.items():
+        print(f"[study] {key} - {p['reference']}: {p['mean_difference']:+.2f} ± {p['std']:.2f} "
+              f"box AP over the settings, paired by seed; ahead at {p['settings_ahead']} of "
+              f"{p['settings']} settings")
     for r in args.recipes:
         print(f"[study] {r}: {timing[r]:.2f} s per iteration")
     print("[study] written: " + ", ".join(paths.values()))

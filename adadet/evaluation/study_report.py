@@ -12,6 +12,11 @@ the super-net and the base-net:
   less) beats it by more than one standard deviation.
 
 "One standard deviation" of a difference is the larger of the two settings' spreads.
+
+Recipes are also compared **paired by seed** (:func:`paired_differences`): a seed fixes
+the initial weights and the order of the training images for every recipe, so the
+difference of two recipes' runs of one seed is free of the spread between seeds, which
+is as large as the differences a recipe makes.
 """
 import csv
 import json
@@ -26,7 +31,9 @@ __all__ = [
     "aggregate_runs",
     "claim_checks",
     "format_refinement_table",
+    "format_paired_table",
     "format_study_table",
+    "paired_differences",
     "plot_study",
     "refinement_summary",
     "write_study",
@@ -102,6 +109,50 @@ def claim_checks(rows: Sequence[Mapping[str, Any]], metric: str = "box_AP") -> D
         result["super_minus_base"] = mean["FFFF"] - mean["TTTT"]
         result["super_minus_base_std"] = max(std["FFFF"], std["TTTT"])
     return result
+
+
+def paired_differences(
+    runs: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], reference: str,
+    metric: str = "box_AP",
+) -> Dict[str, Dict[str, Any]]:
+    """Each recipe of ``runs`` (as for :func:`aggregate_runs`, the seeds in the same order
+    for every recipe) against ``reference``, seed by seed: per seed, the mean over the depth
+    settings both evaluated of (recipe - reference); then the mean and sample std of those
+    over seeds, and at how many settings the recipe's mean over seeds is ahead."""
+    base = runs[reference]
+    out = {}
+    for recipe, seeds in runs.items():
+        if recipe == reference:
+            continue
+        if len(seeds) != len(base):
+            raise ValueError(f"{recipe} has {len(seeds)} seeds, {reference} {len(base)}: "
+                             "a paired comparison needs the same seeds")
+        per_seed, per_setting = [], {}
+        for rows, base_rows in zip(seeds, base):
+            ours = {r["depth"]: float(r[metric]) for r in rows}
+            theirs = {r["depth"]: float(r[metric]) for r in base_rows}
+            common = [d for d in ours if d in theirs]
+            for d in common:
+                per_setting.setdefault(d, []).append(ours[d] - theirs[d])
+            per_seed.append(statistics.fmean(ours[d] - theirs[d] for d in common))
+        mean, std = _mean_std(per_seed)
+        ahead = sum(statistics.fmean(v) > 0 for v in per_setting.values())
+        out[recipe] = {"reference": reference, "metric": metric, "mean_difference": mean,
+                       "std": std, "per_seed": per_seed, "settings_ahead": ahead,
+                       "settings": len(per_setting)}
+    return out
+
+
+def format_paired_table(paired: Mapping[str, Mapping[str, Any]]) -> str:
+    """recipe | against | mean difference ± std | per seed | settings ahead."""
+    lines = ["| recipe | against | difference over the settings (mean ± std over seeds) "
+             "| per seed | settings ahead |", "|---|---|---|---|---|"]
+    for recipe, p in paired.items():
+        seeds = " / ".join(f"{d:+.2f}" for d in p["per_seed"])
+        lines.append(f"| {recipe} | {p['reference']} | {p['mean_difference']:+.2f} ± "
+                     f"{p['std']:.2f} {p['metric'].replace('_', ' ')} | {seeds} | "
+                     f"{p['settings_ahead']} of {p['settings']} |")
+    return "\n".join(lines)
 
 
 def refinement_summary(per_seed: Sequence[Sequence[Mapping[str, Any]]]) -> List[Dict[str, Any]]:
@@ -215,6 +266,9 @@ def write_study(
         writer.writerows(rows)
     with open(paths["md"], "w") as f:
         f.write(format_study_table(rows) + "\n")
+        if info.get("paired"):
+            f.write("\nPaired by seed (the same initial weights and image order):\n\n")
+            f.write(format_paired_table(info["paired"]) + "\n")
         if info.get("refinement"):
             f.write("\nWhen a stage alone skips its skippable sub-path, its output moves by:\n\n")
             f.write(format_refinement_table(info["refinement"]) + "\n")

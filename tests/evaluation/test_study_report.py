@@ -75,3 +75,29 @@ def test_refinement_summary_over_seeds():
     assert summary[0]["relative_l2_mean"] == pytest.approx(0.4)
     assert summary[0]["cosine_std"] == pytest.approx(0.1414, abs=1e-3)
     assert "| stages | res2 | 0.400 ± 0.283 |" in format_refinement_table({"stages": summary})
+
+
+def test_recipes_compared_paired_by_seed():
+    from adadet.evaluation.study_report import format_paired_table, paired_differences
+
+    # Seeds spread by +-3 AP, far more than the 0.5 AP the recipe adds: paired by seed,
+    # the difference is exact and has no spread.
+    runs = {"base": [_rows(_monotone, -3.0), _rows(_monotone, 3.0)],
+            "better": [_rows(_monotone, -2.5), _rows(_monotone, 3.5)]}
+    paired = paired_differences(runs, "base")["better"]
+    assert paired["per_seed"] == pytest.approx([0.5, 0.5]) and paired["std"] == pytest.approx(0)
+    assert paired["settings_ahead"] == 16 and paired["settings"] == 16
+    assert "| better | base | +0.50 ± 0.00 box AP | +0.50 / +0.50 | 16 of 16 |" in (
+        format_paired_table({"better": paired}))
+    # Unpaired, the same runs are indistinguishable: their spread is 4.2 AP.
+    rows = aggregate_runs(runs)
+    assert next(r for r in rows if r["depth"] == "FFFF")["box_AP_std"] > 4
+
+    worse_at_ffff = [[dict(r, box_AP=r["box_AP"] - (2.0 if r["depth"] == "FFFF" else 0.0))
+                      for r in seed] for seed in runs["base"]]
+    paired = paired_differences({"base": runs["base"], "w": worse_at_ffff}, "base")["w"]
+    assert paired["mean_difference"] == pytest.approx(-2.0 / 16)
+    assert paired["settings_ahead"] == 0
+
+    with pytest.raises(ValueError, match="same seeds"):
+        paired_differences({"base": runs["base"], "one": runs["base"][:1]}, "base")
