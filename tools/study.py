@@ -26,6 +26,7 @@ from adadet.depth import all_depths
 from adadet.evaluation.study_report import (
     aggregate_runs,
     claim_checks,
+    depth_gap_by_seed,
     paired_differences,
     refinement_summary,
     write_study,
@@ -178,7 +179,7 @@ def main(argv=None):
         train(run_dir, recipe, seed, args.opts)
     if args.train_only:
         return
-    rows, paired = [], {}
+    rows, paired, depth_gap = [], {}, {}
     reference = args.reference if args.reference in args.recipes else args.recipes[0]
     for bn in args.bn:
         per_recipe = {}
@@ -188,6 +189,7 @@ def main(argv=None):
             ]
         rows += aggregate_runs(per_recipe)
         paired.update(paired_differences(per_recipe, f"{reference}/{bn}"))
+        depth_gap.update(depth_gap_by_seed(per_recipe))
     timing = {r: statistics.fmean(seconds_per_iteration(runs[r, s]) for s in args.seeds)
               for r in args.recipes}
     info = {
@@ -200,6 +202,7 @@ def main(argv=None):
         "opts": args.opts,
         "minutes": (time.perf_counter() - start) / 60,
         "paired": paired,
+        "depth_gap": depth_gap,
     }
     info["refinement"] = {
         r: refinement_summary([analyze_features(runs[r, s], r, args.split, args.opts)
@@ -215,6 +218,9 @@ def main(argv=None):
               f"{len(check['chain_rises'])}, dominance violations "
               f"{len(check['dominance_violations'])}/{check['dominance_pairs']}: "
               f"{'HOLDS' if check['holds'] else 'does not hold'}")
+    for key, g in depth_gap.items():
+        print(f"[study] {key}: FFFF - TTTT box AP per seed {g['mean']:+.2f} ± {g['std']:.2f} "
+              f"({' / '.join(f'{d:+.2f}' for d in g['per_seed'])})")
     for key, p in paired.items():
         print(f"[study] {key} - {p['reference']}: {p['mean_difference']:+.2f} ± {p['std']:.2f} "
               f"box AP over the settings, paired by seed; ahead at {p['settings_ahead']} of "

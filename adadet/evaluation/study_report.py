@@ -30,6 +30,7 @@ from ..depth import DEFAULT_EVAL_CHAIN
 __all__ = [
     "aggregate_runs",
     "claim_checks",
+    "depth_gap_by_seed",
     "format_refinement_table",
     "format_paired_table",
     "format_study_table",
@@ -140,6 +141,28 @@ def paired_differences(
         out[recipe] = {"reference": reference, "metric": metric, "mean_difference": mean,
                        "std": std, "per_seed": per_seed, "settings_ahead": ahead,
                        "settings": len(per_setting)}
+    return out
+
+
+def depth_gap_by_seed(
+    runs: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], dearer: str = "FFFF",
+    cheaper: str = "TTTT", metric: str = "box_AP",
+) -> Dict[str, Dict[str, Any]]:
+    """What depth buys, per recipe and seed: ``dearer`` - ``cheaper`` of the same model
+    (the super-net's lead over the base-net), then the mean and sample std over seeds.
+    Both settings share one model's weights, so this spread is that of the gap itself,
+    smaller than the spread of either setting across seeds."""
+    out = {}
+    for recipe, seeds in runs.items():
+        per_seed = []
+        for rows in seeds:
+            ap = {r["depth"]: float(r[metric]) for r in rows}
+            if dearer in ap and cheaper in ap:
+                per_seed.append(ap[dearer] - ap[cheaper])
+        if per_seed:
+            mean, std = _mean_std(per_seed)
+            out[recipe] = {"dearer": dearer, "cheaper": cheaper, "metric": metric,
+                           "mean": mean, "std": std, "per_seed": per_seed}
     return out
 
 
@@ -269,6 +292,12 @@ def write_study(
         if info.get("paired"):
             f.write("\nPaired by seed (the same initial weights and image order):\n\n")
             f.write(format_paired_table(info["paired"]) + "\n")
+        if info.get("depth_gap"):
+            f.write("\nWhat depth buys, per seed (the same model at both settings):\n\n")
+            for recipe, g in info["depth_gap"].items():
+                seeds = " / ".join(f"{d:+.2f}" for d in g["per_seed"])
+                f.write(f"* {recipe}: {g['dearer']} - {g['cheaper']} {g['mean']:+.2f} ± "
+                        f"{g['std']:.2f} {g['metric'].replace('_', ' ')} (per seed {seeds})\n")
         if info.get("refinement"):
             f.write("\nWhen a stage alone skips its skippable sub-path, its output moves by:\n\n")
             f.write(format_refinement_table(info["refinement"]) + "\n")

@@ -101,3 +101,13 @@ def test_recipes_compared_paired_by_seed():
 
     with pytest.raises(ValueError, match="same seeds"):
         paired_differences({"base": runs["base"], "one": runs["base"][:1]}, "base")
+
+
+def test_depth_gap_per_seed_is_free_of_the_spread_between_seeds():
+    from adadet.evaluation.study_report import depth_gap_by_seed
+
+    seeds = [_rows(_monotone, -3.0), _rows(_monotone, 3.0)]  # FFFF 4 AP above TTTT in each
+    gap = depth_gap_by_seed({"r": seeds})["r"]
+    assert gap["per_seed"] == pytest.approx([4.0, 4.0]) and gap["std"] == pytest.approx(0)
+    # the checks' unpaired figure carries the 4.2 AP spread between the seeds
+    assert claim_checks(aggregate_runs({"r": seeds}))["super_minus_base_std"] > 4
