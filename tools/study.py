@@ -163,9 +163,10 @@ def main(argv=None):
     parser.add_argument("--bn", nargs="+", choices=sorted(BN_MODES), default=sorted(BN_MODES),
                         help="BN statistics to evaluate with (default: both)")
     parser.add_argument("--output", default=os.path.join(ROOT, "output", "study"))
-    parser.add_argument("--reference", default="stages",
+    parser.add_argument("--reference", default="stages", choices=sorted(RECIPES),
                         help="the recipe the others are compared with, paired by seed "
-                             "(default: stages, the default recipe; if not run, the first)")
+                             "(default: stages, the default recipe; if it is not among "
+                             "--recipes, the first of them, and the study says so)")
     parser.add_argument("--train-only", action="store_true", help="train, do not evaluate")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
                         help="config overrides for every run (KEY VALUE ...), e.g. SOLVER.MAX_ITER 300")
@@ -181,6 +182,9 @@ def main(argv=None):
         return
     rows, paired, depth_gap = [], {}, {}
     reference = args.reference if args.reference in args.recipes else args.recipes[0]
+    if reference != args.reference and len(args.recipes) > 1:
+        print(f"[study] --reference {args.reference} is not among --recipes: the others are "
+              f"compared with {reference}")
     for bn in args.bn:
         per_recipe = {}
         for recipe in args.recipes:
