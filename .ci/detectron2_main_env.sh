@@ -7,7 +7,8 @@
 # The source is the test fixture ../shared/upstream/detectron2-main-<commit>.tar.gz (never
 # part of the README's set-up). Building it takes 5-10 minutes on 2 cores, so the wheel is
 # cached in $ADADET_CI_CACHE (default ~/.cache/adadet/ci), keyed by the tarball's sha256
-# and the torch and Python versions; a machine without the cache builds it.
+# and the torch and Python versions; a machine without the cache builds it. The pinned
+# torch is hard-linked from .venv (ADADET_CI_TORCH_FROM), not installed a second time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ENV_DIR=${1:?usage: .ci/detectron2_main_env.sh ENV_DIR}
