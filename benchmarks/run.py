@@ -421,27 +421,48 @@ def _train_step(loss_fn, model, device, amp):
     return step
 
 
-def bench_training(args, device) -> Dict:
-    """One self-distillation iteration (super-net + sub-net forward, one backward, one
-    step) against one stock iteration, on the same batch, interleaved."""
-    adn_cfg = _cfg(args, device)
-    stock_cfg = _cfg(args, device, stock=True)
-    adn = _build(adn_cfg, args.seed, train=True)
-    stock = _build(stock_cfg, args.seed + 1, train=True)
-    H.copy_weights(adn, stock)
-    distill = SelfDistillationModel.from_config(adn_cfg, adn).train()
-    _, batch = H.make_inputs(args.train_batch, args.size, args.seed, device)
+#: The training schemes timed besides the configured one ("adn", the paper's super-net +
+#: base-net): name -> (students per iteration, drawn among the 15 sub-nets). The study's
+#: ``random_subnets`` and ``three_students`` recipes (tools/study.py).
+TRAINING_SCHEMES = {"random_subnet": 1, "three_students": 3}
+
+
+def _distillation_step(cfg, args, device, batch, num_students=None):
+    """(detector, train step) of one self-distillation iteration; with ``num_students``,
+    that many students drawn per iteration among all sub-nets instead of the config's."""
+    if num_students is not None:
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.MODEL.ADN.DISTILL.SUBNETS = [d for d in adadet.all_depths(4) if d != SUPER]
+        cfg.MODEL.ADN.DISTILL.NUM_STUDENTS = num_students
+    detector = _build(cfg, args.seed, train=True)
+    distill = SelfDistillationModel.from_config(cfg, detector).train()
     calls = {"n": 0}
 
-    def adn_loss():
-        calls["n"] += 1
+    def loss():
+        calls["n"] += 1  # a new iteration: random schemes draw other students
         return distill(batch, iteration=calls["n"])["total_loss"]
 
+    return detector, distill, _train_step(loss, detector, device, args.amp)
+
+
+def bench_training(args, device) -> Dict:
+    """One self-distillation iteration (super-net + sub-net forward, one backward, one
+    step) against one stock iteration, on the same batch, interleaved; and the other
+    training schemes (:data:`TRAINING_SCHEMES`) in the same rounds."""
+    adn_cfg = _cfg(args, device)
+    stock_cfg = _cfg(args, device, stock=True)
+    _, batch = H.make_inputs(args.train_batch, args.size, args.seed, device)
+    adn, distill, adn_step = _distillation_step(adn_cfg, args, device, batch)
+    stock = _build(stock_cfg, args.seed + 1, train=True)
+    H.copy_weights(adn, stock)
     steps = {
         "stock": _train_step(lambda: sum(stock(batch).values()), stock, device, args.amp),
-        "adn": _train_step(adn_loss, adn, device, args.amp),
+        "adn": adn_step,
     }
     models = {"stock": stock, "adn": adn}
+    for name, num_students in TRAINING_SCHEMES.items():
+        models[name], _, steps[name] = _distillation_step(adn_cfg, args, device, batch, num_students)
     cpu_memory = H.CpuPeakMemory()
     seconds = {name: [] for name in steps}
     peak_mib = {name: [] for name in steps}
@@ -482,6 +503,9 @@ def bench_training(args, device) -> Dict:
             "saved_activations_mib": saved[name],
         }
     result["time_ratio"] = H.ratio(result["adn"]["median_s"], result["stock"]["median_s"])
+    result["scheme_time_ratios"] = {  # each scheme against the paper's super + base
+        name: H.ratio(result[name]["median_s"], result["adn"]["median_s"]) for name in TRAINING_SCHEMES
+    }
     result["peak_memory_ratio"] = H.ratio(
         result["adn"]["peak_mib_median"], result["stock"]["peak_mib_median"])
     result["saved_activations_ratio"] = H.ratio(
@@ -497,11 +521,14 @@ def training_table(result: Dict) -> str:
     rows = [
         [name, f"{result[name]['median_s']:.3f} / {result[name]['p90_s']:.3f}",
          fmt(result[name]["peak_mib_median"], ".0f"), f"{result[name]['saved_activations_mib']:.0f}"]
-        for name in ("stock", "adn")
+        for name in ("stock", "adn", *TRAINING_SCHEMES)
     ]
     rows.append(["ratio adn/stock", f"{result['time_ratio']:.3f} "
                  f"({'<=' if result['within_target'] else '>'} {result['target_time_ratio']})",
                  fmt(result["peak_memory_ratio"], ".3f"), f"{result['saved_activations_ratio']:.3f}"])
+    for name, time_ratio in result["scheme_time_ratios"].items():
+        rows.append([f"ratio {name}/adn", f"{time_ratio:.3f}", "",
+                     f"{result[name]['saved_activations_mib'] / result['adn']['saved_activations_mib']:.3f}"])
     headers = ["iteration", "s/iter\nmedian / p90", "peak MiB\n(median)", "saved for\nbackward MiB"]
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
