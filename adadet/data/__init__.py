@@ -10,20 +10,16 @@ from .embedded import (
     POLYGONS,
     SHAPES_TRAIN,
     SHAPES_VAL,
-    SplitFiles,
     embedded_datasets_root,
-    prepare_embedded_datasets,
     prepare_photos_dataset,
-    prepare_polygons_dataset,
     prepare_shapes_dataset,
     register_embedded_datasets,
 )
-from .mapper import CheckedDatasetMapper
 from .synthesis import POLYGON_CLASSES, SHAPE_CLASSES
 from .validation import (
+    CheckedDatasetMapper,
     DatasetError,
     DatasetWarning,
-    check_coco_dict,
     load_checked_coco_json,
     register_checked_coco_instances,
 )
@@ -38,13 +34,9 @@ __all__ = [
     "CheckedDatasetMapper",
     "DatasetError",
     "DatasetWarning",
-    "SplitFiles",
-    "check_coco_dict",
     "embedded_datasets_root",
     "load_checked_coco_json",
-    "prepare_embedded_datasets",
     "prepare_photos_dataset",
-    "prepare_polygons_dataset",
     "prepare_shapes_dataset",
     "register_checked_coco_instances",
     "register_embedded_datasets",
