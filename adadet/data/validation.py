@@ -6,8 +6,9 @@
 ``AssertionError`` / ``JSONDecodeError``. They run on the one parse of the file, which
 ``load_coco_json`` then indexes. No image is decoded. Left to Detectron2, whose messages
 name the problem: repeated annotation ids, category ids absent from 'categories', and
-annotations of images absent from 'images' or with polygons of fewer than 3 points
-(dropped, with a log line).
+polygons of fewer than 3 points (dropped, with a log line). Annotations of images absent
+from 'images' stay an error here: Detectron2 drops them with a log line only, and a file
+that lost image records would train on part of its data.
 
 A problem that makes the whole file unusable, or would silently train on the wrong data,
 raises ``DatasetError`` (a ``ValueError``). A box of width or height <= 0 is dropped with a
@@ -146,6 +147,15 @@ def _check_structure(json_file: str, data) -> None:
                 f"duplicate ids in '{key}': {_examples(duplicates)}",
                 f"give every entry of '{key}' its own id",
             )
+    image_ids = {image["id"] for image in data["images"]}
+    stray = [a for a in data["annotations"] if a["image_id"] not in image_ids]
+    if stray:
+        raise _fail(
+            json_file,
+            f"{len(stray)} annotation(s) refer to image ids absent from 'images': "
+            + _examples(f"annotation {a['id']} -> image_id {a['image_id']}" for a in stray),
+            "add the missing image records, or remove those annotations",
+        )
 
 
 def _check_image_files(json_file: str, image_root: str, images: List[dict]) -> None:

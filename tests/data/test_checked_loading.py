@@ -178,11 +178,13 @@ def test_empty_dataset_is_an_error(tmp_path, key):
         load_checked_coco_json(*paths)
 
 
-def test_annotation_of_a_missing_image_id_is_dropped_by_detectron2(tmp_path):
-    # load_coco_json drops it and logs "... contains 3 annotations, but only 2 of them match"
+def test_annotation_of_a_missing_image_id(tmp_path):
+    # load_coco_json would drop it with a log line only
     paths = _write_coco(tmp_path, lambda c: c["annotations"][1].update(image_id=99))
-    dicts = load_checked_coco_json(*paths)
-    assert [len(d["annotations"]) for d in dicts] == [1, 0, 1]
+    with pytest.raises(
+        DatasetError, match="annotation 12 -> image_id 99.*Fix: add the missing image"
+    ):
+        load_checked_coco_json(*paths)
 
 
 def test_annotation_of_a_missing_category_id_is_named_by_detectron2(tmp_path):
