@@ -1,8 +1,6 @@
-"""Data for adadet: the embedded data sets, checked COCO loading and image reading.
-
-Importing this package registers ``adadet_shapes_train``, ``adadet_shapes_val``,
-``adadet_polygons_{train,tune,test}`` and ``adadet_photos`` in Detectron2's catalogs (as ``detectron2.data.datasets`` does for its
-builtin data sets); their files are generated on first load. See ``embedded.py``.
+"""Data for adadet: the embedded data sets (``embedded.py``; importing this package
+registers them in Detectron2's catalogs), checked COCO loading and image reading
+(``validation.py``) and the exactly resumable training loader (``resumable_loader.py``).
 """
 
 from .embedded import (
@@ -10,44 +8,20 @@ from .embedded import (
     POLYGONS,
     SHAPES_TRAIN,
     SHAPES_VAL,
-    SplitFiles,
     embedded_datasets_root,
-    prepare_embedded_datasets,
     prepare_photos_dataset,
-    prepare_polygons_dataset,
     prepare_shapes_dataset,
     register_embedded_datasets,
 )
-from .mapper import CheckedDatasetMapper
 from .synthesis import POLYGON_CLASSES, SHAPE_CLASSES
 from .validation import (
+    CheckedDatasetMapper,
     DatasetError,
     DatasetWarning,
-    check_coco_dict,
     load_checked_coco_json,
     register_checked_coco_instances,
 )
 
-__all__ = [
-    "PHOTOS",
-    "POLYGONS",
-    "POLYGON_CLASSES",
-    "SHAPES_TRAIN",
-    "SHAPES_VAL",
-    "SHAPE_CLASSES",
-    "CheckedDatasetMapper",
-    "DatasetError",
-    "DatasetWarning",
-    "SplitFiles",
-    "check_coco_dict",
-    "embedded_datasets_root",
-    "load_checked_coco_json",
-    "prepare_embedded_datasets",
-    "prepare_photos_dataset",
-    "prepare_polygons_dataset",
-    "prepare_shapes_dataset",
-    "register_checked_coco_instances",
-    "register_embedded_datasets",
-]
+__all__ = [k for k in globals().keys() if not k.startswith("_")]  # as detectron2.data
 
 register_embedded_datasets()

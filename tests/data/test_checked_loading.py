@@ -179,6 +179,7 @@ def test_empty_dataset_is_an_error(tmp_path, key):
 
 
 def test_annotation_of_a_missing_image_id(tmp_path):
+    # load_coco_json would drop it with a log line only
     paths = _write_coco(tmp_path, lambda c: c["annotations"][1].update(image_id=99))
     with pytest.raises(
         DatasetError, match="annotation 12 -> image_id 99.*Fix: add the missing image"
@@ -186,10 +187,12 @@ def test_annotation_of_a_missing_image_id(tmp_path):
         load_checked_coco_json(*paths)
 
 
-def test_annotation_of_a_missing_category_id(tmp_path):
+def test_annotation_of_a_missing_category_id_is_named_by_detectron2(tmp_path):
     paths = _write_coco(tmp_path, lambda c: c["annotations"][0].update(category_id=7))
-    with pytest.raises(DatasetError, match="annotation 11 -> category_id 7"):
-        load_checked_coco_json(*paths)
+    name = "adadet_test_missing_category"
+    with pytest.raises(KeyError, match="category_id=7 but this id does not exist in 'categories'"):
+        load_checked_coco_json(*paths, name)
+    MetadataCatalog.remove(name)
 
 
 def test_missing_image_files_are_counted_and_named(tmp_path):
@@ -286,4 +289,8 @@ def test_ids_that_detectron2_would_merge_are_an_error(tmp_path):
         load_checked_coco_json(*paths)
     paths = _write_coco(tmp_path, lambda c: c["categories"].append({"id": 1, "name": "other"}))
     with pytest.raises(DatasetError, match=r"duplicate ids in 'categories': 1\."):
+        load_checked_coco_json(*paths)
+    # repeated annotation ids are load_coco_json's to refuse
+    paths = _write_coco(tmp_path, lambda c: c["annotations"][2].update(id=12))
+    with pytest.raises(AssertionError, match=r"Annotation ids in '.*\.json' are not unique"):
         load_checked_coco_json(*paths)
