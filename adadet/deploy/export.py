@@ -79,20 +79,16 @@ class ExportReport:
     notes: List[str] = field(default_factory=list)
 
     @property
-    def graph_matches_depth(self) -> Optional[bool]:
-        if not self.graph_layers or not self.eager_layer_calls:
-            return None
+    def graph_matches_depth(self) -> bool:
         return all(self.eager_layer_calls.get(kind) == n for kind, n in self.graph_layers.items())
 
     @property
     def outputs_match(self) -> Optional[bool]:
-        if not self.checks:
-            return None
-        return all(check["ok"] for check in self.checks)
+        return all(check["ok"] for check in self.checks) if self.checks else None  # None: unchecked
 
     @property
     def ok(self) -> bool:
-        return self.graph_matches_depth is not False and self.outputs_match is not False
+        return self.graph_matches_depth and self.outputs_match is not False
 
     def to_dict(self) -> Dict[str, Any]:
         return {**asdict(self), "graph_matches_depth": self.graph_matches_depth,

@@ -139,31 +139,22 @@ def _limit_text(key, limit, label, unit, sign) -> str:
     return f"{label} {'<=' if sign > 0 else '>='} {limit:g}{unit}"
 
 
-def _violations(row: Row, budget: DepthBudget) -> List[str]:
-    """Human-readable limits this row breaks (a missing measurement counts as breaking it)."""
-    broken = []
+def _violations(row: Row, budget: DepthBudget) -> Tuple[List[str], float]:
+    """The limits this row breaks, human-readable (a missing measurement breaks its limit),
+    and by how much: the sum of the relative excesses (0: fits; inf: a limit not measured)."""
+    broken, excess = [], 0.0
     if budget.min_ap is None and math.isnan(_number(row, budget.metric)):
         broken.append(f"{budget.metric} not measured")  # cannot be ranked by it
     for key, limit, label, unit, sign in budget.limits():
         value = _number(row, key)
+        miss = (value - limit) * sign
         if math.isnan(value):
             broken.append(f"{label} not measured")
-        elif (value - limit) * sign > 0:
+            excess = math.inf
+        elif miss > 0:
             broken.append(f"{label} {value:.2f}{unit} {'>' if sign > 0 else '<'} {limit:g}{unit}")
-    return broken
-
-
-def _excess(row: Row, budget: DepthBudget) -> float:
-    """How far a row misses the limits: the sum of relative excesses (0 = fits)."""
-    total = 0.0
-    for key, limit, _, _, sign in budget.limits():
-        value = _number(row, key)
-        if math.isnan(value):
-            return float("inf")
-        miss = (value - limit) * sign
-        if miss > 0:
-            total += miss / max(abs(limit), 1e-9)
-    return total
+            excess += miss / max(abs(limit), 1e-9)
+    return broken, excess
 
 
 def _cost_key(row: Row) -> Tuple:
@@ -178,27 +169,9 @@ def _cost_key(row: Row) -> Tuple:
     )
 
 
-def _check_metric(rows: Sequence[Row], metric: str) -> None:
-    if not all(metric in row for row in rows):
-        available = sorted({k for row in rows for k in row if "AP" in k})
-        raise ValueError(
-            f"The table has no {metric!r} for every setting; its AP columns are {available}. "
-            "(mask_AP needs a Mask R-CNN evaluated with segm.)"
-        )
-    if all(math.isnan(_number(row, metric)) for row in rows):
-        measured = sorted(
-            {k for row in rows for k in row if "AP" in k and not math.isnan(_number(row, k))}
-        )
-        raise ValueError(
-            f"The table's {metric!r} is NaN (not measured) for every setting, so it cannot "
-            f"rank them (COCO gives NaN for an area range without objects, e.g. box_APl on "
-            f"small images). Choose another --metric; columns with values: {measured}."
-        )
-
-
-def _check_rows(rows: Sequence[Row], where: str) -> None:
+def _check_table(rows: Sequence[Row], metric: str, where: str) -> None:
     """There are rows; every row's depth is a depth setting ('TFFF'), all of one length,
-    none twice."""
+    none twice; ``metric`` has a value in some row and is a column of all."""
     if not rows:
         raise ValueError(f"{where} lists no depth settings: use the depth_eval.json of a "
                          "per-depth evaluation (tools/train_net.py --eval-only writes it).")
@@ -224,6 +197,21 @@ def _check_rows(rows: Sequence[Row], where: str) -> None:
             f"{where}: the table lists {problem}: it mixes evaluations. Use the "
             "depth_eval.json of one evaluation run."
         )
+    if not all(metric in row for row in rows):
+        available = sorted({k for row in rows for k in row if "AP" in k})
+        raise ValueError(
+            f"The table has no {metric!r} for every setting; its AP columns are {available}. "
+            "(mask_AP needs a Mask R-CNN evaluated with segm.)"
+        )
+    if all(math.isnan(_number(row, metric)) for row in rows):
+        measured = sorted(
+            {k for row in rows for k in row if "AP" in k and not math.isnan(_number(row, k))}
+        )
+        raise ValueError(
+            f"The table's {metric!r} is NaN (not measured) for every setting, so it cannot "
+            f"rank them (COCO gives NaN for an area range without objects, e.g. box_APl on "
+            f"small images). Choose another --metric; columns with values: {measured}."
+        )
 
 
 def select_depth(
@@ -237,13 +225,12 @@ def select_depth(
     """
     if not budget.has_cost_limit and budget.min_ap is None:
         raise ValueError("Give at least one limit: max_latency_ms, max_gflops or min_ap.")
-    _check_rows(rows, (source or {}).get("path", "the table"))
-    _check_metric(rows, budget.metric)
-    excluded = {r["depth"]: _violations(r, budget) for r in rows}
-    excluded = {depth: broken for depth, broken in excluded.items() if broken}
+    _check_table(rows, budget.metric, (source or {}).get("path", "the table"))
+    violations = {r["depth"]: _violations(r, budget) for r in rows}
+    excluded = {depth: broken for depth, (broken, _) in violations.items() if broken}
     fitting = [r for r in rows if r["depth"] not in excluded]
     if not fitting:
-        closest = min(rows, key=lambda r: (_excess(r, budget), _cost_key(r)))
+        closest = min(rows, key=lambda r: (violations[r["depth"]][1], _cost_key(r)))
         raise NoDepthFits(_no_fit_message(rows, budget, excluded, closest), excluded, closest)
 
     metric = budget.metric
