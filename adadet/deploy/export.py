@@ -175,21 +175,18 @@ def graph_op_libraries(graph) -> List[str]:
     )
 
 
-def _count_onnx_layers(path: str) -> Dict[str, int]:
-    """Conv nodes of an ONNX file (linear layers become Gemm or MatMul, and so do attention
-    products: they are not counted)."""
+def _onnx_conv_nodes(graph) -> int:
+    """Conv nodes of an ONNX graph, subgraphs included (linear layers become Gemm or MatMul,
+    and so do attention products: they are not counted)."""
     import onnx
 
-    def walk(graph) -> int:
-        total = 0
-        for node in graph.node:
-            total += node.op_type in ("Conv", "ConvTranspose")
-            for attribute in node.attribute:
-                if attribute.type == onnx.AttributeProto.GRAPH:
-                    total += walk(attribute.g)
-        return total
-
-    return {"conv": walk(onnx.load(path, load_external_data=False).graph)}
+    total = 0
+    for node in graph.node:
+        total += node.op_type in ("Conv", "ConvTranspose")
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                total += _onnx_conv_nodes(attribute.g)
+    return total
 
 
 def compare_outputs(
@@ -322,15 +319,6 @@ def _error_summary(error: Exception) -> str:
     return f"{type(error).__name__}: {cause[:300]}"
 
 
-def _embed_onnx_metadata(path: str, metadata: Dict[str, Any]) -> None:
-    import onnx
-
-    proto = onnx.load(path)
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_NAME, json.dumps(metadata, indent=2)
-    onnx.save(proto, path)
-
-
 def export_onnx(
     model: nn.Module,
     depth: str,
@@ -350,7 +338,7 @@ def export_onnx(
     is installed.
     """
     try:
-        import onnx  # noqa: F401
+        import onnx
     except ImportError:
         raise ExportError(
             "ONNX export needs the 'onnx' package (torch.onnx serialises through it), which "
@@ -390,8 +378,11 @@ def export_onnx(
             if exporter == "dynamo":  # a static input shape: checked on the sample only
                 report.notes.append("dynamo export: the image size is fixed to the sample's.")
                 images = images[:1]
-            _embed_onnx_metadata(path, {**(metadata or {}), "part": part, "outputs": report.output_names})
-            report.graph_layers = _count_onnx_layers(path)
+            proto = onnx.load(path)
+            meta = {**(metadata or {}), "part": part, "outputs": report.output_names}
+            proto.metadata_props.add(key=METADATA_NAME, value=json.dumps(meta, indent=2))
+            onnx.save(proto, path)
+            report.graph_layers = {"conv": _onnx_conv_nodes(proto.graph)}
             _check(report, adapter, images, _onnxruntime_runner(report))
             return report
     raise ExportError("ONNX export failed in every way tried:\n  " + "\n  ".join(failures))

@@ -220,7 +220,7 @@ def select_depth(
     """The best setting of ``rows`` under ``budget`` (rules in the module docstring).
 
     Raises:
-        ValueError: no limit given, or the metric is not in the table.
+        ValueError: no limit given, a malformed table, or a metric it does not measure.
         NoDepthFits: no setting meets every limit.
     """
     if not budget.has_cost_limit and budget.min_ap is None:
