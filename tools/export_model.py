@@ -30,7 +30,7 @@ import sys
 import torch
 from detectron2.utils.logger import setup_logger
 
-from adadet import get_depth, set_depth
+from adadet import get_depth, using_depth
 from adadet.checkpoint import CheckpointError
 from adadet.deploy.cli_checks import ArgumentChecks
 from adadet.deploy.export import (
@@ -109,15 +109,14 @@ def summary_lines(report, super_calls=None):
     lines = [f"Exported {report.part} at depth {report.depth}: {report.path} "
              f"({report.file_bytes / 1e6:.1f} MB, {report.exporter})"]
     lines.append(f"  outputs: {', '.join(report.output_names)}")
-    if report.graph_layers:
-        verdict = "matches" if report.graph_matches_depth else "DOES NOT MATCH"
-        lines.append(f"  graph: {layers_text(report.graph_layers)} nodes, {verdict} the "
-                     f"{layers_text(report.eager_layer_calls, report.graph_layers)} layer calls of "
-                     f"the eager model at {report.depth}")
-        if super_calls is not None:
-            skipped = sum(super_calls[k] - report.eager_layer_calls[k] for k in report.graph_layers)
-            lines.append(f"  the super-net FFFF calls {layers_text(super_calls, report.graph_layers)}: "
-                         f"{skipped} layers of skipped blocks are not in the graph")
+    verdict = "matches" if report.graph_matches_depth else "DOES NOT MATCH"
+    lines.append(f"  graph: {layers_text(report.graph_layers)} nodes, {verdict} the "
+                 f"{layers_text(report.eager_layer_calls, report.graph_layers)} layer calls of "
+                 f"the eager model at {report.depth}")
+    if super_calls is not None:
+        skipped = sum(super_calls[k] - report.eager_layer_calls[k] for k in report.graph_layers)
+        lines.append(f"  the super-net FFFF calls {layers_text(super_calls, report.graph_layers)}: "
+                     f"{skipped} layers of skipped blocks are not in the graph")
     for check in report.checks:
         diffs = ", ".join(f"{k} {v:.2e}" if isinstance(v, float) else f"{k} {v}"
                           for k, v in check["max_abs_diff"].items())
@@ -176,10 +175,9 @@ def main(argv=None) -> int:
 
     super_calls = None
     if report.part == "model" and depth != "FFFF":
-        set_depth(model, "FFFF")
         adapter = DetectorTracingAdapter(model)
-        super_calls = count_layer_calls(model, lambda: adapter(image))
-        set_depth(model, depth)
+        with using_depth(model, "FFFF"):
+            super_calls = count_layer_calls(model, lambda: adapter(image))
     info = report.to_dict()
     info["super_net_layer_calls"] = super_calls
     with open(os.path.join(args.output, "export_info.json"), "w") as f:

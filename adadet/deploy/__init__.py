@@ -11,27 +11,6 @@
   ``tools/demo.py``.
 * :mod:`.cli_checks`: the tools' checks of their file arguments (exit status 2).
 
-Submodules are imported on first use, so choosing a depth does not load the exporters
-or matplotlib.
+Import the submodule you need (``from adadet.deploy.select import select_depth``): this
+package imports none of them, so choosing a depth does not load the exporters or matplotlib.
 """
-import importlib
-
-_EXPORTS = {
-    "DepthBudget": "select", "DepthSelection": "select", "NoDepthFits": "select",
-    "load_depth_table": "select", "select_depth": "select", "format_selection": "select",
-    "DetectorTracingAdapter": "tracing", "BackboneTracingAdapter": "tracing",
-    "tracing_friendly_len": "tracing",
-    "ExportError": "export", "ExportReport": "export", "export_torchscript": "export",
-    "export_onnx": "export", "script_model": "export", "TOLERANCES": "export",
-    "AdaptiveDepthPredictor": "predictor", "DepthPrediction": "predictor",
-    "build_inference_model": "predictor", "setup_deploy_cfg": "predictor",
-    "draw_prediction": "visualize", "side_by_side": "visualize",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,8 +9,6 @@ import sys
 import tempfile
 from typing import Mapping, NoReturn, Optional
 
-__all__ = ["ArgumentChecks"]
-
 
 class ArgumentChecks:
     """The checks of one tool, whose errors start with ``prefix`` (e.g. ``"demo.py: error: "``)."""

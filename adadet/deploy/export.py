@@ -12,11 +12,9 @@ set not in use), so a "TTTT" file is smaller than an "FFFF" file. Each export is
 
 Scripting is not offered: see :func:`script_model`.
 """
-import contextlib
 import json
 import logging
 import os
-import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -24,28 +22,7 @@ import torch
 import torch.nn as nn
 
 from ..depth import normalize_depth, using_depth
-from .tracing import (
-    BackboneTracingAdapter,
-    DetectorTracingAdapter,
-    pad_for_backbone,
-    tracing_friendly_len,
-)
-
-__all__ = [
-    "ExportError",
-    "ExportReport",
-    "TOLERANCES",
-    "METADATA_NAME",
-    "export_metadata",
-    "export_torchscript",
-    "export_onnx",
-    "script_model",
-    "count_layer_calls",
-    "count_graph_layers",
-    "graph_op_libraries",
-    "compare_outputs",
-    "load_torchscript_metadata",
-]
+from .tracing import BackboneTracingAdapter, DetectorTracingAdapter, tracing_mode
 
 logger = logging.getLogger(__name__)
 
@@ -102,20 +79,16 @@ class ExportReport:
     notes: List[str] = field(default_factory=list)
 
     @property
-    def graph_matches_depth(self) -> Optional[bool]:
-        if not self.graph_layers or not self.eager_layer_calls:
-            return None
+    def graph_matches_depth(self) -> bool:
         return all(self.eager_layer_calls.get(kind) == n for kind, n in self.graph_layers.items())
 
     @property
     def outputs_match(self) -> Optional[bool]:
-        if not self.checks:
-            return None
-        return all(check["ok"] for check in self.checks)
+        return all(check["ok"] for check in self.checks) if self.checks else None  # None: unchecked
 
     @property
     def ok(self) -> bool:
-        return self.graph_matches_depth is not False and self.outputs_match is not False
+        return self.graph_matches_depth and self.outputs_match is not False
 
     def to_dict(self) -> Dict[str, Any]:
         return {**asdict(self), "graph_matches_depth": self.graph_matches_depth,
@@ -132,7 +105,7 @@ def export_metadata(cfg, depth: str, output_names: Sequence[str]) -> Dict[str, A
     from .. import __version__ as adadet_version
     from .predictor import dataset_metadata
 
-    thing_classes = list(dataset_metadata(cfg).get("thing_classes", []) or [])
+    thing_classes = list(dataset_metadata(cfg).get("thing_classes", []))
     return {
         "format_version": 1,
         "depth": normalize_depth(depth),
@@ -156,27 +129,18 @@ def export_metadata(cfg, depth: str, output_names: Sequence[str]) -> Dict[str, A
     }
 
 
-def load_torchscript_metadata(path: str) -> Dict[str, Any]:
-    """The metadata stored in an exported TorchScript file."""
-    extra = {METADATA_NAME: ""}
-    torch.jit.load(path, map_location="cpu", _extra_files=extra)
-    return json.loads(extra[METADATA_NAME]) if extra[METADATA_NAME] else {}
-
-
 # --------------------------------------------------------------------------- checks
 
 
 def count_layer_calls(model: nn.Module, run: Callable[[], Any]) -> Dict[str, int]:
     """How many conv and linear layers ``run()`` calls, by kind."""
-    calls = {kind: 0 for kind in _LAYER_MODULES}
-    handles = []
-    for module in model.modules():
-        for kind, types in _LAYER_MODULES.items():
-            if isinstance(module, types):
-                def count(module, args, output, kind=kind):
-                    calls[kind] += 1
+    calls = dict.fromkeys(_LAYER_MODULES, 0)
 
-                handles.append(module.register_forward_hook(count))
+    def count(module, args, output):
+        for kind, types in _LAYER_MODULES.items():
+            calls[kind] += isinstance(module, types)
+
+    handles = [module.register_forward_hook(count) for module in model.modules()]
     try:
         with torch.no_grad():
             run()
@@ -196,11 +160,10 @@ def _graph_nodes(block):
 
 def count_graph_layers(graph) -> Dict[str, int]:
     """Conv and linear nodes of a TorchScript graph (nested blocks included), by kind."""
-    kinds = {node_kind: kind for kind, node_kinds in _GRAPH_NODE_KINDS.items() for node_kind in node_kinds}
-    counts = {kind: 0 for kind in _GRAPH_NODE_KINDS}
+    counts = dict.fromkeys(_GRAPH_NODE_KINDS, 0)
     for node in _graph_nodes(graph):
-        if node.kind() in kinds:
-            counts[kinds[node.kind()]] += 1
+        for kind, node_kinds in _GRAPH_NODE_KINDS.items():
+            counts[kind] += node.kind() in node_kinds
     return counts
 
 
@@ -212,21 +175,18 @@ def graph_op_libraries(graph) -> List[str]:
     )
 
 
-def _count_onnx_layers(path: str) -> Dict[str, int]:
-    """Conv nodes of an ONNX file (linear layers become Gemm or MatMul, and so do attention
-    products: they are not counted)."""
+def _onnx_conv_nodes(graph) -> int:
+    """Conv nodes of an ONNX graph, subgraphs included (linear layers become Gemm or MatMul,
+    and so do attention products: they are not counted)."""
     import onnx
 
-    def walk(graph) -> int:
-        total = 0
-        for node in graph.node:
-            total += node.op_type in ("Conv", "ConvTranspose")
-            for attribute in node.attribute:
-                if attribute.type == onnx.AttributeProto.GRAPH:
-                    total += walk(attribute.g)
-        return total
-
-    return {"conv": walk(onnx.load(path, load_external_data=False).graph)}
+    total = 0
+    for node in graph.node:
+        total += node.op_type in ("Conv", "ConvTranspose")
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                total += _onnx_conv_nodes(attribute.g)
+    return total
 
 
 def compare_outputs(
@@ -240,7 +200,6 @@ def compare_outputs(
     result: Dict[str, Any] = {"detections": {"eager": None, "exported": None}, "max_abs_diff": {}}
     ok = True
     for name, want, got in zip(names, expected, actual):
-        got = torch.as_tensor(got)
         if name == "boxes":
             result["detections"] = {"eager": int(want.shape[0]), "exported": int(got.shape[0])}
         if tuple(want.shape) != tuple(got.shape):
@@ -256,32 +215,25 @@ def compare_outputs(
     return result
 
 
-def _verify(report: ExportReport, adapter, depth, run_exported, images) -> None:
-    for index, image in enumerate(images):
-        with torch.no_grad(), using_depth(adapter.model, depth):
-            eager = tuple(t.detach().cpu() for t in adapter(image))
-        check = compare_outputs(eager, run_exported(image), report.output_names, report.tolerance)
-        check["image"] = index
-        check["input_size"] = list(image.shape[-2:])
-        report.checks.append(check)
+def _check(report: ExportReport, adapter, images, run_exported=None) -> None:
+    """Fills in ``report``: the file's size, the layer calls of the eager model at the
+    report's depth on ``images[0]`` and, given ``run_exported``, the exported outputs
+    against the eager ones on each image."""
+    report.file_bytes = os.path.getsize(report.path)
+    with torch.no_grad(), using_depth(adapter.model, report.depth):
+        report.eager_layer_calls = count_layer_calls(adapter.model, lambda: adapter(images[0]))
+        for index, image in enumerate(images if run_exported else ()):
+            eager = tuple(t.cpu() for t in adapter(image))
+            check = compare_outputs(eager, run_exported(image), report.output_names, report.tolerance)
+            report.checks.append({**check, "image": index, "input_size": list(image.shape[-2:])})
 
 
 # --------------------------------------------------------------------------- TorchScript
 
 
-@contextlib.contextmanager
-def _quiet_tracer():
-    # Detectron2's shape checks and asserts each raise a TracerWarning ("converting a tensor
-    # to a Python boolean..."); they are expected and harmless here. What matters, that the
-    # graph is right for other inputs, is checked on a second input size after export.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        yield
-
-
 def trace_at_depth(adapter: nn.Module, depth: str, image: torch.Tensor) -> torch.jit.ScriptModule:
     """Trace ``adapter`` with its model at ``depth``; frozen, so unused weights are dropped."""
-    with torch.no_grad(), using_depth(adapter.model, depth), tracing_friendly_len(), _quiet_tracer():
+    with using_depth(adapter.model, depth), tracing_mode():
         traced = torch.jit.trace(adapter, (image,), check_trace=False)
         # Frozen inside the block: the trace shares the model's buffers, and leaving the
         # depth copies other BN statistics into them (per-depth statistics).
@@ -304,28 +256,21 @@ def export_torchscript(
     depth = normalize_depth(depth)
     adapter = DetectorTracingAdapter(model)
     exported = trace_at_depth(adapter, depth, image)
-    metadata = dict(metadata or {})
-    metadata["requires_ops"] = graph_op_libraries(exported.graph)
+    metadata = {**(metadata or {}), "requires_ops": graph_op_libraries(exported.graph)}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    extra = {METADATA_NAME: json.dumps(metadata, indent=2)}
-    torch.jit.save(exported, path, _extra_files=extra)
+    torch.jit.save(exported, path, _extra_files={METADATA_NAME: json.dumps(metadata, indent=2)})
 
     loaded = torch.jit.load(path, map_location="cpu")
     report = ExportReport(
         format="torchscript", method="tracing", depth=depth, path=path, exporter="torch.jit.trace",
         output_names=list(adapter.output_names), tolerance=TOLERANCES["torchscript"],
-        file_bytes=os.path.getsize(path),
+        graph_layers=count_graph_layers(loaded.graph),
     )
-    report.graph_layers = count_graph_layers(loaded.graph)
-    with using_depth(model, depth):
-        report.eager_layer_calls = count_layer_calls(model, lambda: adapter(image))
 
     def run_loaded(x):
-        with torch.no_grad():
-            return tuple(t.cpu() for t in loaded(x.cpu()))
+        return tuple(t.cpu() for t in loaded(x.cpu()))
 
-    if verify:
-        _verify(report, adapter, depth, run_loaded, [image, *check_images])
+    _check(report, adapter, [image, *check_images], run_loaded if verify else None)
     return report
 
 
@@ -351,7 +296,7 @@ def script_model(model: nn.Module):
 
 def _onnx_export_once(adapter, image, path, exporter: str, opset: int) -> None:
     names = list(adapter.output_names)
-    with torch.no_grad(), tracing_friendly_len(), _quiet_tracer():
+    with tracing_mode():
         if exporter == "torchscript":
             dynamic_axes = {"image": {1: "height", 2: "width"}}
             if isinstance(adapter, DetectorTracingAdapter):
@@ -374,15 +319,6 @@ def _error_summary(error: Exception) -> str:
     return f"{type(error).__name__}: {cause[:300]}"
 
 
-def _embed_onnx_metadata(path: str, metadata: Dict[str, Any]) -> None:
-    import onnx
-
-    proto = onnx.load(path)
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_NAME, json.dumps(metadata, indent=2)
-    onnx.save(proto, path)
-
-
 def export_onnx(
     model: nn.Module,
     depth: str,
@@ -391,7 +327,6 @@ def export_onnx(
     metadata: Optional[Dict[str, Any]] = None,
     check_images: Sequence[torch.Tensor] = (),
     exporters: Sequence[str] = ("torchscript", "dynamo"),
-    parts: Sequence[str] = ("model", "backbone"),
     opset: int = 17,
 ) -> ExportReport:
     """Export to ONNX at ``depth``: the whole detector if an exporter can take it, else the
@@ -403,7 +338,7 @@ def export_onnx(
     is installed.
     """
     try:
-        import onnx  # noqa: F401
+        import onnx
     except ImportError:
         raise ExportError(
             "ONNX export needs the 'onnx' package (torch.onnx serialises through it), which "
@@ -411,17 +346,16 @@ def export_onnx(
             "onnxruntime to check the exported file)."
         ) from None
     depth = normalize_depth(depth)
-    adapters = {"model": DetectorTracingAdapter, "backbone": BackboneTracingAdapter}
     failures: List[str] = []
-    for part in parts:
-        adapter = adapters[part](model)
+    for part, adapter in (("model", DetectorTracingAdapter(model)),
+                          ("backbone", BackboneTracingAdapter(model))):
+        images = [image, *check_images]
         if part == "backbone":  # its input must come padded (see BackboneTracingAdapter)
-            image = pad_for_backbone(image, model)
-            check_images = [pad_for_backbone(x, model) for x in check_images]
+            images = [adapter.pad(x) for x in images]
         for exporter in exporters:
             try:
                 with using_depth(model, depth):
-                    _onnx_export_once(adapter, image, path, exporter, opset)
+                    _onnx_export_once(adapter, images[0], path, exporter, opset)
             except Exception as e:  # any failure: record it and try the next way
                 failures.append(f"{part} with the {exporter} exporter failed: {_error_summary(e)}")
                 logger.info(failures[-1])
@@ -429,7 +363,7 @@ def export_onnx(
             report = ExportReport(
                 format="onnx", method="tracing" if exporter == "torchscript" else "torch.export",
                 depth=depth, path=path, part=part,
-                exporter=f"torch.onnx.export(dynamo={exporter == 'dynamo'}), opset {opset}"
+                exporter=f"torch.onnx.export(dynamo=False), opset {opset}"
                 if exporter == "torchscript" else "torch.onnx.export(dynamo=True)",
                 output_names=list(adapter.output_names), tolerance=TOLERANCES["onnx"],
                 notes=list(failures),
@@ -441,33 +375,26 @@ def export_onnx(
                     "run the RPN and ROI heads outside, or use --format torchscript. Its input "
                     f"must be padded to multiples of {adapter.size_divisibility} with the pixel mean."
                 )
-            if exporter == "dynamo":
+            if exporter == "dynamo":  # a static input shape: checked on the sample only
                 report.notes.append("dynamo export: the image size is fixed to the sample's.")
-            meta = dict(metadata or {})
-            meta.update({"part": part, "outputs": list(adapter.output_names)})
-            _embed_onnx_metadata(path, meta)
-            report.file_bytes = os.path.getsize(path)
-            report.graph_layers = _count_onnx_layers(path)
-            with using_depth(model, depth):
-                report.eager_layer_calls = count_layer_calls(model, lambda: adapter(image))
-            _check_with_onnxruntime(report, adapter, depth, image, check_images, exporter)
+                images = images[:1]
+            proto = onnx.load(path)
+            meta = {**(metadata or {}), "part": part, "outputs": report.output_names}
+            proto.metadata_props.add(key=METADATA_NAME, value=json.dumps(meta, indent=2))
+            onnx.save(proto, path)
+            report.graph_layers = {"conv": _onnx_conv_nodes(proto.graph)}
+            _check(report, adapter, images, _onnxruntime_runner(report))
             return report
     raise ExportError("ONNX export failed in every way tried:\n  " + "\n  ".join(failures))
 
 
-def _check_with_onnxruntime(report, adapter, depth, image, check_images, exporter) -> None:
+def _onnxruntime_runner(report: ExportReport) -> Optional[Callable]:
+    """The exported file run by onnxruntime; None (and a note saying so) without it."""
     try:
         import onnxruntime
     except ImportError:
         report.notes.append("Outputs not checked: onnxruntime is not installed (pip install onnxruntime).")
-        return
+        return None
     session = onnxruntime.InferenceSession(report.path, providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
-
-    def run_onnx(x):
-        outputs = session.run(None, {input_name: x.cpu().numpy()})
-        return tuple(torch.from_numpy(o) for o in outputs)
-
-    # A dynamo export has a static input shape: check it on the sample only.
-    images = [image] if exporter == "dynamo" else [image, *check_images]
-    _verify(report, adapter, depth, run_onnx, images)
+    return lambda x: tuple(torch.from_numpy(o) for o in session.run(None, {input_name: x.cpu().numpy()}))

@@ -24,17 +24,6 @@ from ..config import add_adn_config, merge_config
 from ..depth import get_depth, normalize_depth, using_depth
 from ..evaluation.latency import ForwardTimer
 
-__all__ = [
-    "setup_deploy_cfg",
-    "build_inference_model",
-    "test_resize",
-    "to_model_input",
-    "read_model_input",
-    "dataset_metadata",
-    "DepthPrediction",
-    "AdaptiveDepthPredictor",
-]
-
 logger = logging.getLogger(__name__)
 
 
@@ -126,13 +115,9 @@ class AdaptiveDepthPredictor(DefaultPredictor):
         # allocations and lazy initialisation, which is no property of any depth.
         self._warmup_left = max(0, int(warmup))
 
-    @property
-    def default_depth(self) -> str:
-        return get_depth(self.model)
-
     def __call__(self, original_image: np.ndarray, depth: Optional[str] = None) -> DepthPrediction:
         """``original_image``: (H, W, C) uint8 in BGR order (as ``cv2.imread`` gives)."""
-        depth = normalize_depth(depth) if depth is not None else self.default_depth
+        depth = normalize_depth(depth) if depth is not None else get_depth(self.model)
         with using_depth(self.model, depth):
             for _ in range(self._warmup_left):
                 super().__call__(original_image)

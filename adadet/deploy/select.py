@@ -18,16 +18,6 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-__all__ = [
-    "DepthBudget",
-    "DepthSelection",
-    "NoDepthFits",
-    "load_depth_table",
-    "select_depth",
-    "format_selection",
-    "selection_to_dict",
-]
-
 Row = Mapping[str, Any]
 
 
@@ -89,7 +79,6 @@ class DepthSelection:
     tie_break: Optional[str] = None
     #: depth -> the limits it breaks, for every setting that does not fit
     excluded: Dict[str, List[str]] = field(default_factory=dict)
-    fitting: List[Row] = field(default_factory=list)
     source: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -127,9 +116,7 @@ def load_depth_table(path: str) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     except OSError as e:
         raise ValueError(f"{path} cannot be read ({e.strerror or e}).") from None
     rows = report.get("depths") if isinstance(report, dict) else None
-    if not isinstance(rows, list) or not rows or not all(
-        isinstance(r, dict) and "depth" in r for r in rows
-    ):
+    if not isinstance(rows, list):  # the rows themselves are checked by select_depth
         raise ValueError(
             f"{path} is not a per-depth evaluation report: expected "
             '{"depths": [{"depth": "FFFF", "box_AP": ..., "gflops": ..., "latency_ms": ...}, ...]}.'
@@ -148,39 +135,26 @@ def _number(row: Row, key: str) -> float:
         return float("nan")
 
 
-def _num_skips(row: Row) -> int:
-    return str(row["depth"]).upper().count("T")
-
-
 def _limit_text(key, limit, label, unit, sign) -> str:
     return f"{label} {'<=' if sign > 0 else '>='} {limit:g}{unit}"
 
 
-def _violations(row: Row, budget: DepthBudget) -> List[str]:
-    """Human-readable limits this row breaks (a missing measurement counts as breaking it)."""
-    broken = []
+def _violations(row: Row, budget: DepthBudget) -> Tuple[List[str], float]:
+    """The limits this row breaks, human-readable (a missing measurement breaks its limit),
+    and by how much: the sum of the relative excesses (0: fits; inf: a limit not measured)."""
+    broken, excess = [], 0.0
     if budget.min_ap is None and math.isnan(_number(row, budget.metric)):
         broken.append(f"{budget.metric} not measured")  # cannot be ranked by it
     for key, limit, label, unit, sign in budget.limits():
         value = _number(row, key)
+        miss = (value - limit) * sign
         if math.isnan(value):
             broken.append(f"{label} not measured")
-        elif (value - limit) * sign > 0:
+            excess = math.inf
+        elif miss > 0:
             broken.append(f"{label} {value:.2f}{unit} {'>' if sign > 0 else '<'} {limit:g}{unit}")
-    return broken
-
-
-def _excess(row: Row, budget: DepthBudget) -> float:
-    """How far a row misses the limits: the sum of relative excesses (0 = fits)."""
-    total = 0.0
-    for key, limit, _, _, sign in budget.limits():
-        value = _number(row, key)
-        if math.isnan(value):
-            return float("inf")
-        miss = (value - limit) * sign
-        if miss > 0:
-            total += miss / max(abs(limit), 1e-9)
-    return total
+            excess += miss / max(abs(limit), 1e-9)
+    return broken, excess
 
 
 def _cost_key(row: Row) -> Tuple:
@@ -190,31 +164,17 @@ def _cost_key(row: Row) -> Tuple:
         math.isnan(latency),
         latency if not math.isnan(latency) else 0.0,
         _number(row, "gflops"),
-        -_num_skips(row),
-        str(row["depth"]),
+        -row["depth"].count("T"),  # more skipped stages
+        row["depth"],
     )
 
 
-def _check_metric(rows: Sequence[Row], metric: str) -> None:
-    if not all(metric in row for row in rows):
-        available = sorted({k for row in rows for k in row if "AP" in k})
-        raise ValueError(
-            f"The table has no {metric!r} for every setting; its AP columns are {available}. "
-            "(mask_AP needs a Mask R-CNN evaluated with segm.)"
-        )
-    if all(math.isnan(_number(row, metric)) for row in rows):
-        measured = sorted(
-            {k for row in rows for k in row if "AP" in k and not math.isnan(_number(row, k))}
-        )
-        raise ValueError(
-            f"The table's {metric!r} is NaN (not measured) for every setting, so it cannot "
-            f"rank them (COCO gives NaN for an area range without objects, e.g. box_APl on "
-            f"small images). Choose another --metric; columns with values: {measured}."
-        )
-
-
-def _check_rows(rows: Sequence[Row], where: str) -> None:
-    """Every row's depth is a depth setting ('TFFF'), all of one length, none twice."""
+def _check_table(rows: Sequence[Row], metric: str, where: str) -> None:
+    """There are rows; every row's depth is a depth setting ('TFFF'), all of one length,
+    none twice; ``metric`` has a value in some row and is a column of all."""
+    if not rows:
+        raise ValueError(f"{where} lists no depth settings: use the depth_eval.json of a "
+                         "per-depth evaluation (tools/train_net.py --eval-only writes it).")
     lengths = set()
     for index, row in enumerate(rows):
         depth = row.get("depth") if isinstance(row, Mapping) else None
@@ -237,6 +197,21 @@ def _check_rows(rows: Sequence[Row], where: str) -> None:
             f"{where}: the table lists {problem}: it mixes evaluations. Use the "
             "depth_eval.json of one evaluation run."
         )
+    if not all(metric in row for row in rows):
+        available = sorted({k for row in rows for k in row if "AP" in k})
+        raise ValueError(
+            f"The table has no {metric!r} for every setting; its AP columns are {available}. "
+            "(mask_AP needs a Mask R-CNN evaluated with segm.)"
+        )
+    if all(math.isnan(_number(row, metric)) for row in rows):
+        measured = sorted(
+            {k for row in rows for k in row if "AP" in k and not math.isnan(_number(row, k))}
+        )
+        raise ValueError(
+            f"The table's {metric!r} is NaN (not measured) for every setting, so it cannot "
+            f"rank them (COCO gives NaN for an area range without objects, e.g. box_APl on "
+            f"small images). Choose another --metric; columns with values: {measured}."
+        )
 
 
 def select_depth(
@@ -245,20 +220,17 @@ def select_depth(
     """The best setting of ``rows`` under ``budget`` (rules in the module docstring).
 
     Raises:
-        ValueError: no limit given, or the metric is not in the table.
+        ValueError: no limit given, a malformed table, or a metric it does not measure.
         NoDepthFits: no setting meets every limit.
     """
     if not budget.has_cost_limit and budget.min_ap is None:
         raise ValueError("Give at least one limit: max_latency_ms, max_gflops or min_ap.")
-    if not rows:
-        raise ValueError("The table has no depth settings.")
-    _check_rows(rows, (source or {}).get("path", "the table"))
-    _check_metric(rows, budget.metric)
-    excluded = {str(r["depth"]): _violations(r, budget) for r in rows}
-    excluded = {depth: broken for depth, broken in excluded.items() if broken}
-    fitting = [r for r in rows if str(r["depth"]) not in excluded]
+    _check_table(rows, budget.metric, (source or {}).get("path", "the table"))
+    violations = {r["depth"]: _violations(r, budget) for r in rows}
+    excluded = {depth: broken for depth, (broken, _) in violations.items() if broken}
+    fitting = [r for r in rows if r["depth"] not in excluded]
     if not fitting:
-        closest = min(rows, key=lambda r: (_excess(r, budget), _cost_key(r)))
+        closest = min(rows, key=lambda r: (violations[r["depth"]][1], _cost_key(r)))
         raise NoDepthFits(_no_fit_message(rows, budget, excluded, closest), excluded, closest)
 
     metric = budget.metric
@@ -266,11 +238,9 @@ def select_depth(
         rule = f"highest {metric} among the settings within {budget.describe()}"
         best_ap = max(_number(r, metric) for r in fitting)
         # The top group: AP level with the best (within the tolerance); cheapest wins there.
-        top = [r for r in fitting if _number(r, metric) >= best_ap - budget.ap_tolerance]
-        top.sort(key=_cost_key)
-        rest = sorted(
-            (r for r in fitting if r not in top), key=lambda r: (-_number(r, metric), _cost_key(r))
-        )
+        top = sorted((r for r in fitting if _number(r, metric) >= best_ap - budget.ap_tolerance),
+                     key=_cost_key)
+        rest = sorted((r for r in fitting if r not in top), key=lambda r: (-_number(r, metric), _cost_key(r)))
         ranked = top + rest
         tie_break = None
         if len(top) > 1:
@@ -280,7 +250,7 @@ def select_depth(
                 else f"the same {metric} ({best_ap:.2f})"
             )
             tie_break = (
-                f"{', '.join(str(r['depth']) for r in top)} have {level}; "
+                f"{', '.join(r['depth'] for r in top)} have {level}; "
                 f"{ranked[0]['depth']} is the cheapest of them "
                 "(lowest latency, then fewest GFLOPs, then most skipped stages, then name)"
             )
@@ -295,7 +265,7 @@ def select_depth(
         tie_break = None
         if len(level) > 1:
             tie_break = (
-                f"{', '.join(str(r['depth']) for r in level)} have the same latency "
+                f"{', '.join(r['depth'] for r in level)} have the same latency "
                 f"({_number(first, 'latency_ms'):.2f} ms); {first['depth']} wins on "
                 "fewer GFLOPs, then higher AP, then more skipped stages, then name"
             )
@@ -306,7 +276,6 @@ def select_depth(
         runner_up=ranked[1] if len(ranked) > 1 else None,
         tie_break=tie_break,
         excluded=excluded,
-        fitting=ranked,
         source=dict(source or {}),
     )
 
@@ -325,19 +294,9 @@ def _no_fit_message(rows, budget: DepthBudget, excluded, closest) -> str:
         out = [d for d, broken in excluded.items() if any(b.startswith(label + " ") for b in broken)]
         lines.append(f"  {_limit_text(*limit)} excludes {len(out)}: {', '.join(out) if out else 'none'}")
     lines.append(
-        f"  closest: {_summary(closest, budget.metric)}: {'; '.join(excluded[str(closest['depth'])])}"
+        f"  closest: {_summary(closest, budget.metric)}: {'; '.join(excluded[closest['depth']])}"
     )
     return "\n".join(lines)
-
-
-def _margins(row: Row, budget: DepthBudget) -> List[str]:
-    out = []
-    for key, limit, label, unit, sign in budget.limits():
-        value = _number(row, key)
-        margin = (limit - value) * sign
-        spare = f"{margin:.2f}{unit} spare" if sign > 0 else f"{margin:+.2f}"
-        out.append(f"{label} {value:.2f}{unit} {'<=' if sign > 0 else '>='} {limit:g}{unit} ({spare})")
-    return out
 
 
 def format_selection(selection: DepthSelection) -> str:
@@ -345,8 +304,11 @@ def format_selection(selection: DepthSelection) -> str:
     budget, best, metric = selection.budget, selection.best, selection.budget.metric
     lines = [f"Selected depth: {best['depth']}", f"  {_summary(best, metric)}"]
     lines.append(f"  rule: {selection.rule}")
-    for margin in _margins(best, budget):
-        lines.append(f"  limit: {margin}")
+    for key, limit, label, unit, sign in budget.limits():
+        value = _number(best, key)
+        margin = (limit - value) * sign
+        spare = f"{margin:.2f}{unit} spare" if sign > 0 else f"{margin:+.2f}"
+        lines.append(f"  limit: {label} {value:.2f}{unit} {'<=' if sign > 0 else '>='} {limit:g}{unit} ({spare})")
     if selection.tie_break:
         lines.append(f"  tie: {selection.tie_break}")
     runner = selection.runner_up

@@ -12,19 +12,12 @@ skipped blocks never execute, so the traced graph holds only the blocks of that 
 """
 import contextlib
 import importlib
+import warnings
 from unittest import mock
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import torch
 import torch.nn as nn
-
-__all__ = [
-    "DetectorTracingAdapter",
-    "BackboneTracingAdapter",
-    "tracing_friendly_len",
-    "output_names_of",
-    "pad_for_backbone",
-]
 
 # Detectron2 modules that call ``len(instances)`` on the inference path. Builtin ``len``
 # must return a Python int, so a trace would bake the number of detections of the tracing
@@ -42,24 +35,25 @@ def _traceable_len(obj):
 
 
 @contextlib.contextmanager
-def tracing_friendly_len(extra_modules: Sequence[str] = ()) -> Iterator[None]:
-    """Inside the block, ``len(x)`` in Detectron2's ROI-head modules calls ``x.__len__()``
-    (a traced size for Boxes/Instances), so traced graphs work for any detection count."""
-    with contextlib.ExitStack() as patches:
-        for name in (*_LEN_CALLERS, *extra_modules):
+def tracing_mode() -> Iterator[None]:
+    """The block traces a Detectron2 model: no autograd; ``len(x)`` in Detectron2's ROI-head
+    modules calls ``x.__len__()`` (a traced size for Boxes/Instances), so traced graphs work
+    for any detection count; no TracerWarnings. (Detectron2's shape checks and asserts each
+    raise one, "converting a tensor to a Python boolean...": expected and harmless here.
+    That the graph is right for other inputs is checked on a second input size.)"""
+    with contextlib.ExitStack() as stack, warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        stack.enter_context(torch.no_grad())
+        for name in _LEN_CALLERS:
             module = importlib.import_module(name)
-            patches.enter_context(mock.patch.object(module, "len", _traceable_len, create=True))
+            stack.enter_context(mock.patch.object(module, "len", _traceable_len, create=True))
         yield
 
 
 def output_names_of(model: nn.Module) -> List[str]:
     """Names of the tensors :class:`DetectorTracingAdapter` returns for ``model``."""
-    names = ["boxes", "scores", "classes"]
-    if getattr(model, "mask_on", False) or getattr(
-        getattr(model, "roi_heads", None), "mask_on", False
-    ):
-        names.append("masks")
-    return names
+    masks = getattr(getattr(model, "roi_heads", None), "mask_on", False)  # RetinaNet: none
+    return ["boxes", "scores", "classes"] + (["masks"] if masks else [])
 
 
 class DetectorTracingAdapter(nn.Module):
@@ -112,28 +106,27 @@ class BackboneTracingAdapter(nn.Module):
 
     H and W must be multiples of the backbone's ``size_divisibility`` (32 for FPN):
     Detectron2 pads inside the model with shape arithmetic that torch.export cannot
-    follow, so here the caller pads, with :func:`pad_for_backbone`.
+    follow, so here the caller pads, with :meth:`pad`.
     """
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
         self.output_names = list(model.backbone.output_shape().keys())
-        self.size_divisibility = int(getattr(model.backbone, "size_divisibility", 0) or 1)
+        self.size_divisibility = model.backbone.size_divisibility or 1
         self.eval()
+
+    def pad(self, image: torch.Tensor) -> torch.Tensor:
+        """``image`` (C, H, W, 0-255) padded at the bottom and right to multiples of the
+        size_divisibility with the pixel mean, which normalises to 0 as Detectron2's padding."""
+        divisor = self.size_divisibility
+        height, width = image.shape[-2:]
+        padded_h, padded_w = -(-height // divisor) * divisor, -(-width // divisor) * divisor
+        out = self.model.pixel_mean.to(image).reshape(-1, 1, 1).expand(-1, padded_h, padded_w).clone()
+        out[:, :height, :width] = image
+        return out
 
     def forward(self, image: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         normalized = (image - self.model.pixel_mean) / self.model.pixel_std
         features: Dict[str, torch.Tensor] = self.model.backbone(normalized[None])
         return tuple(features[name] for name in self.output_names)
-
-
-def pad_for_backbone(image: torch.Tensor, model: nn.Module) -> torch.Tensor:
-    """Pad ``image`` (C, H, W, 0-255) at the bottom and right to multiples of the backbone's
-    size_divisibility with the pixel mean, which normalises to 0 as Detectron2's padding."""
-    divisor = int(getattr(model.backbone, "size_divisibility", 0) or 1)
-    height, width = image.shape[-2:]
-    padded_h, padded_w = -(-height // divisor) * divisor, -(-width // divisor) * divisor
-    out = model.pixel_mean.to(image).reshape(-1, 1, 1).expand(-1, padded_h, padded_w).clone()
-    out[:, :height, :width] = image
-    return out

@@ -8,15 +8,6 @@ from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from .predictor import AdaptiveDepthPredictor, DepthPrediction
 
-__all__ = [
-    "PANEL_GAP",
-    "draw_prediction",
-    "caption_lines",
-    "add_caption",
-    "side_by_side",
-    "compare_depths",
-]
-
 #: White columns between the panels of a side-by-side image.
 PANEL_GAP = 8
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -63,14 +54,12 @@ def side_by_side(panels: Sequence[np.ndarray], gap: int = PANEL_GAP) -> np.ndarr
     """Panels left to right, ``gap`` white columns apart, bottom-padded to one height.
     Width: sum of the panel widths + gap x (panels - 1)."""
     height = max(p.shape[0] for p in panels)
+    gap_columns = np.full((height, gap, 3), 255, dtype=np.uint8)
     columns = []
-    for index, panel in enumerate(panels):
-        if index:
-            columns.append(np.full((height, gap, 3), 255, dtype=np.uint8))
-        padded = np.full((height, panel.shape[1], 3), 255, dtype=np.uint8)
-        padded[: panel.shape[0]] = panel
-        columns.append(padded)
-    return np.concatenate(columns, axis=1)
+    for panel in panels:
+        padded = np.pad(panel, ((0, height - panel.shape[0]), (0, 0), (0, 0)), constant_values=255)
+        columns += [gap_columns, padded]
+    return np.concatenate(columns[1:], axis=1)
 
 
 def compare_depths(

@@ -10,12 +10,12 @@ import torch
 
 import adadet
 from adadet.deploy.export import (
+    METADATA_NAME,
     TOLERANCES,
     ExportError,
     compare_outputs,
     export_onnx,
     export_torchscript,
-    load_torchscript_metadata,
     script_model,
 )
 from adadet.deploy.predictor import AdaptiveDepthPredictor, read_model_input
@@ -73,8 +73,9 @@ def test_round_trip_matches_the_eager_model(exports, tiny_model, inputs):
     assert expected[0].shape[0] > 0
     result = compare_outputs(expected, actual, adapter.output_names, TOLERANCES["torchscript"])
     assert result["ok"], result
-    assert load_torchscript_metadata(exports["TTTT"].path)["requires_ops"] == [
-        "torchvision::nms", "torchvision::roi_align"]
+    extra = {METADATA_NAME: ""}  # the metadata inside the file
+    torch.jit.load(exports["TTTT"].path, _extra_files=extra)
+    assert json.loads(extra[METADATA_NAME])["requires_ops"] == ["torchvision::nms", "torchvision::roi_align"]
 
 
 def test_scripting_is_refused_with_the_reason(tiny_model):

@@ -206,3 +206,10 @@ def test_cli_exit_1_means_nothing_fits_only(table_file, capsys, monkeypatch):
     with pytest.raises(SystemExit):
         tool.main(["--help"])
     assert "1 no setting fits the limits" in capsys.readouterr().out
+
+
+def test_an_empty_table_is_refused_naming_the_file(tmp_path, capsys):
+    path = tmp_path / "depth_eval.json"
+    path.write_text(json.dumps({"depths": []}))
+    assert load_tool("select_depth").main([str(path), "--max-latency-ms", "50"]) == 2
+    assert f"{path} lists no depth settings: use the depth_eval.json of a per-depth" in capsys.readouterr().err
