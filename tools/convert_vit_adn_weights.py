@@ -21,13 +21,9 @@ import os
 import pickle
 import sys
 
-from adadet.checkpoint.errors import CheckpointError
-from adadet.checkpoint.reading import EMA_ENTRY, read_weights
-from adadet.checkpoint.vit_keys import (
-    ADN_VIT,
-    ViTStructure,
-    convert_vit_checkpoint,
-)
+from adadet.checkpoint.reading import EMA_ENTRY, CheckpointError, read_weights
+from adadet.checkpoint.resnet_keys import numpy_state_dict
+from adadet.checkpoint.vit_keys import ADN_VIT, ViTStructure, convert_vit_checkpoint
 
 
 def expected_from_config(config_file: str, opts=()):
@@ -72,6 +68,7 @@ def convert(
         num_mandatory_per_group=num_mandatory,
         skip_norm_init=skip_norm_init,
     )
+    checkpoint["model"] = numpy_state_dict(checkpoint["model"])
     checkpoint["converted_from"] = os.path.basename(input_path)
     checkpoint["ema_weights"] = ema
     with open(output_path, "wb") as f:

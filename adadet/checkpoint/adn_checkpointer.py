@@ -1,19 +1,18 @@
 """Loading weights into ADN models: official ADN, torchvision and Detectron2/MSRA layouts.
 
-:class:`ADNCheckpointer` is Detectron2's ``DetectionCheckpointer`` (same constructor,
-``load``, ``resume_or_load``, ``save``); what it reads is listed in docs/weights.md. It adds:
-torchvision-layout ResNets and ViTs converted by :mod:`.resnet_keys` / :mod:`.vit_keys` and
-matched by Detectron2's heuristics (which find the backbone wherever the model keeps it,
-instead of adadet hard-coding prefixes); skip norms started from the main norms, logged;
-a strict ResNet backbone (Detectron2 only warns, which would leave a half-loaded backbone
-running; head weights keep Detectron2's behaviour: fine-tuning changes their shapes);
-errors that name the file and the fix (:mod:`.reading`); and atomic saving, so a run
-killed while saving keeps a ``last_checkpoint`` that names a complete file.
+:class:`ADNCheckpointer` is Detectron2's ``DetectionCheckpointer``; what it reads is listed
+in docs/weights.md. It adds: torchvision-layout ResNets and ViTs, renamed by
+:mod:`.resnet_keys` / :mod:`.vit_keys` and placed by Detectron2's matching heuristics; skip
+norms started from the main norms, logged; a strict ResNet backbone (Detectron2 only warns,
+which would leave a half-loaded backbone running; head weights keep Detectron2's behaviour:
+fine-tuning changes their shapes); errors that name the file and the fix; and atomic
+saving, so a run killed while saving keeps a ``last_checkpoint`` that names a complete file.
 """
+import contextlib
 import glob
 import os
 import tempfile
-from typing import IO, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 from urllib.parse import urlparse
 
 import torch
@@ -23,21 +22,17 @@ from detectron2.checkpoint.c2_model_loading import convert_basic_c2_names
 from detectron2.modeling.backbone.resnet import ResNet
 
 from ..layers.depth_bn_statistics import prepare_depth_bn_buffers, refresh_depth_bn_statistics
-from .errors import (
+from .reading import (
+    EMA_ENTRY,
     CheckpointError,
-    CheckpointFormatError,
     CheckpointMismatchError,
     CheckpointNotFoundError,
     SkipNormsMissingError,
+    check_file_exists,
     check_skip_norm_init,
     first_few,
-)
-from .reading import (
-    EMA_ENTRY,
-    STATE_DICT_NEEDED,
-    check_file_exists,
-    describe_contents,
     has_ema,
+    no_state_dict_error,
     read_error,
     safe_torch_load,
     select_weights,
@@ -56,17 +51,16 @@ from .resnet_keys import (
 )
 from .vit_keys import convert_vit_checkpoint, detect_vit_layout, model_vit_structure
 
-__all__ = ["ADNCheckpointer", "PARTIAL_SUFFIX", "atomic_write"]
-
 #: Suffix of the temporary file a checkpoint is written to before it takes its name.
 PARTIAL_SUFFIX = ".partial"
 
 
-def atomic_write(path: str, write: Callable[[IO], None], binary: bool = True) -> None:
-    """Write ``path`` through ``write(file)`` into a temporary of the same directory, then
-    rename it into place (``os.replace`` is atomic), so that a process killed at any moment
+@contextlib.contextmanager
+def atomic_open(path: str, mode: str):
+    """A file to write ``path`` through: a temporary of the same directory, renamed into
+    place (``os.replace`` is atomic) once written, so that a process killed at any moment
     leaves the old ``path`` or the new one, never a truncated file. Temporaries a killed
-    writer left are removed first; a failed write removes its own and re-raises."""
+    writer left are removed first; a failed write removes its own."""
     directory = os.path.dirname(os.path.abspath(path))
     prefix = os.path.basename(path) + "."
     stale_pattern = os.path.join(glob.escape(directory), glob.escape(prefix) + "*" + PARTIAL_SUFFIX)
@@ -74,8 +68,8 @@ def atomic_write(path: str, write: Callable[[IO], None], binary: bool = True) ->
         os.remove(stale)
     fd, temporary = tempfile.mkstemp(prefix=prefix, suffix=PARTIAL_SUFFIX, dir=directory)
     try:
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            write(f)
+        with os.fdopen(fd, mode) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(temporary, path)
@@ -90,6 +84,22 @@ def atomic_write(path: str, write: Callable[[IO], None], binary: bool = True) ->
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+class _AtomicWrites:
+    """Detectron2's PathManager, with the files fvcore's ``save`` and
+    ``tag_last_checkpoint`` write into a local directory written by :func:`atomic_open`."""
+
+    def __init__(self, path_manager):
+        self._path_manager = path_manager
+
+    def __getattr__(self, name):
+        return getattr(self._path_manager, name)
+
+    def open(self, path, mode="r", **kwargs):
+        if "w" in mode and os.path.isdir(os.path.dirname(path)):
+            return atomic_open(path, mode)
+        return self._path_manager.open(path, mode, **kwargs)
 
 
 _NUM_BATCHES = "num_batches_tracked"
@@ -134,6 +144,7 @@ class ADNCheckpointer(DetectionCheckpointer):
         **checkpointables,
     ):
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
+        self.path_manager = _AtomicWrites(self.path_manager)  # fvcore's save() writes with it
         check_skip_norm_init(skip_norm_init)
         self.skip_norm_init = skip_norm_init
         self.strict_backbone = strict_backbone
@@ -144,42 +155,11 @@ class ADNCheckpointer(DetectionCheckpointer):
 
     @classmethod
     def from_config(cls, cfg, model, save_dir="", **kwargs) -> "ADNCheckpointer":
-        """A checkpointer with the config's ``MODEL.ADN.SKIP_NORM_INIT`` policy and
-        ``MODEL.ADN.LOAD_EMA`` choice."""
-        adn = cfg.MODEL.get("ADN", None)
-        kwargs.setdefault("skip_norm_init", adn.SKIP_NORM_INIT if adn else "copy")
-        kwargs.setdefault("load_ema", bool(adn.get("LOAD_EMA", False)) if adn else False)
+        """A checkpointer with the config's ``MODEL.ADN.SKIP_NORM_INIT`` and
+        ``MODEL.ADN.LOAD_EMA``."""
+        kwargs.setdefault("skip_norm_init", cfg.MODEL.ADN.SKIP_NORM_INIT)
+        kwargs.setdefault("load_ema", cfg.MODEL.ADN.LOAD_EMA)
         return cls(model, save_dir, **kwargs)
-
-    # -- writing ---------------------------------------------------------------------------
-
-    def save(self, name: str, **kwargs) -> None:
-        """fvcore's ``save`` (model, checkpointables and ``kwargs`` in ``name.pth``, then
-        ``last_checkpoint``), with both files written atomically on a local disk."""
-        if not self.save_dir or not self.save_to_disk:
-            return
-        if not os.path.isdir(self.save_dir):  # another storage (Detectron2's PathManager)
-            super().save(name, **kwargs)
-            return
-        data = {"model": self.model.state_dict()}
-        for key, obj in self.checkpointables.items():
-            data[key] = obj.state_dict()
-        data.update(kwargs)
-        basename = f"{name}.pth"
-        save_file = os.path.join(self.save_dir, basename)
-        self.logger.info(f"Saving checkpoint to {save_file}")
-        atomic_write(save_file, lambda f: torch.save(data, f))
-        self.tag_last_checkpoint(basename)
-
-    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
-        if not os.path.isdir(self.save_dir):
-            super().tag_last_checkpoint(last_filename_basename)
-            return
-        atomic_write(
-            os.path.join(self.save_dir, "last_checkpoint"),
-            lambda f: f.write(last_filename_basename),
-            binary=False,
-        )
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -245,10 +225,11 @@ class ADNCheckpointer(DetectionCheckpointer):
         model_entry = loaded.get("model") if isinstance(loaded, dict) else None
         state_dict = unwrap_state_dict(model_entry)
         if state_dict is None:
-            raise CheckpointFormatError(
-                f"Checkpoint '{source}' holds no state dict: it holds "
-                f"{describe_contents(raw)}. {STATE_DICT_NEEDED}. Fix: point MODEL.WEIGHTS at "
-                "a model checkpoint (e.g. output/model_final.pth, or ImageNet weights)."
+            raise no_state_dict_error(
+                source,
+                raw,
+                "Fix: point MODEL.WEIGHTS at a model checkpoint (e.g. output/model_final.pth, "
+                "or ImageNet weights).",
             )
         layout = detect_layout(state_dict)
         if detect_vit_layout(state_dict):

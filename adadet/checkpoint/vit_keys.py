@@ -23,27 +23,14 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Set
 
 import torch
 
-from .errors import (
+from .reading import (
     CheckpointFormatError,
     CheckpointMismatchError,
     SkipNormsMissingError,
     check_skip_norm_init,
     first_few,
 )
-from .renaming import compile_rules, rename_keys, unknown_keys_error
-
-__all__ = [
-    "ADN_VIT",
-    "TORCHVISION_VIT",
-    "detect_vit_layout",
-    "ViTStructure",
-    "vit_structure",
-    "model_vit_structure",
-    "ViTConversion",
-    "convert_vit_state_dict",
-    "load_vit_state_dict",
-    "convert_vit_checkpoint",
-]
+from .resnet_keys import compile_rules, rename_keys, unknown_keys_error
 
 ADN_VIT = "adn-vit"
 TORCHVISION_VIT = "torchvision-vit"
@@ -205,15 +192,6 @@ def _mandatory_fix(blocks_with_skip: List[int], num_blocks: int) -> str:
     )
 
 
-class ViTConversion(NamedTuple):
-    state_dict: Dict[str, torch.Tensor]  # ViT-ADN names -> tensors
-    layout: str  # ADN_VIT or TORCHVISION_VIT
-    structure: ViTStructure
-    mandatory_blocks: List[int]  # blocks given skip norms
-    skip_norms_copied: List[str]  # ViT-ADN names of skip norms started from the main norms
-    dropped: List[str]  # checkpoint keys a detector does not need
-
-
 def _mismatch_fix(found: ViTStructure, expected: ViTStructure) -> str:
     """The config lines of ``found`` that differ from ``expected``."""
     keys = {
@@ -231,16 +209,19 @@ def _mismatch_fix(found: ViTStructure, expected: ViTStructure) -> str:
     return "; ".join(lines)
 
 
-def convert_vit_state_dict(
+def convert_vit_checkpoint(
     state_dict: Mapping,
+    source: str = "checkpoint",
     *,
     expected: Optional[ViTStructure] = None,
     num_mandatory_per_group: Optional[Sequence[int]] = None,
     skip_norm_init: str = "copy",
-    source: str = "checkpoint",
     logger: Optional[logging.Logger] = None,
-) -> ViTConversion:
-    """Rename an official ViT-ADN or torchvision ViT state dict to ViT-ADN's names.
+) -> dict:
+    """The checkpoint dict Detectron2 loads an official ViT-ADN or torchvision ViT state
+    dict from: ViT-ADN names and ``matching_heuristics: True``, so that Detectron2 finds
+    where the ViT sits in the model (``backbone.bottom_up.`` under the pyramid,
+    ``backbone.`` alone); the converter writes it as a ``.pkl``.
 
     Args:
         expected: the model's structure (:func:`model_vit_structure`); a checkpoint of
@@ -310,7 +291,6 @@ def convert_vit_state_dict(
         if not with_skip:
             converted[f"{norm}norm_skip.{m[4]}"] = converted[f"{norm}norm.{m[4]}"].clone()
             copied.add(norm + "norm_skip")
-    copied = sorted(copied, key=lambda name: [int(n) for n in re.findall(r"\d+", name)])
 
     shapes = _expected_shapes(structure, mandatory)
     missing = [k for k in shapes if k not in converted]
@@ -338,45 +318,13 @@ def convert_vit_state_dict(
         )
     if dropped:
         logger.info(f"Dropped {len(dropped)} classifier keys of '{source}': {first_few(dropped)}.")
-    return ViTConversion(converted, layout, structure, sorted(mandatory), copied, dropped)
-
-
-def load_vit_state_dict(
-    vit, state_dict: Mapping, *, skip_norm_init: str = "copy", source: str = "checkpoint"
-) -> ViTConversion:
-    """Convert a torchvision / official ViT-ADN state dict and load it into ``vit`` (a
-    :class:`~adadet.modeling.backbone.vit_adn.ViTADN`), every weight or an error."""
-    conversion = convert_vit_state_dict(
-        state_dict,
-        expected=model_vit_structure(vit),
-        num_mandatory_per_group=vit.num_mandatory_per_group,
-        skip_norm_init=skip_norm_init,
-        source=source,
-    )
-    vit.load_state_dict(conversion.state_dict, strict=True)
-    return conversion
-
-
-def _to_numpy(tensor: torch.Tensor):
-    tensor = tensor.detach().cpu()
-    if tensor.dtype in (torch.bfloat16, torch.float16):  # kept as float32, as Detectron2 loads
-        tensor = tensor.float()
-    return tensor.numpy()
-
-
-def convert_vit_checkpoint(state_dict: Mapping, source: str = "checkpoint", **kwargs) -> dict:
-    """The checkpoint dict Detectron2 loads a converted ViT from (e.g. as a ``.pkl``):
-    numpy arrays under ViT-ADN names and ``matching_heuristics: True``, so that Detectron2
-    finds where the ViT sits in the model (``backbone.bottom_up.`` under the pyramid,
-    ``backbone.`` alone). ``kwargs`` go to :func:`convert_vit_state_dict`."""
-    conversion = convert_vit_state_dict(state_dict, source=source, **kwargs)
     return {
-        "model": {k: _to_numpy(v) for k, v in conversion.state_dict.items()},
-        "__author__": "official ViT-ADN" if conversion.layout == ADN_VIT else "torchvision ViT",
+        "model": converted,
+        "__author__": "official ViT-ADN" if layout == ADN_VIT else "torchvision ViT",
         "matching_heuristics": True,
-        "layout": conversion.layout,
-        "structure": conversion.structure._asdict(),
-        "mandatory_blocks": conversion.mandatory_blocks,
-        "num_skip_norms_copied": len(conversion.skip_norms_copied),
-        "dropped_keys": conversion.dropped,
+        "layout": layout,
+        "structure": structure._asdict(),
+        "mandatory_blocks": sorted(mandatory),
+        "num_skip_norms_copied": len(copied),
+        "dropped_keys": dropped,
     }
