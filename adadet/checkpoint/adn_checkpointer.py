@@ -12,7 +12,7 @@ import contextlib
 import glob
 import os
 import tempfile
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional
 from urllib.parse import urlparse
 
 import torch
@@ -24,7 +24,6 @@ from detectron2.modeling.backbone.resnet import ResNet
 from ..layers.depth_bn_statistics import prepare_depth_bn_buffers, refresh_depth_bn_statistics
 from .reading import (
     EMA_ENTRY,
-    CheckpointError,
     CheckpointMismatchError,
     CheckpointNotFoundError,
     SkipNormsMissingError,
@@ -155,8 +154,7 @@ class ADNCheckpointer(DetectionCheckpointer):
 
     @classmethod
     def from_config(cls, cfg, model, save_dir="", **kwargs) -> "ADNCheckpointer":
-        """A checkpointer with the config's ``MODEL.ADN.SKIP_NORM_INIT`` and
-        ``MODEL.ADN.LOAD_EMA``."""
+        """A checkpointer with the config's ``MODEL.ADN.SKIP_NORM_INIT`` and ``LOAD_EMA``."""
         kwargs.setdefault("skip_norm_init", cfg.MODEL.ADN.SKIP_NORM_INIT)
         kwargs.setdefault("load_ema", cfg.MODEL.ADN.LOAD_EMA)
         return cls(model, save_dir, **kwargs)
@@ -208,19 +206,16 @@ class ADNCheckpointer(DetectionCheckpointer):
 
     def _load_file(self, filename):
         source = self._source or filename
-        try:
-            if filename.endswith((".pkl", ".pyth")):  # Detectron2's readers
-                loaded = self._select_weights(super()._load_file(filename), source)
-                # what the file held (Caffe2-style pickles are wrapped as {"model": data})
-                raw = loaded["model"] if loaded.get("__author__") == "Caffe2" else loaded
-            else:  # weights_only, plus the official ADN checkpoints' argparse.Namespace
-                raw = loaded = self._select_weights(safe_torch_load(filename), source)
-                if isinstance(loaded, dict) and "model" not in loaded:
-                    loaded = {"model": loaded}  # as Detectron2 does
-        except CheckpointError:
-            raise
+        pickled = filename.endswith((".pkl", ".pyth"))  # Detectron2's readers
+        try:  # .pth: weights_only, plus the official ADN checkpoints' argparse.Namespace
+            loaded = super()._load_file(filename) if pickled else safe_torch_load(filename)
         except Exception as e:  # corrupt files fail in many ways: zip, pickle, EOF, key
             raise read_error(source, e) from e
+        loaded = raw = self._select_weights(loaded, source)
+        if pickled and loaded.get("__author__") == "Caffe2":
+            raw = loaded["model"]  # what the file held: Detectron2 wraps Caffe2 pickles
+        elif not pickled and isinstance(loaded, dict) and "model" not in loaded:
+            loaded = {"model": loaded}  # as Detectron2 does
 
         model_entry = loaded.get("model") if isinstance(loaded, dict) else None
         state_dict = unwrap_state_dict(model_entry)
@@ -365,15 +360,9 @@ class ADNCheckpointer(DetectionCheckpointer):
 
         lines = []
         if shapes:
+            shown = [f"{k}: {c} in the checkpoint, {m} in the model" for k, c, m in shapes]
             lines.append(
-                f"{len(shapes)} weights have other shapes than in the model: "
-                + first_few(
-                    [
-                        f"{k}: {tuple(c)} in the checkpoint, {tuple(m)} in the model"
-                        for k, c, m in shapes
-                    ],
-                    3,
-                )
+                f"{len(shapes)} weights have other shapes than in the model: {first_few(shown, 3)}"
             )
         if missing:
             lines.append(f"{len(missing)} backbone weights are missing: {first_few(missing)}")
@@ -469,7 +458,22 @@ class ADNCheckpointer(DetectionCheckpointer):
                 partial.append(name)
         loaded_some = len(absent) < len(switchable)
         if (extra or partial or (absent and loaded_some)) and self.strict_backbone:
-            self._raise_skip_norm_mismatch(switchable, absent, extra)
+            absent_names = {n for n, _ in absent}
+            model_keys = [n + ".norm_skip.weight" for n, _ in switchable]
+            checkpoint_keys = extra + [
+                n + ".norm_skip.weight" for n, _ in switchable if n not in absent_names
+            ]
+            checkpoint_split = mandatory_blocks_from_keys(checkpoint_keys)
+            raise CheckpointMismatchError(
+                f"Checkpoint '{self._source}' has skip norms for other blocks than the model's "
+                f"mandatory blocks: {len(absent)} of the model's skip norms are not in it "
+                f"({first_few(sorted(absent_names), 3)}), {len(extra)} of its skip-norm "
+                f"tensors have no place in the model ({first_few(extra, 3)}). Mandatory "
+                f"blocks per stage: {checkpoint_split} in the checkpoint, "
+                f"{mandatory_blocks_from_keys(model_keys)} in the model. Fix: set "
+                f"MODEL.ADN.NUM_MANDATORY_BLOCKS: {checkpoint_split} (and the checkpoint's "
+                "MODEL.RESNETS.DEPTH)."
+            )
         if not absent:
             return
         if self.skip_norm_init == "error":
@@ -495,25 +499,4 @@ class ADNCheckpointer(DetectionCheckpointer):
             f"(weights and running statistics): '{self._source}' has none, as ordinary "
             "(non-ADN) ResNet weights do; training makes them diverge (MODEL.ADN."
             "SKIP_NORM_INIT: copy; set it to 'error' to refuse such checkpoints)."
-        )
-
-    def _raise_skip_norm_mismatch(
-        self, switchable: Sequence[Tuple[str, nn.Module]], absent, extra: List[str]
-    ) -> None:
-        absent_names = {n for n, _ in absent}
-        model_keys = [n + ".norm_skip.weight" for n, _ in switchable]
-        checkpoint_keys = [
-            k for k in model_keys if k[: -len(".norm_skip.weight")] not in absent_names
-        ]
-        checkpoint_keys += extra
-        checkpoint_split = mandatory_blocks_from_keys(checkpoint_keys)
-        model_split = mandatory_blocks_from_keys(model_keys)
-        raise CheckpointMismatchError(
-            f"Checkpoint '{self._source}' has skip norms for other blocks than the model's "
-            f"mandatory blocks: {len(absent_names)} of the model's skip norms are not in it "
-            f"({first_few(sorted(absent_names), 3)}), {len(extra)} of its skip-norm tensors "
-            f"have no place in the model ({first_few(extra, 3)}). Mandatory blocks per stage: "
-            f"{checkpoint_split} in the checkpoint, {model_split} in the model. Fix: set "
-            f"MODEL.ADN.NUM_MANDATORY_BLOCKS: {checkpoint_split} (and the checkpoint's "
-            "MODEL.RESNETS.DEPTH)."
         )
