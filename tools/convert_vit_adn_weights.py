@@ -21,7 +21,12 @@ import os
 import pickle
 import sys
 
-from adadet.checkpoint.reading import EMA_ENTRY, CheckpointError, read_weights
+from adadet.checkpoint.reading import (
+    EMA_ENTRY,
+    SKIP_NORM_INIT_POLICIES,
+    CheckpointError,
+    read_weights,
+)
 from adadet.checkpoint.resnet_keys import numpy_state_dict
 from adadet.checkpoint.vit_keys import ADN_VIT, ViTStructure, convert_vit_checkpoint
 
@@ -103,7 +108,7 @@ def main(argv=None) -> int:
                         help="allow Python objects in INPUT (torch.load weights_only=False)")
     parser.add_argument("--config-file", default="", metavar="FILE",
                         help="refuse weights that do not fit this config's ViT-ADN")
-    parser.add_argument("--skip-norm-init", choices=("copy", "error"), default="copy",
+    parser.add_argument("--skip-norm-init", choices=SKIP_NORM_INIT_POLICIES, default="copy",
                         help="what to do when INPUT has no skip norms (default: copy)")
     parser.add_argument("--ema", action="store_true",
                         help=f"convert the EMA weights ('{EMA_ENTRY}') instead of 'model'")

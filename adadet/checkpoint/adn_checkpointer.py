@@ -33,8 +33,8 @@ from .reading import (
     has_ema,
     no_state_dict_error,
     read_error,
-    safe_torch_load,
     select_weights,
+    torch_load,
     unwrap_state_dict,
 )
 from .resnet_keys import (
@@ -208,7 +208,7 @@ class ADNCheckpointer(DetectionCheckpointer):
         source = self._source or filename
         pickled = filename.endswith((".pkl", ".pyth"))  # Detectron2's readers
         try:  # .pth: weights_only, plus the official ADN checkpoints' argparse.Namespace
-            loaded = super()._load_file(filename) if pickled else safe_torch_load(filename)
+            loaded = super()._load_file(filename) if pickled else torch_load(filename)
         except Exception as e:  # corrupt files fail in many ways: zip, pickle, EOF, key
             raise read_error(source, e) from e
         loaded = raw = self._select_weights(loaded, source)

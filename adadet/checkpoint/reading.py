@@ -1,13 +1,6 @@
-"""Reading checkpoint files into state dicts, and the errors loading raises.
-
-The errors are ``RuntimeError`` subclasses (those about a checkpoint's content also
-``ValueError``), and each message names the file, what is wrong and the fix.
-
-``torch.load`` runs with ``weights_only=True`` and one addition to what it accepts:
-``argparse.Namespace``, the training arguments the official ADN training script saves
-next to the weights. Anything else that is no tensor or plain container needs ``trust``
-(``--trust`` of the converters).
-"""
+"""Reading checkpoint files into state dicts, and the errors loading raises: all
+``RuntimeError`` subclasses (those about a checkpoint's content also ``ValueError``), each
+message naming the file, what is wrong and the fix."""
 
 import argparse
 import os
@@ -25,7 +18,9 @@ SKIP_NORM_INIT_POLICIES = ("copy", "error")
 #: The entry of the EMA weights in the official ADN checkpoints of --model-ema runs.
 EMA_ENTRY = "model_ema"
 
-#: Python classes a checkpoint may hold besides tensors and plain containers.
+#: Python classes a checkpoint may hold besides tensors and plain containers, read with
+#: ``weights_only=True``: the training arguments the official ADN training script saves.
+#: Anything else needs ``trust`` (``--trust`` of the converters).
 SAFE_GLOBALS = [argparse.Namespace]
 
 
@@ -114,10 +109,11 @@ def check_file_exists(path: str) -> None:
         )
 
 
-def safe_torch_load(f):
-    """``torch.load(f)`` on CPU with ``weights_only=True``, allowing :data:`SAFE_GLOBALS`."""
+def torch_load(f, *, trust: bool = False):
+    """``torch.load(f)`` on CPU with ``weights_only=True``, allowing :data:`SAFE_GLOBALS`;
+    ``trust=True``: ``weights_only=False``, only for files from a trusted source."""
     with torch.serialization.safe_globals(SAFE_GLOBALS):
-        return torch.load(f, map_location="cpu", weights_only=True)
+        return torch.load(f, map_location="cpu", weights_only=not trust)
 
 
 def _holds_vit_keys(path: str) -> bool:
@@ -237,14 +233,10 @@ def no_state_dict_error(source: str, contents, fix: str) -> CheckpointFormatErro
 
 def read_weights(path: str, *, trust: bool = False, ema: bool = False) -> Tuple[Mapping, str]:
     """What the converters read: the state dict of ``path`` (its ``model_ema`` entry with
-    ``ema``), and a note for the user ("" or one about EMA weights left unconverted).
-    ``trust=True`` loads with ``weights_only=False``: only for files from a trusted source."""
+    ``ema``), and a note for the user ("" or one about EMA weights left unconverted)."""
     check_file_exists(path)
     try:
-        if trust:
-            loaded = torch.load(path, map_location="cpu", weights_only=False)
-        else:
-            loaded = safe_torch_load(path)
+        loaded = torch_load(path, trust=trust)
     except Exception as e:  # any failure of a corrupt file: zip, pickle, key, EOF errors
         raise read_error(path, e) from e
     note = ""

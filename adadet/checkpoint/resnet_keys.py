@@ -1,17 +1,7 @@
-"""Key layouts of ResNet weights, their conversion to Detectron2's names, and the config
-torchvision-style weights need; also the renaming by a table of rules that the ViT
-conversion (:mod:`.vit_keys`) shares.
-
-Layouts recognised from the keys (never from the file extension alone):
-
-* ``"adn"``: the official ImageNet ADN ResNets. torchvision's names (``conv1``, ``bn1``,
-  ``layer{1-4}.{i}.conv{k}`` / ``bn{k}``, ``downsample.{0,1}``, ``fc``) plus a second norm
-  ``layer{1-4}.{i}.bn{k}_skip`` in each mandatory block.
-* ``"torchvision"``: the same without ``_skip`` norms (an ordinary torchvision ResNet).
-* ``"detectron2-backbone"``: a bare Detectron2 ResNet (``stem.conv1``, ``res2.0.conv1.norm``...).
-
-Anything else (a full Detectron2/adadet model, Caffe2/MSRA pickles, which Detectron2 itself
-renames) is left to Detectron2.
+"""Key layouts of ResNet weights (:func:`detect_layout`), their conversion to Detectron2's
+names, and the config torchvision-style weights need; also the renaming by a table of rules
+that the ViT conversion (:mod:`.vit_keys`) shares. A full Detectron2/adadet model and
+Caffe2/MSRA pickles are left to Detectron2, which renames those itself.
 """
 
 import functools
@@ -19,6 +9,7 @@ import re
 from collections.abc import Mapping
 from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 
 from .reading import CheckpointFormatError, WeightsConfigError, first_few
@@ -112,7 +103,10 @@ _D2_RESNET_KEY = re.compile(r"(?:^|\.)(stem\.|res(\d+)\.(\d+)\.)")
 
 
 def detect_layout(keys: Iterable[str]) -> Optional[str]:
-    """``"adn"``, ``"torchvision"``, ``"detectron2-backbone"`` or None (anything else)."""
+    """From the keys, never from the file extension: ``"adn"`` (torchvision's names plus
+    ``layer<s>.<i>.bn<k>_skip`` in mandatory blocks: the official ADN ResNets),
+    ``"torchvision"`` (the same without skip norms), ``"detectron2-backbone"`` (a bare
+    Detectron2 ResNet: ``stem.*``, ``res<k>.<i>.*``) or None (anything else)."""
     keys = list(keys)
     if "conv1.weight" in keys and any(k.startswith("layer1.") for k in keys):
         return ADN if any(_TV_SKIP_NORM.fullmatch(k) for k in keys) else TORCHVISION
@@ -220,9 +214,7 @@ TORCHVISION_WEIGHTS_CONFIG = {
 
 def _same(actual, expected) -> bool:
     if isinstance(expected, list):
-        return len(actual) == len(expected) and all(
-            abs(float(a) - e) < 1e-3 for a, e in zip(actual, expected)
-        )
+        return len(actual) == len(expected) and np.allclose(actual, expected, rtol=0, atol=1e-3)
     return actual == expected
 
 
