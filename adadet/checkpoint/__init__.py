@@ -11,12 +11,10 @@ from .reading import (
     CheckpointReadError,
     SkipNormsMissingError,
     WeightsConfigError,
-    unwrap_state_dict,
 )
 from .resnet_keys import (
     TORCHVISION_WEIGHTS_CONFIG,
     check_config_for_torchvision_weights,
-    detect_layout,
     torchvision_config_mismatches,
 )
 
@@ -30,8 +28,6 @@ __all__ = [
     "CheckpointReadError",
     "SkipNormsMissingError",
     "WeightsConfigError",
-    "detect_layout",
-    "unwrap_state_dict",
     "TORCHVISION_WEIGHTS_CONFIG",
     "check_config_for_torchvision_weights",
     "torchvision_config_mismatches",

@@ -277,8 +277,8 @@ class ADNCheckpointer(DetectionCheckpointer):
         (skip LayerNorms copied from the main ones under the "copy" policy)."""
         from ..modeling.backbone.vit_adn import ViTADN  # the checkpointer must not need it
 
-        vits = [m for m in self.model.modules() if isinstance(m, ViTADN)]
-        if not vits:
+        vit = next((m for m in self.model.modules() if isinstance(m, ViTADN)), None)
+        if vit is None:
             raise CheckpointMismatchError(
                 f"Checkpoint '{source}' holds ViT weights (torchvision layout), but the model "
                 "has no ViT-ADN backbone. Fix: point MODEL.WEIGHTS at weights of the model's "
@@ -287,7 +287,6 @@ class ADNCheckpointer(DetectionCheckpointer):
                 "weights; to convert them to a .pkl use tools/convert_vit_adn_weights.py "
                 "(tools/convert_adn_weights.py is for ResNets)."
             )
-        vit = vits[0]
         return convert_vit_checkpoint(
             state_dict,
             source,
