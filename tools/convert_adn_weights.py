@@ -26,18 +26,23 @@ import os
 import pickle
 import sys
 
-from adadet.checkpoint.errors import CheckpointError, CheckpointFormatError
-from adadet.checkpoint.reading import EMA_ENTRY, read_weights
+from adadet.checkpoint.reading import (
+    EMA_ENTRY,
+    CheckpointError,
+    CheckpointFormatError,
+    read_weights,
+)
 from adadet.checkpoint.resnet_keys import (
     ADN,
     TORCHVISION,
     convert_torchvision_checkpoint,
     detect_layout,
     mandatory_blocks_from_keys,
+    numpy_state_dict,
     resnet_structure,
+    torchvision_config_yaml,
 )
 from adadet.checkpoint.vit_keys import detect_vit_layout
-from adadet.checkpoint.weights_config import torchvision_config_yaml
 
 
 def convert(input_path: str, output_path: str, *, trust: bool = False, ema: bool = False) -> None:
@@ -66,7 +71,7 @@ def convert(input_path: str, output_path: str, *, trust: bool = False, ema: bool
     # The checkpointer's own conversion, so that a .pkl loads as the .pth would.
     checkpoint = convert_torchvision_checkpoint(state_dict, input_path)
     dropped = checkpoint.pop("dropped_keys")
-    model = {k: v.detach().cpu().numpy() for k, v in checkpoint["model"].items()}
+    model = numpy_state_dict(checkpoint["model"])
     with open(output_path, "wb") as f:
         pickle.dump(
             dict(

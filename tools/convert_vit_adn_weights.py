@@ -21,13 +21,14 @@ import os
 import pickle
 import sys
 
-from adadet.checkpoint.errors import CheckpointError
-from adadet.checkpoint.reading import EMA_ENTRY, read_weights
-from adadet.checkpoint.vit_keys import (
-    ADN_VIT,
-    ViTStructure,
-    convert_vit_checkpoint,
+from adadet.checkpoint.reading import (
+    EMA_ENTRY,
+    SKIP_NORM_INIT_POLICIES,
+    CheckpointError,
+    read_weights,
 )
+from adadet.checkpoint.resnet_keys import numpy_state_dict
+from adadet.checkpoint.vit_keys import ADN_VIT, ViTStructure, convert_vit_checkpoint
 
 
 def expected_from_config(config_file: str, opts=()):
@@ -72,6 +73,7 @@ def convert(
         num_mandatory_per_group=num_mandatory,
         skip_norm_init=skip_norm_init,
     )
+    checkpoint["model"] = numpy_state_dict(checkpoint["model"])
     checkpoint["converted_from"] = os.path.basename(input_path)
     checkpoint["ema_weights"] = ema
     with open(output_path, "wb") as f:
@@ -106,7 +108,7 @@ def main(argv=None) -> int:
                         help="allow Python objects in INPUT (torch.load weights_only=False)")
     parser.add_argument("--config-file", default="", metavar="FILE",
                         help="refuse weights that do not fit this config's ViT-ADN")
-    parser.add_argument("--skip-norm-init", choices=("copy", "error"), default="copy",
+    parser.add_argument("--skip-norm-init", choices=SKIP_NORM_INIT_POLICIES, default="copy",
                         help="what to do when INPUT has no skip norms (default: copy)")
     parser.add_argument("--ema", action="store_true",
                         help=f"convert the EMA weights ('{EMA_ENTRY}') instead of 'model'")

@@ -2,7 +2,7 @@
 torchvision, Detectron2/MSRA and adadet checkpoints through ``MODEL.WEIGHTS``."""
 
 from .adn_checkpointer import ADNCheckpointer
-from .errors import (
+from .reading import (
     SKIP_NORM_INIT_POLICIES,
     CheckpointError,
     CheckpointFormatError,
@@ -12,9 +12,7 @@ from .errors import (
     SkipNormsMissingError,
     WeightsConfigError,
 )
-from .reading import unwrap_state_dict
-from .resnet_keys import convert_torchvision_state_dict, detect_layout
-from .weights_config import (
+from .resnet_keys import (
     TORCHVISION_WEIGHTS_CONFIG,
     check_config_for_torchvision_weights,
     torchvision_config_mismatches,
@@ -30,9 +28,6 @@ __all__ = [
     "CheckpointReadError",
     "SkipNormsMissingError",
     "WeightsConfigError",
-    "convert_torchvision_state_dict",
-    "detect_layout",
-    "unwrap_state_dict",
     "TORCHVISION_WEIGHTS_CONFIG",
     "check_config_for_torchvision_weights",
     "torchvision_config_mismatches",

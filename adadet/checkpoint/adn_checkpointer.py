@@ -1,19 +1,18 @@
 """Loading weights into ADN models: official ADN, torchvision and Detectron2/MSRA layouts.
 
-:class:`ADNCheckpointer` is Detectron2's ``DetectionCheckpointer`` (same constructor,
-``load``, ``resume_or_load``, ``save``); what it reads is listed in docs/weights.md. It adds:
-torchvision-layout ResNets and ViTs converted by :mod:`.resnet_keys` / :mod:`.vit_keys` and
-matched by Detectron2's heuristics (which find the backbone wherever the model keeps it,
-instead of adadet hard-coding prefixes); skip norms started from the main norms, logged;
-a strict ResNet backbone (Detectron2 only warns, which would leave a half-loaded backbone
-running; head weights keep Detectron2's behaviour: fine-tuning changes their shapes);
-errors that name the file and the fix (:mod:`.reading`); and atomic saving, so a run
-killed while saving keeps a ``last_checkpoint`` that names a complete file.
+:class:`ADNCheckpointer` is Detectron2's ``DetectionCheckpointer``; what it reads is listed
+in docs/weights.md. It adds: torchvision-layout ResNets and ViTs, renamed by
+:mod:`.resnet_keys` / :mod:`.vit_keys` and placed by Detectron2's matching heuristics; skip
+norms started from the main norms, logged; a strict ResNet backbone (Detectron2 only warns,
+which would leave a half-loaded backbone running; head weights keep Detectron2's behaviour:
+fine-tuning changes their shapes); errors that name the file and the fix; and atomic
+saving, so a run killed while saving keeps a ``last_checkpoint`` that names a complete file.
 """
+import contextlib
 import glob
 import os
 import tempfile
-from typing import IO, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional
 from urllib.parse import urlparse
 
 import torch
@@ -23,24 +22,19 @@ from detectron2.checkpoint.c2_model_loading import convert_basic_c2_names
 from detectron2.modeling.backbone.resnet import ResNet
 
 from ..layers.depth_bn_statistics import prepare_depth_bn_buffers, refresh_depth_bn_statistics
-from .errors import (
-    CheckpointError,
-    CheckpointFormatError,
+from .reading import (
+    EMA_ENTRY,
     CheckpointMismatchError,
     CheckpointNotFoundError,
     SkipNormsMissingError,
+    check_file_exists,
     check_skip_norm_init,
     first_few,
-)
-from .reading import (
-    EMA_ENTRY,
-    STATE_DICT_NEEDED,
-    check_file_exists,
-    describe_contents,
     has_ema,
+    no_state_dict_error,
     read_error,
-    safe_torch_load,
     select_weights,
+    torch_load,
     unwrap_state_dict,
 )
 from .resnet_keys import (
@@ -56,17 +50,16 @@ from .resnet_keys import (
 )
 from .vit_keys import convert_vit_checkpoint, detect_vit_layout, model_vit_structure
 
-__all__ = ["ADNCheckpointer", "PARTIAL_SUFFIX", "atomic_write"]
-
 #: Suffix of the temporary file a checkpoint is written to before it takes its name.
 PARTIAL_SUFFIX = ".partial"
 
 
-def atomic_write(path: str, write: Callable[[IO], None], binary: bool = True) -> None:
-    """Write ``path`` through ``write(file)`` into a temporary of the same directory, then
-    rename it into place (``os.replace`` is atomic), so that a process killed at any moment
+@contextlib.contextmanager
+def atomic_open(path: str, mode: str):
+    """A file to write ``path`` through: a temporary of the same directory, renamed into
+    place (``os.replace`` is atomic) once written, so that a process killed at any moment
     leaves the old ``path`` or the new one, never a truncated file. Temporaries a killed
-    writer left are removed first; a failed write removes its own and re-raises."""
+    writer left are removed first; a failed write removes its own."""
     directory = os.path.dirname(os.path.abspath(path))
     prefix = os.path.basename(path) + "."
     stale_pattern = os.path.join(glob.escape(directory), glob.escape(prefix) + "*" + PARTIAL_SUFFIX)
@@ -74,8 +67,8 @@ def atomic_write(path: str, write: Callable[[IO], None], binary: bool = True) ->
         os.remove(stale)
     fd, temporary = tempfile.mkstemp(prefix=prefix, suffix=PARTIAL_SUFFIX, dir=directory)
     try:
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            write(f)
+        with os.fdopen(fd, mode) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(temporary, path)
@@ -90,6 +83,22 @@ def atomic_write(path: str, write: Callable[[IO], None], binary: bool = True) ->
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+class _AtomicWrites:
+    """Detectron2's PathManager, with the files fvcore's ``save`` and
+    ``tag_last_checkpoint`` write into a local directory written by :func:`atomic_open`."""
+
+    def __init__(self, path_manager):
+        self._path_manager = path_manager
+
+    def __getattr__(self, name):
+        return getattr(self._path_manager, name)
+
+    def open(self, path, mode="r", **kwargs):
+        if "w" in mode and os.path.isdir(os.path.dirname(path)):
+            return atomic_open(path, mode)
+        return self._path_manager.open(path, mode, **kwargs)
 
 
 _NUM_BATCHES = "num_batches_tracked"
@@ -134,6 +143,7 @@ class ADNCheckpointer(DetectionCheckpointer):
         **checkpointables,
     ):
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
+        self.path_manager = _AtomicWrites(self.path_manager)  # fvcore's save() writes with it
         check_skip_norm_init(skip_norm_init)
         self.skip_norm_init = skip_norm_init
         self.strict_backbone = strict_backbone
@@ -144,42 +154,10 @@ class ADNCheckpointer(DetectionCheckpointer):
 
     @classmethod
     def from_config(cls, cfg, model, save_dir="", **kwargs) -> "ADNCheckpointer":
-        """A checkpointer with the config's ``MODEL.ADN.SKIP_NORM_INIT`` policy and
-        ``MODEL.ADN.LOAD_EMA`` choice."""
-        adn = cfg.MODEL.get("ADN", None)
-        kwargs.setdefault("skip_norm_init", adn.SKIP_NORM_INIT if adn else "copy")
-        kwargs.setdefault("load_ema", bool(adn.get("LOAD_EMA", False)) if adn else False)
+        """A checkpointer with the config's ``MODEL.ADN.SKIP_NORM_INIT`` and ``LOAD_EMA``."""
+        kwargs.setdefault("skip_norm_init", cfg.MODEL.ADN.SKIP_NORM_INIT)
+        kwargs.setdefault("load_ema", cfg.MODEL.ADN.LOAD_EMA)
         return cls(model, save_dir, **kwargs)
-
-    # -- writing ---------------------------------------------------------------------------
-
-    def save(self, name: str, **kwargs) -> None:
-        """fvcore's ``save`` (model, checkpointables and ``kwargs`` in ``name.pth``, then
-        ``last_checkpoint``), with both files written atomically on a local disk."""
-        if not self.save_dir or not self.save_to_disk:
-            return
-        if not os.path.isdir(self.save_dir):  # another storage (Detectron2's PathManager)
-            super().save(name, **kwargs)
-            return
-        data = {"model": self.model.state_dict()}
-        for key, obj in self.checkpointables.items():
-            data[key] = obj.state_dict()
-        data.update(kwargs)
-        basename = f"{name}.pth"
-        save_file = os.path.join(self.save_dir, basename)
-        self.logger.info(f"Saving checkpoint to {save_file}")
-        atomic_write(save_file, lambda f: torch.save(data, f))
-        self.tag_last_checkpoint(basename)
-
-    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
-        if not os.path.isdir(self.save_dir):
-            super().tag_last_checkpoint(last_filename_basename)
-            return
-        atomic_write(
-            os.path.join(self.save_dir, "last_checkpoint"),
-            lambda f: f.write(last_filename_basename),
-            binary=False,
-        )
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -228,27 +206,25 @@ class ADNCheckpointer(DetectionCheckpointer):
 
     def _load_file(self, filename):
         source = self._source or filename
-        try:
-            if filename.endswith((".pkl", ".pyth")):  # Detectron2's readers
-                loaded = self._select_weights(super()._load_file(filename), source)
-                # what the file held (Caffe2-style pickles are wrapped as {"model": data})
-                raw = loaded["model"] if loaded.get("__author__") == "Caffe2" else loaded
-            else:  # weights_only, plus the official ADN checkpoints' argparse.Namespace
-                raw = loaded = self._select_weights(safe_torch_load(filename), source)
-                if isinstance(loaded, dict) and "model" not in loaded:
-                    loaded = {"model": loaded}  # as Detectron2 does
-        except CheckpointError:
-            raise
+        pickled = filename.endswith((".pkl", ".pyth"))  # Detectron2's readers
+        try:  # .pth: weights_only, plus the official ADN checkpoints' argparse.Namespace
+            loaded = super()._load_file(filename) if pickled else torch_load(filename)
         except Exception as e:  # corrupt files fail in many ways: zip, pickle, EOF, key
             raise read_error(source, e) from e
+        loaded = raw = self._select_weights(loaded, source)
+        if pickled and loaded.get("__author__") == "Caffe2":
+            raw = loaded["model"]  # what the file held: Detectron2 wraps Caffe2 pickles
+        elif not pickled and isinstance(loaded, dict) and "model" not in loaded:
+            loaded = {"model": loaded}  # as Detectron2 does
 
         model_entry = loaded.get("model") if isinstance(loaded, dict) else None
         state_dict = unwrap_state_dict(model_entry)
         if state_dict is None:
-            raise CheckpointFormatError(
-                f"Checkpoint '{source}' holds no state dict: it holds "
-                f"{describe_contents(raw)}. {STATE_DICT_NEEDED}. Fix: point MODEL.WEIGHTS at "
-                "a model checkpoint (e.g. output/model_final.pth, or ImageNet weights)."
+            raise no_state_dict_error(
+                source,
+                raw,
+                "Fix: point MODEL.WEIGHTS at a model checkpoint (e.g. output/model_final.pth, "
+                "or ImageNet weights).",
             )
         layout = detect_layout(state_dict)
         if detect_vit_layout(state_dict):
@@ -301,8 +277,8 @@ class ADNCheckpointer(DetectionCheckpointer):
         (skip LayerNorms copied from the main ones under the "copy" policy)."""
         from ..modeling.backbone.vit_adn import ViTADN  # the checkpointer must not need it
 
-        vits = [m for m in self.model.modules() if isinstance(m, ViTADN)]
-        if not vits:
+        vit = next((m for m in self.model.modules() if isinstance(m, ViTADN)), None)
+        if vit is None:
             raise CheckpointMismatchError(
                 f"Checkpoint '{source}' holds ViT weights (torchvision layout), but the model "
                 "has no ViT-ADN backbone. Fix: point MODEL.WEIGHTS at weights of the model's "
@@ -311,7 +287,6 @@ class ADNCheckpointer(DetectionCheckpointer):
                 "weights; to convert them to a .pkl use tools/convert_vit_adn_weights.py "
                 "(tools/convert_adn_weights.py is for ResNets)."
             )
-        vit = vits[0]
         return convert_vit_checkpoint(
             state_dict,
             source,
@@ -384,15 +359,9 @@ class ADNCheckpointer(DetectionCheckpointer):
 
         lines = []
         if shapes:
+            shown = [f"{k}: {c} in the checkpoint, {m} in the model" for k, c, m in shapes]
             lines.append(
-                f"{len(shapes)} weights have other shapes than in the model: "
-                + first_few(
-                    [
-                        f"{k}: {tuple(c)} in the checkpoint, {tuple(m)} in the model"
-                        for k, c, m in shapes
-                    ],
-                    3,
-                )
+                f"{len(shapes)} weights have other shapes than in the model: {first_few(shown, 3)}"
             )
         if missing:
             lines.append(f"{len(missing)} backbone weights are missing: {first_few(missing)}")
@@ -488,7 +457,22 @@ class ADNCheckpointer(DetectionCheckpointer):
                 partial.append(name)
         loaded_some = len(absent) < len(switchable)
         if (extra or partial or (absent and loaded_some)) and self.strict_backbone:
-            self._raise_skip_norm_mismatch(switchable, absent, extra)
+            absent_names = {n for n, _ in absent}
+            model_keys = [n + ".norm_skip.weight" for n, _ in switchable]
+            checkpoint_keys = extra + [
+                n + ".norm_skip.weight" for n, _ in switchable if n not in absent_names
+            ]
+            checkpoint_split = mandatory_blocks_from_keys(checkpoint_keys)
+            raise CheckpointMismatchError(
+                f"Checkpoint '{self._source}' has skip norms for other blocks than the model's "
+                f"mandatory blocks: {len(absent)} of the model's skip norms are not in it "
+                f"({first_few(sorted(absent_names), 3)}), {len(extra)} of its skip-norm "
+                f"tensors have no place in the model ({first_few(extra, 3)}). Mandatory "
+                f"blocks per stage: {checkpoint_split} in the checkpoint, "
+                f"{mandatory_blocks_from_keys(model_keys)} in the model. Fix: set "
+                f"MODEL.ADN.NUM_MANDATORY_BLOCKS: {checkpoint_split} (and the checkpoint's "
+                "MODEL.RESNETS.DEPTH)."
+            )
         if not absent:
             return
         if self.skip_norm_init == "error":
@@ -514,25 +498,4 @@ class ADNCheckpointer(DetectionCheckpointer):
             f"(weights and running statistics): '{self._source}' has none, as ordinary "
             "(non-ADN) ResNet weights do; training makes them diverge (MODEL.ADN."
             "SKIP_NORM_INIT: copy; set it to 'error' to refuse such checkpoints)."
-        )
-
-    def _raise_skip_norm_mismatch(
-        self, switchable: Sequence[Tuple[str, nn.Module]], absent, extra: List[str]
-    ) -> None:
-        absent_names = {n for n, _ in absent}
-        model_keys = [n + ".norm_skip.weight" for n, _ in switchable]
-        checkpoint_keys = [
-            k for k in model_keys if k[: -len(".norm_skip.weight")] not in absent_names
-        ]
-        checkpoint_keys += extra
-        checkpoint_split = mandatory_blocks_from_keys(checkpoint_keys)
-        model_split = mandatory_blocks_from_keys(model_keys)
-        raise CheckpointMismatchError(
-            f"Checkpoint '{self._source}' has skip norms for other blocks than the model's "
-            f"mandatory blocks: {len(absent_names)} of the model's skip norms are not in it "
-            f"({first_few(sorted(absent_names), 3)}), {len(extra)} of its skip-norm tensors "
-            f"have no place in the model ({first_few(extra, 3)}). Mandatory blocks per stage: "
-            f"{checkpoint_split} in the checkpoint, {model_split} in the model. Fix: set "
-            f"MODEL.ADN.NUM_MANDATORY_BLOCKS: {checkpoint_split} (and the checkpoint's "
-            "MODEL.RESNETS.DEPTH)."
         )

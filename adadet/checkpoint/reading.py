@@ -1,58 +1,73 @@
-"""Reading checkpoint files into state dicts, with errors that name the file and the fix.
-
-``torch.load`` runs with ``weights_only=True`` (no arbitrary code) and one addition to
-what it accepts: ``argparse.Namespace``, the training arguments the official ADN training
-script saves next to the weights (``{"model", "optimizer", "lr_scheduler", "epoch",
-"args"}``, optionally ``"model_ema"`` and ``"scaler"``). Anything else that is no tensor or
-plain container needs ``trust`` (``--trust`` of the converters).
-"""
+"""Reading checkpoint files into state dicts, and the errors loading raises: all
+``RuntimeError`` subclasses (those about a checkpoint's content also ``ValueError``), each
+message naming the file, what is wrong and the fix."""
 
 import argparse
 import os
-import pickletools
 import zipfile
 from collections.abc import Mapping
-from typing import List, Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from .errors import (
-    CheckpointFormatError,
-    CheckpointNotFoundError,
-    CheckpointReadError,
-    first_few,
-)
-
-__all__ = [
-    "SAFE_GLOBALS",
-    "check_file_exists",
-    "EMA_ENTRY",
-    "STATE_DICT_NEEDED",
-    "describe_contents",
-    "has_ema",
-    "is_tensor_dict",
-    "pickled_strings",
-    "read_error",
-    "read_torch_file",
-    "read_weights",
-    "safe_torch_load",
-    "select_weights",
-    "unwrap_state_dict",
-]
-
-#: What a checkpoint must hold, for the messages about files that hold something else.
-STATE_DICT_NEEDED = (
-    "A checkpoint must hold a state dict, a mapping of parameter names to tensors (what "
-    "model.state_dict() returns), at its top level or under 'model' or 'state_dict'"
-)
+#: Values of ``MODEL.ADN.SKIP_NORM_INIT`` / ``skip_norm_init``: start missing skip norms as
+#: copies of their main norms, or raise :class:`SkipNormsMissingError`.
+SKIP_NORM_INIT_POLICIES = ("copy", "error")
 
 #: The entry of the EMA weights in the official ADN checkpoints of --model-ema runs.
 EMA_ENTRY = "model_ema"
 
-#: Python classes a checkpoint may hold besides tensors and plain containers, loaded with
-#: ``weights_only=True``: the official ADN (torchvision reference) scripts' ``args``.
+#: Python classes a checkpoint may hold besides tensors and plain containers, read with
+#: ``weights_only=True``: the training arguments the official ADN training script saves.
+#: Anything else needs ``trust`` (``--trust`` of the converters).
 SAFE_GLOBALS = [argparse.Namespace]
+
+
+class CheckpointError(RuntimeError):
+    """Base class: a checkpoint could not be loaded into the model."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The checkpoint file does not exist."""
+
+
+class CheckpointReadError(CheckpointError):
+    """The file exists but cannot be read: truncated, corrupt, or holding Python objects
+    that ``torch.load`` refuses by default."""
+
+
+class CheckpointFormatError(CheckpointError, ValueError):
+    """The file was read but holds no state dict adadet knows how to load."""
+
+
+class CheckpointMismatchError(CheckpointError, ValueError):
+    """The checkpoint does not fit the model's backbone: other architecture or depth,
+    shape mismatches, missing or extra backbone weights."""
+
+
+class SkipNormsMissingError(CheckpointMismatchError):
+    """The checkpoint has no skip norms and ``MODEL.ADN.SKIP_NORM_INIT: error`` forbids
+    starting them from the main norms."""
+
+
+class WeightsConfigError(ValueError):
+    """The config does not match the conventions the weights were trained with."""
+
+
+def check_skip_norm_init(policy: str) -> None:
+    if policy not in SKIP_NORM_INIT_POLICIES:
+        raise ValueError(
+            f"skip_norm_init (MODEL.ADN.SKIP_NORM_INIT) is {policy!r}; use one of "
+            f"{list(SKIP_NORM_INIT_POLICIES)}."
+        )
+
+
+def first_few(items: Sequence, count: int = 5) -> str:
+    """``'a, b, c, ... (12 in all)'`` for error messages."""
+    items = list(items)
+    shown = ", ".join(str(x) for x in items[:count])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > count else "")
 
 
 def is_tensor_dict(obj) -> bool:
@@ -66,12 +81,8 @@ def is_tensor_dict(obj) -> bool:
 
 
 def unwrap_state_dict(obj) -> Optional[Mapping]:
-    """The state dict inside a loaded checkpoint: descends into ``model`` / ``state_dict``
-    entries (training scripts save ``{"model": ..., "optimizer": ..., "epoch": ...}``) and
-    drops a ``module.`` prefix that (Distributed)DataParallel adds to every key.
-
-    Returns None when no state dict is found.
-    """
+    """The state dict inside a loaded checkpoint, or None: descends into ``model`` /
+    ``state_dict`` entries and drops the ``module.`` prefix of (Distributed)DataParallel."""
     for _ in range(4):  # enough for {"model": {"state_dict": ...}}; bounded against cycles
         if is_tensor_dict(obj) or not isinstance(obj, Mapping):
             break
@@ -98,30 +109,22 @@ def check_file_exists(path: str) -> None:
         )
 
 
-def safe_torch_load(f):
-    """``torch.load(f)`` on CPU with ``weights_only=True``, allowing :data:`SAFE_GLOBALS`."""
+def torch_load(f, *, trust: bool = False):
+    """``torch.load(f)`` on CPU with ``weights_only=True``, allowing :data:`SAFE_GLOBALS`;
+    ``trust=True``: ``weights_only=False``, only for files from a trusted source."""
     with torch.serialization.safe_globals(SAFE_GLOBALS):
-        return torch.load(f, map_location="cpu", weights_only=True)
+        return torch.load(f, map_location="cpu", weights_only=not trust)
 
 
-def pickled_strings(path: str, limit: int = 200_000) -> List[str]:
-    """The strings of a torch.save zip file's pickle (its keys, among others), read with
-    ``pickletools`` (which runs nothing); empty for other files or on any failure."""
-    strings: List[str] = []
+def _holds_vit_keys(path: str) -> bool:
+    """Whether the pickle of a torch.save zip file names torchvision ViT keys (read as
+    bytes: nothing of it runs)."""
     try:
         with zipfile.ZipFile(path) as archive:
-            name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
-            if name is None:
-                return []
-            data = archive.read(name)
-        for opcode, arg, _ in pickletools.genops(data):
-            if isinstance(arg, str) and "UNICODE" in opcode.name:
-                strings.append(arg)
-                if len(strings) >= limit:
-                    break
+            data = b"".join(archive.read(n) for n in archive.namelist() if n.endswith("data.pkl"))
     except Exception:
-        return strings
-    return strings
+        return False
+    return b"conv_proj.weight" in data and b"encoder.layers.encoder_layer_" in data
 
 
 def read_error(path: str, error: BaseException) -> CheckpointReadError:
@@ -132,13 +135,9 @@ def read_error(path: str, error: BaseException) -> CheckpointReadError:
             unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
         except Exception:
             unsafe = []
-        unsafe = [g for g in unsafe if g not in ("argparse.Namespace",)]
-        from .vit_keys import detect_vit_layout  # vit_keys imports nothing of this module
-
-        # The converter for the weights, told by the names the pickle holds.
-        keys = [name.split("module.", 1)[-1] for name in pickled_strings(path)]
+        unsafe = [g for g in unsafe if g != "argparse.Namespace"]
         kind, converter = ("ResNet", "tools/convert_adn_weights.py")
-        if detect_vit_layout(keys):
+        if _holds_vit_keys(path):
             kind, converter = ("ViT", "tools/convert_vit_adn_weights.py")
         holds = f" ({', '.join(unsafe[:5])})" if unsafe else ""
         return CheckpointReadError(
@@ -158,23 +157,9 @@ def read_error(path: str, error: BaseException) -> CheckpointReadError:
     )
 
 
-def read_torch_file(path: str, *, trust: bool = False):
-    """``torch.load`` on CPU, ``weights_only=True`` with :data:`SAFE_GLOBALS` allowed.
-    ``trust=True`` allows arbitrary pickled objects (``weights_only=False``): only for
-    files from a trusted source."""
-    check_file_exists(path)
-    try:
-        if trust:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        return safe_torch_load(path)
-    except Exception as e:  # any failure of a corrupt file: zip, pickle, key, EOF errors
-        raise read_error(path, e) from e
-
-
 def select_weights(loaded, source: str, *, ema: bool, option: str):
-    """What to read the weights from: ``loaded`` itself, or with ``ema`` its
-    ``model_ema`` entry as a state dict (``{"model": state_dict}``). ``option`` is how the
-    user asks for EMA weights (``MODEL.ADN.LOAD_EMA`` / ``--ema``), for the messages."""
+    """``loaded`` itself, or with ``ema`` its ``model_ema`` entry as ``{"model": state
+    dict}``. ``option`` is how the user asks for EMA weights, for the messages."""
     if not ema:
         return loaded
     entries = list(loaded) if isinstance(loaded, Mapping) else []
@@ -198,7 +183,7 @@ def select_weights(loaded, source: str, *, ema: bool, option: str):
     if state_dict is None:
         raise CheckpointFormatError(
             f"Checkpoint '{source}' has a '{EMA_ENTRY}' entry, but it holds no state dict "
-            f"(a mapping of names to tensors): a {type(loaded[EMA_ENTRY]).__name__}. Fix: "
+            f"(a mapping of names to tensors): a {type(entry).__name__}. Fix: "
             f"turn {option} off to load its 'model' weights."
         )
     return {"model": dict(state_dict)}
@@ -224,8 +209,8 @@ def _describe_value(value) -> str:
 
 
 def describe_contents(obj) -> str:
-    """What a loaded file holds, for messages: ``"a single tensor of shape (3, 4)"``,
-    ``"a dict with 1 entry: 'a' (int 1)"``."""
+    """What a loaded file holds: ``"a single tensor of shape (3, 4)"``, ``"a dict with 1
+    entry: 'a' (int 1)"``."""
     if isinstance(obj, torch.Tensor):
         return f"a single tensor of shape {tuple(obj.shape)} ({obj.dtype}), saved on its own"
     if isinstance(obj, Mapping):
@@ -237,12 +222,23 @@ def describe_contents(obj) -> str:
     return f"a {_describe_value(obj)}"
 
 
+def no_state_dict_error(source: str, contents, fix: str) -> CheckpointFormatError:
+    return CheckpointFormatError(
+        f"Checkpoint '{source}' holds no state dict: it holds {describe_contents(contents)}. "
+        "A checkpoint must hold a state dict, a mapping of parameter names to tensors (what "
+        "model.state_dict() returns), at its top level or under 'model' or 'state_dict'. "
+        + fix
+    )
+
+
 def read_weights(path: str, *, trust: bool = False, ema: bool = False) -> Tuple[Mapping, str]:
     """What the converters read: the state dict of ``path`` (its ``model_ema`` entry with
-    ``ema``), and a note for the user ("" or one about EMA weights left unconverted).
-    Raises the errors of :func:`read_torch_file` and :func:`select_weights`, and
-    CheckpointFormatError when the file holds no state dict."""
-    loaded = read_torch_file(path, trust=trust)
+    ``ema``), and a note for the user ("" or one about EMA weights left unconverted)."""
+    check_file_exists(path)
+    try:
+        loaded = torch_load(path, trust=trust)
+    except Exception as e:  # any failure of a corrupt file: zip, pickle, key, EOF errors
+        raise read_error(path, e) from e
     note = ""
     if has_ema(loaded) and not ema:
         note = (
@@ -253,8 +249,5 @@ def read_weights(path: str, *, trust: bool = False, ema: bool = False) -> Tuple[
     loaded = select_weights(loaded, path, ema=ema, option="--ema")
     state_dict = unwrap_state_dict(loaded)
     if state_dict is None:
-        raise CheckpointFormatError(
-            f"'{path}' holds no state dict: it holds {describe_contents(loaded)}. "
-            f"{STATE_DICT_NEEDED}. Nothing was written."
-        )
+        raise no_state_dict_error(path, loaded, "Nothing was written.")
     return state_dict, note

@@ -1,38 +1,72 @@
-"""Key layouts of ResNet weights, and their conversion to Detectron2's names.
-
-Layouts recognised from the keys (never from the file extension alone):
-
-* ``"adn"``: the official ImageNet ADN ResNets. torchvision's names (``conv1``, ``bn1``,
-  ``layer{1-4}.{i}.conv{k}`` / ``bn{k}``, ``downsample.{0,1}``, ``fc``) plus a second norm
-  ``layer{1-4}.{i}.bn{k}_skip`` in each mandatory block.
-* ``"torchvision"``: the same without ``_skip`` norms (an ordinary torchvision ResNet).
-* ``"detectron2-backbone"``: a bare Detectron2 ResNet (``stem.conv1``, ``res2.0.conv1.norm``...).
-
-Anything else (a full Detectron2/adadet model, Caffe2/MSRA pickles, which Detectron2 itself
-renames) is left to Detectron2.
+"""Key layouts of ResNet weights (:func:`detect_layout`), their conversion to Detectron2's
+names, and the config torchvision-style weights need; also the renaming by a table of rules
+that the ViT conversion (:mod:`.vit_keys`) shares. A full Detectron2/adadet model and
+Caffe2/MSRA pickles are left to Detectron2, which renames those itself.
 """
 
+import functools
 import re
 from collections.abc import Mapping
-from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
-from .renaming import compile_rules, rename_key, rename_keys, unknown_keys_error
+import numpy as np
+import torch
 
-__all__ = [
-    "ADN",
-    "TORCHVISION",
-    "DETECTRON2_BACKBONE",
-    "detect_layout",
-    "torchvision_to_detectron2_name",
-    "convert_torchvision_state_dict",
-    "convert_torchvision_checkpoint",
-    "TorchvisionConversion",
-    "ResNetStructure",
-    "resnet_structure",
-    "is_resnet_key",
-    "mandatory_blocks_from_keys",
-    "is_skip_norm_key",
-]
+from .reading import CheckpointFormatError, WeightsConfigError, first_few
+
+# -- renaming by rules -----------------------------------------------------------------------
+
+#: A rule: a regex the whole key must match, and its new name: a ``match.expand`` template
+#: (a group that did not match expands to ""), a function of the match, or None (dropped).
+Rule = Tuple[re.Pattern, Union[str, Callable[[re.Match], str], None]]
+
+
+def compile_rules(rules: Sequence[Tuple[str, object]]) -> List[Rule]:
+    return [(re.compile(pattern), new) for pattern, new in rules]
+
+
+def rename_keys(state_dict: Mapping, rules: Sequence[Rule]) -> Tuple[Dict, List[str], List[str]]:
+    """(renamed state dict, dropped keys, keys no rule matches)."""
+    renamed, dropped, unknown = {}, [], []
+    for key, value in state_dict.items():
+        for pattern, new in rules:
+            m = pattern.fullmatch(key)
+            if m:
+                break
+        else:
+            unknown.append(key)
+            continue
+        if new is None:
+            dropped.append(key)
+        else:
+            renamed[new(m) if callable(new) else m.expand(new)] = value
+    return renamed, dropped, unknown
+
+
+def unknown_keys_error(source: str, unknown: List[str], network: str, official: str, fix=""):
+    """Keys of a checkpoint that no rule of ``network`` (e.g. "ResNet") knows; ``fix``: one
+    more way out, after the first."""
+    return CheckpointFormatError(
+        f"Checkpoint '{source}' looks like a torchvision-layout {network} but {len(unknown)} of "
+        f"its keys fit neither torchvision's {network} nor the official {official}: "
+        f"{first_few(unknown)}. Loading the rest would leave part of the backbone untrained. "
+        f"Fix: use an unmodified torchvision or official {official} checkpoint{fix}."
+    )
+
+
+def numpy_state_dict(state_dict: Mapping) -> Dict[str, object]:
+    """The arrays a converter's ``.pkl`` holds (half precision as float32, as Detectron2
+    loads it)."""
+    out = {}
+    for key, tensor in state_dict.items():
+        tensor = tensor.detach().cpu()
+        if tensor.dtype in (torch.bfloat16, torch.float16):
+            tensor = tensor.float()
+        out[key] = tensor.numpy()
+    return out
+
+
+# -- ResNet layouts --------------------------------------------------------------------------
 
 ADN = "adn"
 TORCHVISION = "torchvision"
@@ -69,7 +103,10 @@ _D2_RESNET_KEY = re.compile(r"(?:^|\.)(stem\.|res(\d+)\.(\d+)\.)")
 
 
 def detect_layout(keys: Iterable[str]) -> Optional[str]:
-    """``"adn"``, ``"torchvision"``, ``"detectron2-backbone"`` or None (anything else)."""
+    """From the keys, never from the file extension: ``"adn"`` (torchvision's names plus
+    ``layer<s>.<i>.bn<k>_skip`` in mandatory blocks: the official ADN ResNets),
+    ``"torchvision"`` (the same without skip norms), ``"detectron2-backbone"`` (a bare
+    Detectron2 ResNet: ``stem.*``, ``res<k>.<i>.*``) or None (anything else)."""
     keys = list(keys)
     if "conv1.weight" in keys and any(k.startswith("layer1.") for k in keys):
         return ADN if any(_TV_SKIP_NORM.fullmatch(k) for k in keys) else TORCHVISION
@@ -78,31 +115,6 @@ def detect_layout(keys: Iterable[str]) -> Optional[str]:
         if all(k.startswith("stem.") or re.match(r"^res\d+\.\d+\.", k) for k in backbone):
             return DETECTRON2_BACKBONE
     return None
-
-
-def torchvision_to_detectron2_name(key: str) -> Optional[str]:
-    """Detectron2's name of a torchvision / official-ADN ResNet key; None for the
-    classifier (dropped); raises KeyError for a key of neither layout."""
-    return rename_key(key, _TORCHVISION_RULES)
-
-
-class TorchvisionConversion(NamedTuple):
-    state_dict: Dict[str, object]  # Detectron2 names -> tensors
-    dropped: List[str]  # classifier keys, not needed by a detector
-    skip_norms: List[str]  # Detectron2 names of the skip norms found, e.g. "res2.0.conv1.norm_skip"
-
-
-def convert_torchvision_state_dict(state_dict: Mapping) -> TorchvisionConversion:
-    """Rename an official-ADN or torchvision ResNet state dict to Detectron2's names.
-
-    Raises KeyError listing every key of neither layout: dropping them silently could leave
-    part of the backbone unloaded.
-    """
-    converted, dropped, unknown = rename_keys(state_dict, _TORCHVISION_RULES)
-    if unknown:
-        raise KeyError(unknown)
-    skip_norms = sorted({k.rsplit(".", 1)[0] for k in converted if is_skip_norm_key(k)})
-    return TorchvisionConversion(converted, dropped, skip_norms)
 
 
 def is_skip_norm_key(key: str) -> bool:
@@ -168,19 +180,93 @@ def convert_torchvision_checkpoint(state_dict: Mapping, source: str) -> dict:
     for C4, ``roi_heads.res5`` for C4 heads) exactly as for its own converted torchvision
     weights, rather than adadet guessing the model's prefixes.
 
-    Raises CheckpointFormatError naming ``source`` and the keys of neither layout.
+    Raises CheckpointFormatError naming ``source`` and the keys of neither layout: dropping
+    them silently could leave part of the backbone unloaded.
     """
-    layout = detect_layout(state_dict)
-    try:
-        conversion = convert_torchvision_state_dict(state_dict)
-    except KeyError as e:
+    converted, dropped, unknown = rename_keys(state_dict, _TORCHVISION_RULES)
+    if unknown:
         rename = ", or rename the extra keys to Detectron2 names yourself"
-        raise unknown_keys_error(source, e.args[0], "ResNet", "ADN ResNet", rename) from None
+        raise unknown_keys_error(source, unknown, "ResNet", "ADN ResNet", rename)
+    skip_norms = {k.rsplit(".", 1)[0] for k in converted if is_skip_norm_key(k)}
     return {
-        "model": conversion.state_dict,
-        "__author__": "official ADN" if layout == ADN else "torchvision",
+        "model": converted,
+        "__author__": "official ADN" if detect_layout(state_dict) == ADN else "torchvision",
         "matching_heuristics": True,
         "torchvision_style": True,
-        "num_skip_norms": len(conversion.skip_norms),
-        "dropped_keys": conversion.dropped,
+        "num_skip_norms": len(skip_norms),
+        "dropped_keys": dropped,
     }
+
+
+# -- the config torchvision-style weights need -----------------------------------------------
+# Those ResNets put the stride of a bottleneck in its 3x3 conv and were trained on RGB images
+# normalised with ImageNet's mean/std; Detectron2's defaults follow the MSRA weights instead
+# (stride in the 1x1 conv, BGR, mean only).
+
+#: Config keys and the values torchvision-style weights need.
+TORCHVISION_WEIGHTS_CONFIG = {
+    "MODEL.RESNETS.STRIDE_IN_1X1": False,
+    "INPUT.FORMAT": "RGB",
+    "MODEL.PIXEL_MEAN": [123.675, 116.280, 103.530],
+    "MODEL.PIXEL_STD": [58.395, 57.120, 57.375],
+}
+
+
+def _same(actual, expected) -> bool:
+    if isinstance(expected, list):
+        return len(actual) == len(expected) and np.allclose(actual, expected, rtol=0, atol=1e-3)
+    return actual == expected
+
+
+def torchvision_config_mismatches(cfg) -> List[str]:
+    """One line per config key that differs from :data:`TORCHVISION_WEIGHTS_CONFIG`."""
+    problems = []
+    for key, expected in TORCHVISION_WEIGHTS_CONFIG.items():
+        actual = functools.reduce(getattr, key.split("."), cfg)
+        if not _same(actual, expected):
+            problems.append(f"{key} is {actual!r}, the weights need {expected!r}")
+    return problems
+
+
+def torchvision_config_yaml(
+    weights: Optional[str] = None,
+    depth: Optional[int] = None,
+    basic_blocks: bool = False,
+    num_mandatory_blocks: Optional[Sequence[int]] = None,
+) -> str:
+    """The config snippet torchvision-style weights need (printed by the converter)."""
+    lines = ["MODEL:"]
+    if weights:
+        lines.append(f'  WEIGHTS: "{weights}"')
+    lines += [
+        "  PIXEL_MEAN: [123.675, 116.280, 103.530]",
+        "  PIXEL_STD: [58.395, 57.120, 57.375]",
+        "  RESNETS:",
+    ]
+    if depth:
+        lines.append(f"    DEPTH: {depth}")
+    if basic_blocks:  # Detectron2's ResNet-18/34 need it; its default (256) is for bottlenecks
+        lines.append("    RES2_OUT_CHANNELS: 64")
+    lines.append("    STRIDE_IN_1X1: False")
+    if num_mandatory_blocks:
+        lines += ["  ADN:", f"    NUM_MANDATORY_BLOCKS: {list(num_mandatory_blocks)}"]
+    lines += ["INPUT:", '  FORMAT: "RGB"']
+    return "\n".join(lines) + "\n"
+
+
+def check_config_for_torchvision_weights(cfg) -> None:
+    """Raise :class:`WeightsConfigError` listing every key of ``cfg`` that torchvision-style
+    weights (``ADNCheckpointer.needs_torchvision_config`` after loading) would be used
+    wrongly with: a wrong stride position or channel order does not fail, it just gives
+    poor results."""
+    problems = torchvision_config_mismatches(cfg)
+    if problems:
+        raise WeightsConfigError(
+            f"MODEL.WEIGHTS ({cfg.MODEL.WEIGHTS!r}) holds torchvision-style ResNet weights "
+            "(official ADN or torchvision: stride in the 3x3 conv, RGB input, ImageNet "
+            "mean/std), but the config does not match them:\n  - "
+            + "\n  - ".join(problems)
+            + "\nFix: set "
+            + ", ".join(f"{k}: {v}" for k, v in TORCHVISION_WEIGHTS_CONFIG.items())
+            + "."
+        )

@@ -1,49 +1,28 @@
 """Key layouts of ViT weights, and their conversion to ViT-ADN's names.
 
-Layouts recognised from the keys:
-
-* ``"adn-vit"``: the official ImageNet ViT-ADN checkpoints: torchvision's ``vit_*_16`` names
-  (``conv_proj``, ``class_token``, ``encoder.pos_embedding``,
-  ``encoder.layers.encoder_layer_<i>.{ln_1, self_attention, ln_2, mlp}``, ``encoder.ln``,
-  ``heads``) plus ``ln_1_skip`` / ``ln_2_skip`` in each mandatory block.
-* ``"torchvision-vit"``: the same without skip norms (an ordinary torchvision ViT); the skip
-  norms then start as copies of the main ones (``skip_norm_init="copy"``, logged).
-
-The renaming to :class:`~adadet.modeling.backbone.vit_adn.ViTADN`'s names is the table
-``_VIT_RULES``; a block's norms ``ln_{1,2}`` then become ``norm{1,2}.norm`` and their
-``_skip`` twins ``norm{1,2}.norm_skip`` in mandatory blocks, plain ``norm{1,2}`` in skippable
-ones. ``class_token`` and ``heads`` are dropped: a detector has no use for them.
+Layouts recognised from the keys: ``"adn-vit"``, the official ImageNet ViT-ADN checkpoints
+(torchvision's ``vit_*_16`` names plus ``ln_1_skip`` / ``ln_2_skip`` in each mandatory
+block), and ``"torchvision-vit"``, the same without skip norms, which then start as copies
+of the main ones (``skip_norm_init="copy"``, logged). ``class_token`` and ``heads`` are
+dropped: a detector has no use for them.
 """
 
 import logging
 import math
 import re
 from collections.abc import Mapping
-from typing import Dict, List, NamedTuple, Optional, Sequence, Set
+from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import torch
 
-from .errors import (
+from .reading import (
     CheckpointFormatError,
     CheckpointMismatchError,
     SkipNormsMissingError,
     check_skip_norm_init,
     first_few,
 )
-from .renaming import compile_rules, rename_keys, unknown_keys_error
-
-__all__ = [
-    "ADN_VIT",
-    "TORCHVISION_VIT",
-    "detect_vit_layout",
-    "ViTStructure",
-    "vit_structure",
-    "model_vit_structure",
-    "ViTConversion",
-    "convert_vit_state_dict",
-    "load_vit_state_dict",
-    "convert_vit_checkpoint",
-]
+from .resnet_keys import compile_rules, rename_keys, unknown_keys_error
 
 ADN_VIT = "adn-vit"
 TORCHVISION_VIT = "torchvision-vit"
@@ -52,7 +31,8 @@ _LAYER = r"encoder\.layers\.encoder_layer_(\d+)\."
 _LAYER_KEY = re.compile(_LAYER + "(.+)")
 _SKIP_NORM_KEY = re.compile(_LAYER + r"ln_[12]_skip\.(weight|bias)")
 #: torchvision / official ViT-ADN key -> ViT-ADN name (None: dropped). Norms are named
-#: ``blocks.<i>.norm<k>[_skip].*`` here and placed by mandatory blocks afterwards.
+#: ``blocks.<i>.norm<k>[_skip].*`` here; afterwards they become ``norm<k>.norm`` /
+#: ``norm<k>.norm_skip`` in mandatory blocks, and stay plain ``norm<k>`` in skippable ones.
 _VIT_RULES = compile_rules(
     [
         (r"conv_proj\.(weight|bias)", r"patch_embed.\1"),
@@ -122,9 +102,10 @@ def vit_structure(state_dict: Mapping, source: str = "checkpoint") -> ViTStructu
     fc1 = [k for k in state_dict if re.search(r"encoder_layer_\d+\.mlp\.(0|linear_1)\.weight$", k)]
     if missing or not layers or not fc1:
         raise CheckpointFormatError(
-            f"'{source}' is not a torchvision-layout ViT: it lacks "
-            f"{first_few(missing or ['encoder.layers.encoder_layer_<i>.mlp.0.weight'])}. "
-            "Fix: give a torchvision vit_*_16 or official ViT-ADN state dict."
+            f"'{source}' holds no torchvision-layout ViT: it lacks "
+            f"{first_few(missing or ['encoder.layers.encoder_layer_<i>.mlp.0.weight'])}; its "
+            f"keys begin {first_few(sorted(state_dict), 3)}. Fix: give a torchvision vit_*_16 "
+            "or official ViT-ADN checkpoint."
         )
     patch = state_dict["conv_proj.weight"]
     tokens = state_dict["encoder.pos_embedding"].shape[1] - 1  # slot 0: the class token
@@ -155,36 +136,22 @@ def model_vit_structure(vit) -> ViTStructure:
     )
 
 
-def _expected_shapes(s: ViTStructure, mandatory: Set[int]) -> Dict[str, tuple]:
-    c = s.embed_dim
-    grid = (s.pretrain_img_size // s.patch_size) ** 2
-    shapes = {
-        "patch_embed.weight": (c, 3, s.patch_size, s.patch_size),
-        "patch_embed.bias": (c,),
-        "pos_embed": (1, grid + 1, c),
-        "final_norm.weight": (c,),
-        "final_norm.bias": (c,),
-    }
-    for i in range(s.num_blocks):
-        block = f"blocks.{i}."
-        shapes.update(
-            {
-                block + "attn.qkv.weight": (3 * c, c),
-                block + "attn.qkv.bias": (3 * c,),
-                block + "attn.proj.weight": (c, c),
-                block + "attn.proj.bias": (c,),
-                block + "mlp.fc1.weight": (s.mlp_dim, c),
-                block + "mlp.fc1.bias": (s.mlp_dim,),
-                block + "mlp.fc2.weight": (c, s.mlp_dim),
-                block + "mlp.fc2.bias": (c,),
-            }
+def _expected_shapes(s: ViTStructure, num_mandatory_per_group) -> Dict[str, tuple]:
+    """The shapes of the ViT-ADN that ``s`` builds, from the model itself (on the meta
+    device: nothing is allocated or initialised)."""
+    from ..modeling.backbone.vit_adn import ViTADN  # no import cycle at load
+
+    with torch.device("meta"):
+        vit = ViTADN(
+            embed_dim=s.embed_dim,
+            num_blocks=s.num_blocks,
+            num_heads=1,  # heads leave no trace in the shapes
+            patch_size=s.patch_size,
+            mlp_ratio=(s.mlp_dim + 0.5) / s.embed_dim,  # ViTADN rounds embed_dim * ratio down
+            pretrain_img_size=s.pretrain_img_size,
+            num_mandatory_per_group=num_mandatory_per_group,
         )
-        for norm in ("norm1", "norm2"):
-            sets = ("norm", "norm_skip") if i in mandatory else (None,)
-            for which in sets:
-                prefix = f"{block}{norm}." + (f"{which}." if which else "")
-                shapes.update({prefix + e: (c,) for e in ("weight", "bias")})
-    return shapes
+    return {k: tuple(v.shape) for k, v in vit.state_dict().items()}
 
 
 def _mandatory_fix(blocks_with_skip: List[int], num_blocks: int) -> str:
@@ -205,42 +172,25 @@ def _mandatory_fix(blocks_with_skip: List[int], num_blocks: int) -> str:
     )
 
 
-class ViTConversion(NamedTuple):
-    state_dict: Dict[str, torch.Tensor]  # ViT-ADN names -> tensors
-    layout: str  # ADN_VIT or TORCHVISION_VIT
-    structure: ViTStructure
-    mandatory_blocks: List[int]  # blocks given skip norms
-    skip_norms_copied: List[str]  # ViT-ADN names of skip norms started from the main norms
-    dropped: List[str]  # checkpoint keys a detector does not need
-
-
 def _mismatch_fix(found: ViTStructure, expected: ViTStructure) -> str:
-    """The config lines of ``found`` that differ from ``expected``."""
-    keys = {
-        "embed_dim": ("EMBED_DIM", "NUM_HEADS"),
-        "num_blocks": ("NUM_BLOCKS",),
-        "patch_size": ("PATCH_SIZE",),
-        "mlp_dim": ("MLP_RATIO",),
-        "pretrain_img_size": ("PRETRAIN_IMG_SIZE",),
-    }
-    differs = {f: getattr(found, f) != getattr(expected, f) for f in keys}
-    # The MLP width follows the embed dim: only another ratio needs MLP_RATIO.
-    differs["mlp_dim"] = found.mlp_dim * expected.embed_dim != expected.mlp_dim * found.embed_dim
-    wanted = [key for field, names in keys.items() if differs[field] for key in names]
-    lines = [line for line in found.config_lines() if any(f".{k}:" in line for k in wanted)]
-    return "; ".join(lines)
+    """The config lines of ``found`` that differ from those of ``expected``."""
+    theirs = set(expected.config_lines())
+    return "; ".join(line for line in found.config_lines() if line not in theirs)
 
 
-def convert_vit_state_dict(
+def convert_vit_checkpoint(
     state_dict: Mapping,
+    source: str = "checkpoint",
     *,
     expected: Optional[ViTStructure] = None,
     num_mandatory_per_group: Optional[Sequence[int]] = None,
     skip_norm_init: str = "copy",
-    source: str = "checkpoint",
     logger: Optional[logging.Logger] = None,
-) -> ViTConversion:
-    """Rename an official ViT-ADN or torchvision ViT state dict to ViT-ADN's names.
+) -> dict:
+    """The checkpoint dict Detectron2 loads an official ViT-ADN or torchvision ViT state
+    dict from: ViT-ADN names and ``matching_heuristics: True``, so that Detectron2 finds
+    where the ViT sits in the model (``backbone.bottom_up.`` under the pyramid,
+    ``backbone.`` alone); the converter writes it as a ``.pkl``.
 
     Args:
         expected: the model's structure (:func:`model_vit_structure`); a checkpoint of
@@ -258,15 +208,9 @@ def convert_vit_state_dict(
 
     logger = logger or logging.getLogger(__name__)
     check_skip_norm_init(skip_norm_init)
-    layout = detect_vit_layout(state_dict)
-    if layout is None:
-        raise CheckpointFormatError(
-            f"'{source}' holds no torchvision-layout ViT (conv_proj, encoder.layers."
-            f"encoder_layer_<i>...); its keys begin {first_few(sorted(state_dict), 3)}. Fix: "
-            "give a torchvision vit_*_16 or official ViT-ADN checkpoint."
-        )
     state_dict = {k: torch.as_tensor(v) for k, v in state_dict.items()}
-    structure = vit_structure(state_dict, source)
+    structure = vit_structure(state_dict, source)  # refuses anything but a ViT
+    layout = detect_vit_layout(state_dict)
     if structure.num_blocks % 4:
         raise CheckpointMismatchError(
             f"'{source}' holds {structure}: its blocks cannot form ViT-ADN's 4 equal groups. "
@@ -310,9 +254,8 @@ def convert_vit_state_dict(
         if not with_skip:
             converted[f"{norm}norm_skip.{m[4]}"] = converted[f"{norm}norm.{m[4]}"].clone()
             copied.add(norm + "norm_skip")
-    copied = sorted(copied, key=lambda name: [int(n) for n in re.findall(r"\d+", name)])
 
-    shapes = _expected_shapes(structure, mandatory)
+    shapes = _expected_shapes(structure, num_mandatory_per_group)
     missing = [k for k in shapes if k not in converted]
     if missing:
         raise CheckpointMismatchError(
@@ -338,45 +281,13 @@ def convert_vit_state_dict(
         )
     if dropped:
         logger.info(f"Dropped {len(dropped)} classifier keys of '{source}': {first_few(dropped)}.")
-    return ViTConversion(converted, layout, structure, sorted(mandatory), copied, dropped)
-
-
-def load_vit_state_dict(
-    vit, state_dict: Mapping, *, skip_norm_init: str = "copy", source: str = "checkpoint"
-) -> ViTConversion:
-    """Convert a torchvision / official ViT-ADN state dict and load it into ``vit`` (a
-    :class:`~adadet.modeling.backbone.vit_adn.ViTADN`), every weight or an error."""
-    conversion = convert_vit_state_dict(
-        state_dict,
-        expected=model_vit_structure(vit),
-        num_mandatory_per_group=vit.num_mandatory_per_group,
-        skip_norm_init=skip_norm_init,
-        source=source,
-    )
-    vit.load_state_dict(conversion.state_dict, strict=True)
-    return conversion
-
-
-def _to_numpy(tensor: torch.Tensor):
-    tensor = tensor.detach().cpu()
-    if tensor.dtype in (torch.bfloat16, torch.float16):  # kept as float32, as Detectron2 loads
-        tensor = tensor.float()
-    return tensor.numpy()
-
-
-def convert_vit_checkpoint(state_dict: Mapping, source: str = "checkpoint", **kwargs) -> dict:
-    """The checkpoint dict Detectron2 loads a converted ViT from (e.g. as a ``.pkl``):
-    numpy arrays under ViT-ADN names and ``matching_heuristics: True``, so that Detectron2
-    finds where the ViT sits in the model (``backbone.bottom_up.`` under the pyramid,
-    ``backbone.`` alone). ``kwargs`` go to :func:`convert_vit_state_dict`."""
-    conversion = convert_vit_state_dict(state_dict, source=source, **kwargs)
     return {
-        "model": {k: _to_numpy(v) for k, v in conversion.state_dict.items()},
-        "__author__": "official ViT-ADN" if conversion.layout == ADN_VIT else "torchvision ViT",
+        "model": converted,
+        "__author__": "official ViT-ADN" if layout == ADN_VIT else "torchvision ViT",
         "matching_heuristics": True,
-        "layout": conversion.layout,
-        "structure": conversion.structure._asdict(),
-        "mandatory_blocks": conversion.mandatory_blocks,
-        "num_skip_norms_copied": len(conversion.skip_norms_copied),
-        "dropped_keys": conversion.dropped,
+        "layout": layout,
+        "structure": structure._asdict(),
+        "mandatory_blocks": sorted(mandatory),
+        "num_skip_norms_copied": len(copied),
+        "dropped_keys": dropped,
     }

@@ -18,8 +18,8 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone
 
-from adadet.checkpoint import ADNCheckpointer
-from adadet.checkpoint.errors import (
+from adadet.checkpoint import (
+    ADNCheckpointer,
     CheckpointFormatError,
     CheckpointMismatchError,
     SkipNormsMissingError,
@@ -27,9 +27,9 @@ from adadet.checkpoint.errors import (
 from adadet.checkpoint.vit_keys import (
     ADN_VIT,
     TORCHVISION_VIT,
-    convert_vit_state_dict,
+    convert_vit_checkpoint,
     detect_vit_layout,
-    load_vit_state_dict,
+    model_vit_structure,
 )
 from adadet.modeling.backbone.vit_adn import VIT_SIZES, ViTADN
 from adn_testing import make_adn_cfg
@@ -59,6 +59,18 @@ def _torchvision_vit_file(tmp_path):
     path = tmp_path / "vit.pth"
     torch.save({"model": state}, path)
     return path, state
+
+
+def load_vit_state_dict(vit, state_dict, source="checkpoint"):
+    """Convert for ``vit`` (its structure and mandatory blocks) and load every weight."""
+    checkpoint = convert_vit_checkpoint(
+        state_dict,
+        source,
+        expected=model_vit_structure(vit),
+        num_mandatory_per_group=vit.num_mandatory_per_group,
+    )
+    vit.load_state_dict(checkpoint["model"], strict=True)
+    return checkpoint
 
 
 def test_torchvision_vit_loads_through_the_checkpointer(tmp_path):
@@ -102,8 +114,11 @@ def test_official_layout_converts_and_loads_into_vit_b(vit_b_state_dict):
     assert detect_vit_layout(vit_b_state_dict) == TORCHVISION_VIT
     vit = ViTADN(**VIT_SIZES["B"])
     conversion = load_vit_state_dict(vit, official, source="adn_vit_b.pth")
-    assert sorted(conversion.dropped) == ["class_token", "heads.head.bias", "heads.head.weight"]
-    assert conversion.skip_norms_copied == [] and conversion.mandatory_blocks == TINY_MANDATORY
+    assert sorted(conversion["dropped_keys"]) == [
+        "class_token", "heads.head.bias", "heads.head.weight"
+    ]
+    assert conversion["num_skip_norms_copied"] == 0
+    assert conversion["mandatory_blocks"] == TINY_MANDATORY
     ours = vit.state_dict()
     layer = "encoder.layers.encoder_layer_{}.".format
     pairs = {
@@ -142,10 +157,10 @@ def test_official_layout_converts_and_loads_into_vit_b(vit_b_state_dict):
 
 def test_plain_torchvision_weights_get_skip_norms_copied(vit_b_state_dict, caplog):
     with caplog.at_level(logging.INFO):
-        conversion = convert_vit_state_dict(vit_b_state_dict, source="vit_b_16.pth")
+        conversion = convert_vit_checkpoint(vit_b_state_dict, source="vit_b_16.pth")
     assert "copies of their main norms" in caplog.text
-    assert conversion.layout == TORCHVISION_VIT and len(conversion.skip_norms_copied) == 16
-    converted = conversion.state_dict
+    assert conversion["layout"] == TORCHVISION_VIT and conversion["num_skip_norms_copied"] == 16
+    converted = conversion["model"]
     for i in TINY_MANDATORY:
         for norm in ("norm1", "norm2"):
             for entry in ("weight", "bias"):
@@ -153,7 +168,7 @@ def test_plain_torchvision_weights_get_skip_norms_copied(vit_b_state_dict, caplo
                 skip = converted[f"blocks.{i}.{norm}.norm_skip.{entry}"]
                 assert torch.equal(main, skip) and main.data_ptr() != skip.data_ptr()
     with pytest.raises(SkipNormsMissingError, match="no skip norms"):
-        convert_vit_state_dict(vit_b_state_dict, skip_norm_init="error")
+        convert_vit_checkpoint(vit_b_state_dict, skip_norm_init="error")
 
 
 def _tiny_torchvision_state_dict(hidden_dim=64, num_layers=12, image_size=64):
@@ -196,7 +211,7 @@ def test_mismatched_checkpoints_are_refused_with_the_fix():
     with pytest.raises(CheckpointMismatchError, match=r"NUM_MANDATORY_BLOCKS: \[1, 1, 1, 1\]"):
         load_vit_state_dict(vit, first_only)
     with pytest.raises(CheckpointFormatError, match="no torchvision-layout ViT"):
-        convert_vit_state_dict({"conv1.weight": torch.zeros(1)})
+        convert_vit_checkpoint({"conv1.weight": torch.zeros(1)})
 
 
 def _load_tool():
