@@ -39,6 +39,7 @@ from .reading import (
 )
 from .resnet_keys import (
     ADN,
+    check_config_for_torchvision_weights,
     DETECTRON2_BACKBONE,
     TORCHVISION,
     convert_torchvision_checkpoint,
@@ -127,8 +128,10 @@ class ADNCheckpointer(DetectionCheckpointer):
             this run's own checkpoint.
 
     After ``load``, ``needs_torchvision_config`` tells whether the weights were
-    torchvision-style (official ADN, torchvision), whose config
-    :func:`~adadet.checkpoint.check_config_for_torchvision_weights` checks.
+    torchvision-style (official ADN, torchvision). A checkpointer made by
+    :meth:`from_config` then checks the config against them
+    (:func:`~adadet.checkpoint.check_config_for_torchvision_weights`): a wrong stride
+    position or channel order would not fail, only detect poorly.
     """
 
     def __init__(
@@ -149,15 +152,19 @@ class ADNCheckpointer(DetectionCheckpointer):
         self.strict_backbone = strict_backbone
         self.load_ema = bool(load_ema)
         self.needs_torchvision_config = False
+        self._cfg = None  # the config torchvision-style weights are checked against
         self._source: Optional[str] = None
         self._resuming = False
 
     @classmethod
     def from_config(cls, cfg, model, save_dir="", **kwargs) -> "ADNCheckpointer":
-        """A checkpointer with the config's ``MODEL.ADN.SKIP_NORM_INIT`` and ``LOAD_EMA``."""
+        """A checkpointer with the config's ``MODEL.ADN.SKIP_NORM_INIT`` and ``LOAD_EMA``,
+        which checks ``cfg`` after loading torchvision-style weights."""
         kwargs.setdefault("skip_norm_init", cfg.MODEL.ADN.SKIP_NORM_INIT)
         kwargs.setdefault("load_ema", cfg.MODEL.ADN.LOAD_EMA)
-        return cls(model, save_dir, **kwargs)
+        checkpointer = cls(model, save_dir, **kwargs)
+        checkpointer._cfg = cfg
+        return checkpointer
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -169,9 +176,12 @@ class ADNCheckpointer(DetectionCheckpointer):
                 check_file_exists(url._replace(query="").geturl())
         self._source = path
         try:
-            return super().load(path, *args, **kwargs)
+            loaded = super().load(path, *args, **kwargs)
         finally:
             self._source = None
+        if self.needs_torchvision_config and self._cfg is not None:
+            check_config_for_torchvision_weights(self._cfg, path)
+        return loaded
 
     def resume_or_load(self, path: str, *, resume: bool = True):
         """fvcore's: with ``resume`` and a ``last_checkpoint`` in ``save_dir``, the

@@ -254,15 +254,14 @@ def torchvision_config_yaml(
     return "\n".join(lines) + "\n"
 
 
-def check_config_for_torchvision_weights(cfg) -> None:
+def check_config_for_torchvision_weights(cfg, weights: Optional[str] = None) -> None:
     """Raise :class:`WeightsConfigError` listing every key of ``cfg`` that torchvision-style
-    weights (``ADNCheckpointer.needs_torchvision_config`` after loading) would be used
-    wrongly with: a wrong stride position or channel order does not fail, it just gives
-    poor results."""
+    weights (``weights``, by default ``MODEL.WEIGHTS``) would be used wrongly with: a wrong
+    stride position or channel order does not fail, it just gives poor results."""
     problems = torchvision_config_mismatches(cfg)
     if problems:
         raise WeightsConfigError(
-            f"MODEL.WEIGHTS ({cfg.MODEL.WEIGHTS!r}) holds torchvision-style ResNet weights "
+            f"'{weights or cfg.MODEL.WEIGHTS}' holds torchvision-style ResNet weights "
             "(official ADN or torchvision: stride in the 3x3 conv, RGB input, ImageNet "
             "mean/std), but the config does not match them:\n  - "
             + "\n  - ".join(problems)

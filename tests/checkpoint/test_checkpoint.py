@@ -8,6 +8,7 @@ the main norms) in the mandatory blocks as in the official ADN checkpoints.
 
 import argparse
 import datetime
+import functools
 import importlib.util
 import logging
 import os
@@ -29,8 +30,8 @@ from adadet.checkpoint import (
     CheckpointNotFoundError,
     CheckpointReadError,
     SkipNormsMissingError,
+    TORCHVISION_WEIGHTS_CONFIG,
     WeightsConfigError,
-    check_config_for_torchvision_weights,
     torchvision_config_mismatches,
 )
 
@@ -147,9 +148,18 @@ def files(tmp_path_factory, r50_state, r50_adn_state):
 # -- models ----------------------------------------------------------------------------------
 
 
+def for_torchvision_weights(cfg):
+    """``cfg`` set as torchvision-style weights need (stride in the 3x3 conv, RGB, ImageNet
+    mean/std): a checkpointer made from it then loads them."""
+    for key, value in TORCHVISION_WEIGHTS_CONFIG.items():
+        *path, name = key.split(".")
+        setattr(functools.reduce(getattr, path, cfg), name, value)
+    return cfg
+
+
 def bare_backbone(depth=50, norm="BN", **overrides):
     cfg = make_adn_cfg(depth, "build_resnet_adn_backbone", norm=norm, **overrides)
-    return cfg, build_backbone(cfg, ShapeSpec(channels=3))
+    return for_torchvision_weights(cfg), build_backbone(cfg, ShapeSpec(channels=3))
 
 
 def detector(
@@ -701,24 +711,25 @@ def test_convert_then_load_through_model_weights(files, tmp_path, r50_adn_state,
         converted["matching_heuristics"] and "res2.0.conv1.norm_skip.weight" in converted["model"]
     )
 
+    # Detectron2's defaults (MSRA: stride in the 1x1 conv, BGR, mean only) would run these
+    # weights without failing, only detecting poorly: the config's checkpointer refuses.
     cfg, model = detector()
     cfg.MODEL.WEIGHTS = str(output)
     checkpointer = ADNCheckpointer.from_config(cfg, model, skip_norm_init="error")
-    checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=False)
-    backbone = model.backbone.bottom_up.state_dict()
-    assert assert_backbone_equals(backbone, r50_adn_state) == len(backbone)
-
-    assert checkpointer.needs_torchvision_config
     with pytest.raises(WeightsConfigError) as info:
-        check_config_for_torchvision_weights(cfg)
+        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=False)
+    assert checkpointer.needs_torchvision_config and str(output) in str(info.value)
     for key in ("STRIDE_IN_1X1", "INPUT.FORMAT", "PIXEL_MEAN", "PIXEL_STD"):
         assert key in str(info.value)
-    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False
-    cfg.INPUT.FORMAT = "RGB"
-    cfg.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]
-    cfg.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
+
+    cfg = for_torchvision_weights(cfg)  # as the converter printed
     assert torchvision_config_mismatches(cfg) == []
-    check_config_for_torchvision_weights(cfg)
+    model = build_model(cfg)
+    ADNCheckpointer.from_config(cfg, model, skip_norm_init="error").resume_or_load(
+        cfg.MODEL.WEIGHTS, resume=False
+    )
+    backbone = model.backbone.bottom_up.state_dict()
+    assert assert_backbone_equals(backbone, r50_adn_state) == len(backbone)
 
 
 def test_converter_without_skip_norms_and_refusals(files, tmp_path, capsys):
