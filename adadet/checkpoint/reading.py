@@ -4,9 +4,10 @@ message naming the file, what is wrong and the fix."""
 
 import argparse
 import os
+import pickletools
 import zipfile
 from collections.abc import Mapping
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -116,15 +117,22 @@ def torch_load(f, *, trust: bool = False):
         return torch.load(f, map_location="cpu", weights_only=not trust)
 
 
-def _holds_vit_keys(path: str) -> bool:
-    """Whether the pickle of a torch.save zip file names torchvision ViT keys (read as
-    bytes: nothing of it runs)."""
+def _pickled_keys(path: str, limit: int = 200_000) -> List[str]:
+    """The strings of a torch.save zip file's pickle (its keys, among others), without a
+    ``module.`` prefix, read with ``pickletools`` (which runs nothing); empty for other
+    files or on any failure."""
+    strings: List[str] = []
     try:
         with zipfile.ZipFile(path) as archive:
             data = b"".join(archive.read(n) for n in archive.namelist() if n.endswith("data.pkl"))
+        for opcode, arg, _ in pickletools.genops(data):
+            if isinstance(arg, str) and "UNICODE" in opcode.name:
+                strings.append(arg.split("module.", 1)[-1])
+                if len(strings) >= limit:
+                    break
     except Exception:
-        return False
-    return b"conv_proj.weight" in data and b"encoder.layers.encoder_layer_" in data
+        pass
+    return strings
 
 
 def read_error(path: str, error: BaseException) -> CheckpointReadError:
@@ -136,8 +144,11 @@ def read_error(path: str, error: BaseException) -> CheckpointReadError:
         except Exception:
             unsafe = []
         unsafe = [g for g in unsafe if g != "argparse.Namespace"]
+        from .vit_keys import detect_vit_layout  # vit_keys imports this module
+
+        # The converter for the weights, told by the names the pickle holds.
         kind, converter = ("ResNet", "tools/convert_adn_weights.py")
-        if _holds_vit_keys(path):
+        if detect_vit_layout(_pickled_keys(path)):
             kind, converter = ("ViT", "tools/convert_vit_adn_weights.py")
         holds = f" ({', '.join(unsafe[:5])})" if unsafe else ""
         return CheckpointReadError(

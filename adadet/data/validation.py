@@ -267,7 +267,7 @@ def load_checked_coco_json(
             f"empty dataset: all {len(data['annotations'])} annotations are invalid and were "
             "dropped",
             "fix the boxes reported in the warnings above, and the annotations Detectron2 "
-            "drops (polygons with fewer than 3 points, image ids absent from 'images')",
+            "drops (polygons with fewer than 3 points)",
         )
     return dicts
 

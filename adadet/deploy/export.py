@@ -140,7 +140,8 @@ def count_layer_calls(model: nn.Module, run: Callable[[], Any]) -> Dict[str, int
         for kind, types in _LAYER_MODULES.items():
             calls[kind] += isinstance(module, types)
 
-    handles = [module.register_forward_hook(count) for module in model.modules()]
+    counted = tuple(t for types in _LAYER_MODULES.values() for t in types)
+    handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, counted)]
     try:
         with torch.no_grad():
             run()
