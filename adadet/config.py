@@ -107,6 +107,12 @@ def add_adn_config(cfg) -> None:
     # (the base-net). Every sub-net each iteration ("sandwich"-style training of all
     # settings): SUBNETS = the 15 sub-nets, NUM_STUDENTS 15, at ~8x the cost.
     _C.MODEL.ADN.DISTILL.NUM_STUDENTS = 1
+    # Sub-nets that are students at EVERY iteration, besides the NUM_STUDENTS drawn from
+    # SUBNETS (which must not name them again). The paper: none (its one student is
+    # SUBNETS' "TTTT"). ["TTTT"] with SUBNETS = the 14 mixed settings and NUM_STUDENTS 1
+    # is the "sandwich rule" of slimmable networks: the largest and the smallest every
+    # iteration plus one drawn in between (3 passes, ~1.5x the paper's cost).
+    _C.MODEL.ADN.DISTILL.ALWAYS_STUDENTS = []
     # loss = ALPHA * L_super + (1 - ALPHA) * (SUB_TASK_WEIGHT * L_sub_task + KD_WEIGHT * L_kd)
     # ALPHA in [0, 1]; the authors' code uses 0.5 (ImageNet and RetinaNet).
     _C.MODEL.ADN.DISTILL.ALPHA = 0.5

@@ -422,19 +422,24 @@ def _train_step(loss_fn, model, device, amp):
 
 
 #: The training schemes timed besides the configured one ("adn", the paper's super-net +
-#: base-net): name -> (students per iteration, drawn among the 15 sub-nets). The study's
-#: ``random_subnets`` and ``three_students`` recipes (tools/study.py).
-TRAINING_SCHEMES = {"random_subnet": 1, "three_students": 3}
+#: base-net): name -> (students drawn per iteration, the students always there). Drawn
+#: among the 15 sub-nets, or the 14 mixed ones beside an always-there base-net. The
+#: study's ``random_subnets``, ``three_students`` and ``sandwich`` recipes (tools/study.py).
+TRAINING_SCHEMES = {"random_subnet": (1, []), "three_students": (3, []), "sandwich": (1, ["TTTT"])}
 
 
-def _distillation_step(cfg, args, device, batch, num_students=None):
-    """(detector, train step) of one self-distillation iteration; with ``num_students``,
-    that many students drawn per iteration among all sub-nets instead of the config's."""
-    if num_students is not None:
+def _distillation_step(cfg, args, device, batch, scheme=None):
+    """(detector, train step) of one self-distillation iteration; with ``scheme`` (a value
+    of :data:`TRAINING_SCHEMES`), its students instead of the config's."""
+    if scheme is not None:
+        num_students, always = scheme
         cfg = cfg.clone()
         cfg.defrost()
-        cfg.MODEL.ADN.DISTILL.SUBNETS = [d for d in adadet.all_depths(4) if d != SUPER]
+        cfg.MODEL.ADN.DISTILL.SUBNETS = [
+            d for d in adadet.all_depths(4) if d != SUPER and d not in always
+        ]
         cfg.MODEL.ADN.DISTILL.NUM_STUDENTS = num_students
+        cfg.MODEL.ADN.DISTILL.ALWAYS_STUDENTS = list(always)
     detector = _build(cfg, args.seed, train=True)
     distill = SelfDistillationModel.from_config(cfg, detector).train()
     calls = {"n": 0}
@@ -461,8 +466,8 @@ def bench_training(args, device) -> Dict:
         "adn": adn_step,
     }
     models = {"stock": stock, "adn": adn}
-    for name, num_students in TRAINING_SCHEMES.items():
-        models[name], _, steps[name] = _distillation_step(adn_cfg, args, device, batch, num_students)
+    for name, scheme in TRAINING_SCHEMES.items():
+        models[name], _, steps[name] = _distillation_step(adn_cfg, args, device, batch, scheme)
     cpu_memory = H.CpuPeakMemory()
     seconds = {name: [] for name in steps}
     peak_mib = {name: [] for name in steps}

@@ -71,6 +71,11 @@ RECIPES = {
         ["MODEL.ADN.DISTILL.SUBNETS", "[" + ",".join(f'"{d}"' for d in ALL_SUBNETS) + "]",
          "MODEL.ADN.DISTILL.NUM_STUDENTS", "3"],
     ),
+    "sandwich": (
+        "the base-net every iteration plus one of the 14 mixed settings drawn (sandwich rule, not the paper)",
+        ["MODEL.ADN.DISTILL.ALWAYS_STUDENTS", '["TTTT"]', "MODEL.ADN.DISTILL.SUBNETS",
+         "[" + ",".join(f'"{d}"' for d in ALL_SUBNETS if d != "TTTT") + "]"],
+    ),
     "shared_norms": (
         "as 'stages', without switchable norms: one norm set for every depth (the paper's ablation)",
         ["MODEL.ADN.SWITCHABLE_NORMS", "False"],

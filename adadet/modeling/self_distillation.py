@@ -3,8 +3,8 @@
 :class:`SelfDistillationModel` wraps a detector; one call of its ``forward`` runs
 
 1. the super-net ("FFFF") -> task losses ``L_super``, and its backbone features;
-2. a student sub-net (``MODEL.ADN.DISTILL.SUBNETS``; ``NUM_STUDENTS`` of them, each term
-   then the mean over the students) -> task losses ``L_sub_task`` and
+2. a student sub-net (``MODEL.ADN.DISTILL.SUBNETS``; ``NUM_STUDENTS`` of them drawn, plus
+   ``ALWAYS_STUDENTS`` at every iteration, each term then the mean over the students) -> task losses ``L_sub_task`` and
    ``L_kd``, the KL divergence of its feature maps (``MODEL.ADN.DISTILL.FEATURES``: FPN
    levels and/or bottom-up stage outputs, per position or pooled) to the super-net's
    (detached) ones;
@@ -119,6 +119,7 @@ class SelfDistillationModel(nn.Module):
         distill: bool = True,
         subnets: Sequence[str] = ("TTTT",),
         num_students: int = 1,
+        always_students: Sequence[str] = (),
         alpha: float = 0.5,
         sub_task_weight: float = 1.0,
         kd_weight: float = 1.0,
@@ -140,6 +141,16 @@ class SelfDistillationModel(nn.Module):
                 f"MODEL.ADN.DISTILL.NUM_STUDENTS must be an integer >= 1, got {num_students!r}."
             )
         self.num_students = num_students
+        self.always_students = (
+            expand_depth_list(list(always_students), num_stages) if always_students else []
+        )
+        twice = [s for s in self.always_students if s in self.subnets]
+        if twice:
+            raise ValueError(
+                f"MODEL.ADN.DISTILL.ALWAYS_STUDENTS {twice} are also in SUBNETS, which are "
+                "drawn from: a student is either drawn or always there. Fix: remove them from "
+                "SUBNETS (e.g. ALWAYS_STUDENTS ['TTTT'] with SUBNETS the 14 mixed settings)."
+            )
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"MODEL.ADN.DISTILL.ALPHA must be in [0, 1], got {alpha}.")
         if temperature <= 0:
@@ -188,9 +199,9 @@ class SelfDistillationModel(nn.Module):
                 # found once (raises for what cannot be distilled); a tuple, so that
                 # nn.Module does not register the heads a second time
                 self._logits_heads = logits_distill_heads(detector)
-            if self.super_depth in self.subnets:
+            if self.super_depth in self.subnets + self.always_students:
                 logger.warning(
-                    "MODEL.ADN.DISTILL.SUBNETS contains the super-net %s: as a student it "
+                    "MODEL.ADN.DISTILL.SUBNETS or ALWAYS_STUDENTS contains the super-net %s: as a student it "
                     "equals its teacher (zero KD loss, a second super-net task loss).",
                     self.super_depth,
                 )
@@ -203,6 +214,7 @@ class SelfDistillationModel(nn.Module):
             distill=d.ENABLED,
             subnets=list(d.SUBNETS),
             num_students=d.NUM_STUDENTS,
+            always_students=list(d.ALWAYS_STUDENTS),
             alpha=d.ALPHA,
             sub_task_weight=d.SUB_TASK_WEIGHT,
             kd_weight=d.KD_WEIGHT,
@@ -237,23 +249,26 @@ class SelfDistillationModel(nn.Module):
     def uses_every_parameter(self) -> bool:
         """Whether every trainable parameter gets a gradient at every step, so DDP can run
         without ``find_unused_parameters``: only when every student skips in every stage
-        (the skip norms of a stage run only while it skips)."""
+        (the skip norms of a stage run only while it skips): every drawn student, or one
+        that is always there, is the base-net."""
         if not self.distill:
             return False
         num_stages = len(parse_depth(self.super_depth))
-        return all(all(parse_depth(s, num_stages)) for s in self.subnets)
+        skips_all = [all(parse_depth(s, num_stages)) for s in self.always_students]
+        return any(skips_all) or all(all(parse_depth(s, num_stages)) for s in self.subnets)
 
     def students_for_iteration(self, iteration: int) -> List[str]:
-        """The students of an iteration: ``num_students`` of ``subnets``, drawn without
-        replacement, seeded by (seed, iteration), so all DDP ranks pick the same ones and a
-        resumed run continues the same sequence. All of them when there are no more."""
+        """The students of an iteration: ``always_students``, then ``num_students`` of
+        ``subnets``, drawn without replacement, seeded by (seed, iteration), so all DDP
+        ranks pick the same ones and a resumed run continues the same sequence. All of them
+        when there are no more."""
         if self.num_students >= len(self.subnets):
-            return list(self.subnets)
+            return self.always_students + list(self.subnets)
         rng = np.random.default_rng([self.seed, int(iteration)])
         if self.num_students == 1:
-            return [self.subnets[int(rng.integers(len(self.subnets)))]]
+            return self.always_students + [self.subnets[int(rng.integers(len(self.subnets)))]]
         picks = rng.choice(len(self.subnets), size=self.num_students, replace=False)
-        return [self.subnets[int(i)] for i in sorted(picks)]
+        return self.always_students + [self.subnets[int(i)] for i in sorted(picks)]
 
     def forward(self, batched_inputs, iteration: Optional[int] = None):
         if not self.training:

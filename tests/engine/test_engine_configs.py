@@ -1,6 +1,7 @@
 """Every config in configs/ merges into Detectron2's defaults + adadet's keys and builds an
 ADN model whose distilled features exist (built on CPU, not trained)."""
 import glob
+import importlib.util
 import os
 
 import pytest
@@ -38,3 +39,29 @@ def test_config_builds_an_adn_model(name):
     assert get_depth(model) == cfg.MODEL.ADN.DEPTH
     assert adaptive_modules(model)
     SelfDistillationModel.from_config(cfg, model)  # checks DISTILL.FEATURES exist
+
+
+def _study_tool():
+    path = os.path.join(CONFIG_DIR, "..", "tools", "study.py")
+    spec = importlib.util.spec_from_file_location("study", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_study_recipe_is_a_valid_config():
+    """tools/study.py's recipes are override lists: each must name existing keys with
+    values of their types, and give a self-distillation model its checks accept."""
+    recipes = _study_tool().RECIPES
+    base = _load("mask_rcnn_ada_r18_polygons_cpu.yaml")
+    base.MODEL.DEVICE = "cpu"
+    detector = build_model(base)
+    for name, (_, overrides) in recipes.items():
+        cfg = base.clone()
+        cfg.merge_from_list(overrides)
+        wrapper = SelfDistillationModel.from_config(cfg, detector)
+        assert wrapper.students_for_iteration(0), name
+    sandwich = base.clone()
+    sandwich.merge_from_list(recipes["sandwich"][1])
+    draws = SelfDistillationModel.from_config(sandwich, detector).students_for_iteration(3)
+    assert draws[0] == "TTTT" and len(draws) == 2 and draws[1] not in ("FFFF", "TTTT")

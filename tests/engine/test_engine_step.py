@@ -9,7 +9,7 @@ from detectron2.modeling import build_model
 from detectron2.solver import build_optimizer
 from detectron2.utils.events import EventStorage
 
-from adadet import get_depth
+from adadet import all_depths, get_depth
 from adadet.engine import ADNAMPTrainStep, ADNTrainer, ADNTrainStep, SelfDistillationModel
 from adadet.layers import SwitchableNormConv2d
 from engine_tiny_data import tiny_cfg
@@ -268,3 +268,36 @@ def test_several_students_per_iteration_average_their_terms(bn_setup):
         bad = cfg.clone()
         bad.MODEL.ADN.DISTILL.NUM_STUDENTS = 0
         SelfDistillationModel.from_config(bad, detector)
+
+
+def test_always_students_join_every_draw_the_sandwich_rule(bn_setup):
+    cfg, detector, batch = bn_setup
+    cfg = cfg.clone()
+    mixed = [d for d in all_depths(4) if d not in ("FFFF", "TTTT")]
+    cfg.MODEL.ADN.DISTILL.SUBNETS = mixed
+    cfg.MODEL.ADN.DISTILL.ALWAYS_STUDENTS = ["base"]
+    wrapper = SelfDistillationModel.from_config(cfg, detector).train()
+    draws = [wrapper.students_for_iteration(i) for i in range(40)]
+    assert all(len(d) == 2 and d[0] == "TTTT" and d[1] in mixed for d in draws)
+    assert len({d[1] for d in draws}) > 5  # the mixed one is drawn anew
+    assert wrapper.uses_every_parameter  # the base-net runs every skip norm each step
+
+    seen = []
+    handle = detector.backbone.register_forward_pre_hook(
+        lambda module, inputs: seen.append(get_depth(detector))
+    )
+    try:
+        with EventStorage(0):
+            wrapper(batch, iteration=7)
+    finally:
+        handle.remove()
+    assert seen == ["FFFF", *draws[7]]
+
+    bad = cfg.clone()
+    bad.MODEL.ADN.DISTILL.SUBNETS = ["TTTT", "TFFF"]
+    with pytest.raises(ValueError, match="ALWAYS_STUDENTS .*'TTTT'.* also in SUBNETS"):
+        SelfDistillationModel.from_config(bad, detector)
+    drawn_only = cfg.clone()
+    drawn_only.MODEL.ADN.DISTILL.ALWAYS_STUDENTS = ["TFFF"]
+    drawn_only.MODEL.ADN.DISTILL.SUBNETS = ["TTFF", "FTTT"]
+    assert not SelfDistillationModel.from_config(drawn_only, detector).uses_every_parameter

@@ -16,6 +16,7 @@ adn = dict(
         distill=True,
         subnets=["TTTT"],
         num_students=1,
+        always_students=[],
         alpha=0.5,
         sub_task_weight=1.0,
         kd_weight=1.0,
