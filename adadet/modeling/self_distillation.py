@@ -4,7 +4,8 @@
 
 1. the super-net ("FFFF") -> task losses ``L_super``, and its backbone features;
 2. a student sub-net (``MODEL.ADN.DISTILL.SUBNETS``; ``NUM_STUDENTS`` of them drawn, plus
-   ``ALWAYS_STUDENTS`` at every iteration, each term then the mean over the students) -> task losses ``L_sub_task`` and
+   ``ALWAYS_STUDENTS`` at every iteration, each term then the mean over the students)
+   -> task losses ``L_sub_task`` and
    ``L_kd``, the KL divergence of its feature maps (``MODEL.ADN.DISTILL.FEATURES``: FPN
    levels and/or bottom-up stage outputs, per position or pooled) to the super-net's
    (detached) ones;
@@ -201,8 +202,8 @@ class SelfDistillationModel(nn.Module):
                 self._logits_heads = logits_distill_heads(detector)
             if self.super_depth in self.subnets + self.always_students:
                 logger.warning(
-                    "MODEL.ADN.DISTILL.SUBNETS or ALWAYS_STUDENTS contains the super-net %s: as a student it "
-                    "equals its teacher (zero KD loss, a second super-net task loss).",
+                    "MODEL.ADN.DISTILL.SUBNETS or ALWAYS_STUDENTS contains the super-net %s: "
+                    "as a student it equals its teacher (zero KD loss, a second super-net task loss).",
                     self.super_depth,
                 )
 
@@ -262,13 +263,16 @@ class SelfDistillationModel(nn.Module):
         ``subnets``, drawn without replacement, seeded by (seed, iteration), so all DDP
         ranks pick the same ones and a resumed run continues the same sequence. All of them
         when there are no more."""
+        return self.always_students + self._drawn_students(iteration)
+
+    def _drawn_students(self, iteration: int) -> List[str]:
         if self.num_students >= len(self.subnets):
-            return self.always_students + list(self.subnets)
+            return list(self.subnets)
         rng = np.random.default_rng([self.seed, int(iteration)])
         if self.num_students == 1:
-            return self.always_students + [self.subnets[int(rng.integers(len(self.subnets)))]]
+            return [self.subnets[int(rng.integers(len(self.subnets)))]]
         picks = rng.choice(len(self.subnets), size=self.num_students, replace=False)
-        return self.always_students + [self.subnets[int(i)] for i in sorted(picks)]
+        return [self.subnets[int(i)] for i in sorted(picks)]
 
     def forward(self, batched_inputs, iteration: Optional[int] = None):
         if not self.training:
