@@ -1,5 +1,16 @@
 """Helpers shared by the tests."""
+import importlib.util
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_tool(name: str):
+    """A script of tools/ as a module, so that its main(argv) runs in-process."""
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def set_cfg_keys(cfg, **overrides):

@@ -9,7 +9,6 @@ the main norms) in the mandatory blocks as in the official ADN checkpoints.
 import argparse
 import datetime
 import functools
-import importlib.util
 import logging
 import os
 import pickle
@@ -35,10 +34,9 @@ from adadet.checkpoint import (
     torchvision_config_mismatches,
 )
 
-from adn_testing import detectron2_zoo_config, make_adn_cfg
+from adn_testing import detectron2_zoo_config, load_tool, make_adn_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONVERTER = os.path.join(REPO, "tools", "convert_adn_weights.py")
 R50_MANDATORY = [2, 2, 3, 2]
 R18_MANDATORY = [1, 1, 1, 1]
 NORM_ENTRIES = ("weight", "bias", "running_mean", "running_var")
@@ -454,7 +452,7 @@ def test_vit_checkpoint_is_sent_to_the_vit_converter(tmp_path, capsys):
     vit = torchvision.models.VisionTransformer(
         image_size=32, patch_size=16, num_layers=1, num_heads=2, hidden_dim=8, mlp_dim=16
     )
-    converter = load_converter()
+    converter = load_tool("convert_adn_weights")
     # the ResNet converter refuses a ViT, naming the ViT converter
     torch.save({"model": vit.state_dict()}, tmp_path / "vit.pth")
     assert converter.main([str(tmp_path / "vit.pth"), str(tmp_path / "out.pkl")]) == 1
@@ -539,7 +537,7 @@ def test_what_a_file_without_state_dict_holds_is_named(tmp_path, capsys, name, c
     assert holds in message and "it holds: model" not in message and "truncated" not in message
     assert "A checkpoint must hold a state dict, a mapping of parameter names to tensors" in message
     if not name.endswith(".pkl"):  # the converter takes .pth files only
-        assert load_converter().main([str(path), str(tmp_path / "out.pkl")]) == 1
+        assert load_tool("convert_adn_weights").main([str(path), str(tmp_path / "out.pkl")]) == 1
         err = capsys.readouterr().err
         assert holds in err and "A checkpoint must hold a state dict" in err
 
@@ -569,7 +567,7 @@ def test_official_training_checkpoint_needs_no_trust(tmp_path, r18_adn_state, ca
     cfg, backbone = bare_backbone(depth=18)
     ADNCheckpointer(backbone).load(str(path))  # weights_only=True, Namespace allowed
     assert assert_backbone_equals(backbone.state_dict(), r18_adn_state) > 0
-    assert load_converter().main([str(path), str(tmp_path / "out.pkl")]) == 0
+    assert load_tool("convert_adn_weights").main([str(path), str(tmp_path / "out.pkl")]) == 0
     assert "Skip norms: 8 found" in capsys.readouterr().out
 
 
@@ -581,7 +579,7 @@ def test_other_pickled_objects_need_trust(tmp_path, r18_adn_state, capsys):
         ADNCheckpointer(backbone).load(str(path))
     assert "datetime.date" in str(info.value)
     assert "tools/convert_adn_weights.py --trust" in str(info.value)
-    converter = load_converter()
+    converter = load_tool("convert_adn_weights")
     assert converter.main([str(path), str(tmp_path / "out.pkl")]) == 1
     assert "--trust" in capsys.readouterr().err
     assert converter.main(["--trust", str(path), str(tmp_path / "out.pkl")]) == 0
@@ -658,7 +656,7 @@ def test_resume_from_a_last_checkpoint_naming_a_missing_file(tmp_path):
 
 def test_converter_ema(ema_checkpoint, tmp_path, r18_adn_state, capsys):
     path, ema_state = ema_checkpoint
-    converter = load_converter()
+    converter = load_tool("convert_adn_weights")
     assert converter.main([str(path), str(tmp_path / "raw.pkl")]) == 0
     assert "--ema converts the EMA weights instead" in capsys.readouterr().out
     assert converter.main(["--ema", str(path), str(tmp_path / "ema.pkl")]) == 0
@@ -683,16 +681,9 @@ def test_converter_ema(ema_checkpoint, tmp_path, r18_adn_state, capsys):
 # -- converter CLI and config check ----------------------------------------------------------
 
 
-def load_converter():
-    spec = importlib.util.spec_from_file_location("convert_adn_weights", CONVERTER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_convert_then_load_through_model_weights(files, tmp_path, r50_adn_state, capsys):
     output = tmp_path / "r50_adn.pkl"
-    assert load_converter().main([str(files / "adn_model.pt"), str(output)]) == 0
+    assert load_tool("convert_adn_weights").main([str(files / "adn_model.pt"), str(output)]) == 0
     printed = capsys.readouterr().out
     assert "Converted 453 tensors" in printed  # 320 + 53 counters + 27 skip norms x 3 + counters
     assert "Skip norms: 27 found" in printed and "[2, 2, 3, 2]" in printed
@@ -733,7 +724,7 @@ def test_convert_then_load_through_model_weights(files, tmp_path, r50_adn_state,
 
 
 def test_converter_without_skip_norms_and_refusals(files, tmp_path, capsys):
-    converter = load_converter()
+    converter = load_tool("convert_adn_weights")
     assert converter.main([str(files / "torchvision.pth"), str(tmp_path / "tv.pkl")]) == 0
     printed = capsys.readouterr().out
     assert "Skip norms: none found" in printed and "copy of its main norm" in printed

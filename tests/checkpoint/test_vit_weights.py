@@ -5,10 +5,8 @@ MODEL.WEIGHTS) without a conversion step, and the converter tool's .pkl.
 The conversion tests use torchvision's real ViT-B/16 layout; the others a tiny ViT (embed
 64, 64 px pretraining grid of 4x4 patches).
 """
-import importlib.util
 import logging
 import pickle
-from pathlib import Path
 
 import pytest
 import torch
@@ -32,9 +30,8 @@ from adadet.checkpoint.vit_keys import (
     model_vit_structure,
 )
 from adadet.modeling.backbone.vit_adn import VIT_SIZES, ViTADN
-from adn_testing import make_adn_cfg
+from adn_testing import load_tool, make_adn_cfg
 
-ROOT = Path(__file__).resolve().parents[2]
 TINY = dict(embed_dim=64, num_blocks=12, num_heads=4, pretrain_img_size=64)
 TINY_MANDATORY = [0, 1, 3, 4, 6, 7, 9, 10]
 
@@ -214,15 +211,6 @@ def test_mismatched_checkpoints_are_refused_with_the_fix():
         convert_vit_checkpoint({"conv1.weight": torch.zeros(1)})
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location(
-        "convert_vit_adn_weights", ROOT / "tools" / "convert_vit_adn_weights.py"
-    )
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
-
-
 def _with_tiny_skip_norms(state_dict):
     official = dict(state_dict)
     for i in TINY_MANDATORY:
@@ -237,7 +225,7 @@ def test_converter_pkl_loads_through_detectron2s_name_matching(tmp_path, capsys)
     through Detectron2's own checkpointer and its matching of names."""
     tiny = _tiny_torchvision_state_dict()
     torch.save(_with_tiny_skip_norms(tiny), tmp_path / "tiny_adn.pth")
-    _load_tool().convert(str(tmp_path / "tiny_adn.pth"), str(tmp_path / "tiny_adn.pkl"))
+    load_tool("convert_vit_adn_weights").convert(str(tmp_path / "tiny_adn.pth"), str(tmp_path / "tiny_adn.pkl"))
     printed = capsys.readouterr().out
     assert "official ViT-ADN" in printed and "MODEL.VIT_ADN.EMBED_DIM: 64" in printed
     with open(tmp_path / "tiny_adn.pkl", "rb") as f:

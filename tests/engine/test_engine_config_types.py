@@ -2,7 +2,6 @@
 (yacs refuses to convert it) in train_net's setup and setup_deploy_cfg, TEMPERATURE 0.0,
 and a TEST.ADN.DEPTHS list that would only fail at the evaluation after training."""
 import argparse
-import importlib.util
 import os
 
 import pytest
@@ -10,18 +9,11 @@ import pytest
 from adadet.deploy.predictor import setup_deploy_cfg
 from adadet.engine import ADNTrainer, SelfDistillationModel
 from adadet.engine.devices import device_problem
+from adn_testing import load_tool
 from engine_tiny_data import HERE, tiny_cfg
 from engine_train_net_runs import run_train_net
 
-REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 TINY_CONFIG = os.path.join(HERE, "tiny_config.yaml")
-
-
-def _train_net():
-    spec = importlib.util.spec_from_file_location("train_net", os.path.join(REPO, "tools", "train_net.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _args(opts):
@@ -31,7 +23,7 @@ def _args(opts):
 @pytest.mark.parametrize("value, fix", [("0", "1.0 (the default; 0 is not > 0)."), ("1", "1.0.")])
 def test_integer_temperature_on_the_command_line(value, fix):
     with pytest.raises(ValueError) as info:
-        _train_net().setup(_args(["MODEL.ADN.DISTILL.TEMPERATURE", value]))
+        load_tool("train_net").setup(_args(["MODEL.ADN.DISTILL.TEMPERATURE", value]))
     message = str(info.value)
     assert message.startswith("MODEL.ADN.DISTILL.TEMPERATURE must be a float > 0")
     assert f"the integer {value}" in message and "Type mismatch" not in message

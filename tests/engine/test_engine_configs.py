@@ -1,7 +1,6 @@
 """Every config in configs/ merges into Detectron2's defaults + adadet's keys and builds an
 ADN model whose distilled features exist (built on CPU, not trained)."""
 import glob
-import importlib.util
 import os
 
 import pytest
@@ -11,6 +10,7 @@ from detectron2.modeling import build_model
 from adadet import add_adn_config, get_depth
 from adadet.depth import adaptive_modules
 from adadet.engine import SelfDistillationModel
+from adn_testing import load_tool
 from engine_tiny_data import HERE
 
 CONFIG_DIR = os.path.abspath(os.path.join(HERE, "..", "..", "configs"))
@@ -41,18 +41,10 @@ def test_config_builds_an_adn_model(name):
     SelfDistillationModel.from_config(cfg, model)  # checks DISTILL.FEATURES exist
 
 
-def _study_tool():
-    path = os.path.join(CONFIG_DIR, "..", "tools", "study.py")
-    spec = importlib.util.spec_from_file_location("study", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_every_study_recipe_is_a_valid_config():
     """tools/study.py's recipes are override lists: each must name existing keys with
     values of their types, and give a self-distillation model its checks accept."""
-    recipes = _study_tool().RECIPES
+    recipes = load_tool("study").RECIPES
     base = _load("mask_rcnn_ada_r18_polygons_cpu.yaml")
     base.MODEL.DEVICE = "cpu"
     detector = build_model(base)

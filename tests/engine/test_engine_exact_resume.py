@@ -1,7 +1,6 @@
 """DATALOADER.EXACT_RESUME: an interrupted and resumed run ends with the weights of an
 uninterrupted one, on a data set of several batches."""
 import pytest
-import torch
 from detectron2.engine import HookBase
 from detectron2.utils.env import seed_all_rng
 

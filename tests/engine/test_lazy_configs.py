@@ -1,7 +1,6 @@
 """LazyConfig support: configs/lazy/*.py build the same detectors as the YACS configs, and
 tools/lazyconfig_train_net.py trains with self-distillation, evaluates every depth,
 resumes and evaluates a checkpoint (--eval-only), with Detectron2's key=value overrides."""
-import importlib.util
 import json
 import os
 
@@ -13,6 +12,7 @@ from detectron2.modeling import build_model
 from omegaconf import OmegaConf
 
 from adadet import add_adn_config, set_depth
+from adn_testing import load_tool
 from engine_tiny_data import HERE, read_metrics
 
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -99,14 +99,6 @@ def test_lazy_and_yacs_configs_build_the_same_detector(name):
     torch.testing.assert_close(b.scores, a.scores, rtol=1e-4, atol=1e-4)
 
 
-def _lazy_tool():
-    path = os.path.join(REPO, "tools", "lazyconfig_train_net.py")
-    spec = importlib.util.spec_from_file_location("lazyconfig_train_net", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _args(*argv):
     parser = default_argument_parser()
     parser.add_argument("--allow-random-weights", action="store_true")
@@ -131,7 +123,7 @@ def _tiny_opts(output_dir, max_iter):
 
 
 def test_lazy_tool_trains_resumes_and_evaluates_every_depth(tiny_dataset, tmp_path):
-    tool = _lazy_tool()
+    tool = load_tool("lazyconfig_train_net")
     out = str(tmp_path)
     results = tool.main(_args(*_tiny_opts(out, 3)))
     assert list(results) == ["FFFF", "TTTT"] and "bbox" in results["TTTT"]
@@ -163,7 +155,7 @@ def test_lazy_tool_trains_resumes_and_evaluates_every_depth(tiny_dataset, tmp_pa
 
 
 def test_lazy_tool_names_bad_input(tiny_dataset, tmp_path, capsys):
-    tool = _lazy_tool()
+    tool = load_tool("lazyconfig_train_net")
     with pytest.raises(SystemExit, match="empty train.init_checkpoint would evaluate randomly"):
         tool.main(_args("--eval-only", *_tiny_opts(str(tmp_path), 1)))
     with pytest.raises(SystemExit, match=r"'train.max_iters=5': train has no key 'max_iters'"):

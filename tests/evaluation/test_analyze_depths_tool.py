@@ -1,22 +1,13 @@
 """tools/analyze_depths.py: the per-depth FLOPs/parameter table of a config."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location("analyze_depths", ROOT / "tools" / "analyze_depths.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from adn_testing import ROOT, load_tool
 
 
 def test_json_rows_for_backbone_and_detector(capsys):
-    _tool().main([
+    load_tool("analyze_depths").main([
         "--config-file", str(ROOT / "configs" / "mask_rcnn_ada_r50.yaml"),
         "--depths", "FFFF", "base", "--input-size", "128", "160", "--json",
         "MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
@@ -33,7 +24,7 @@ def test_json_rows_for_backbone_and_detector(capsys):
 
 
 def test_table_output_and_bad_depth(capsys):
-    tool = _tool()
+    tool = load_tool("analyze_depths")
     args = ["--config-file", str(ROOT / "configs" / "mask_rcnn_ada_r50.yaml"), "--backbone-only",
             "MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
             "MODEL.RESNETS.NORM", "BN", "MODEL.WEIGHTS", ""]
@@ -48,7 +39,7 @@ def test_table_output_and_bad_depth(capsys):
 def _refused(capsys, argv):
     """analyze_depths refuses argv when it reads the arguments (exit 2), before any model."""
     with pytest.raises(SystemExit) as raised:
-        _tool().parse_args(["--config-file", "unused.yaml"] + argv)
+        load_tool("analyze_depths").parse_args(["--config-file", "unused.yaml"] + argv)
     assert raised.value.code == 2
     return capsys.readouterr().err
 
@@ -65,7 +56,7 @@ def test_overrides_after_depths_are_not_taken_for_depths(capsys):
     err = _refused(capsys, ["--depths", "FFFF", "TTTT", "MODEL.WEIGHTS", "m.pth"])
     assert "Invalid depth setting 'MODEL.WEIGHTS'" in err
     assert "put the overrides after --opts (or --): --depths FFFF TTTT --opts MODEL.WEIGHTS" in err
-    tool = _tool()
+    tool = load_tool("analyze_depths")
     for argv in (["--depths", "FFFF", "base", "--opts", "MODEL.WEIGHTS", "m.pth"],
                  ["--depths", "FFFF", "base", "--", "MODEL.WEIGHTS", "m.pth"],
                  ["--json", "MODEL.WEIGHTS", "m.pth"]):
@@ -78,7 +69,7 @@ def test_overrides_after_depths_are_not_taken_for_depths(capsys):
 def test_vit_config_table_shows_the_base_net_saving(capsys):
     """ViT-ADN (a small ViT-S-like width): the base-net keeps 8 of 12 blocks, so the
     backbone's FLOPs and parameters fall by about a third from FFFF to TTTT."""
-    _tool().main([
+    load_tool("analyze_depths").main([
         "--config-file", str(ROOT / "configs" / "mask_rcnn_ada_vit_b.yaml"),
         "--depths", "FFFF", "TTFF", "TTTT", "--input-size", "64", "64", "--json",
         "MODEL.VIT_ADN.EMBED_DIM", "96", "MODEL.VIT_ADN.NUM_HEADS", "3",

@@ -1,7 +1,6 @@
 """Per-depth cost: FLOPs fall with every added skip; used parameters exclude what does not run."""
 import itertools
 
-import torch
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone
 
