@@ -54,7 +54,9 @@ def _mean_std(values: Sequence[float]):
 
 def aggregate_runs(runs: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]]) -> List[Dict[str, Any]]:
     """``{recipe: [rows of seed 0, rows of seed 1, ...]}`` -> one row per (recipe, depth):
-    recipe, depth, seeds, then ``<metric>_mean``/``_std`` for AP and costs."""
+    recipe, depth, seeds, then ``<metric>_mean``/``_std`` for AP and costs, and each AP per
+    seed in seed order (``<metric>_per_seed``: later studies can pair their runs with
+    these by seed)."""
     out = []
     for recipe, seeds in runs.items():
         by_depth: Dict[str, List[Mapping[str, Any]]] = {}
@@ -66,6 +68,9 @@ def aggregate_runs(runs: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]]) ->
             for key in METRICS + COSTS:
                 if all(key in r for r in rows):
                     row[f"{key}_mean"], row[f"{key}_std"] = _mean_std([float(r[key]) for r in rows])
+            for key in METRICS:
+                if all(key in r for r in rows):
+                    row[f"{key}_per_seed"] = [float(r[key]) for r in rows]
             out.append(row)
     return out
 

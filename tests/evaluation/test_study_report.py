@@ -26,6 +26,8 @@ def test_mean_and_sample_std_over_seeds():
     assert ffff["seeds"] == 2 and ffff["box_AP_mean"] == pytest.approx(40.0)
     assert ffff["box_AP_std"] == pytest.approx(2 ** 0.5)  # sample std of 39 and 41
     assert ffff["mask_AP_std"] == 0.0 and ffff["backbone_gflops_mean"] == 4.0
+    assert ffff["box_AP_per_seed"] == [39.0, 41.0]  # in seed order, for pairing later
+    assert "backbone_gflops_per_seed" not in ffff  # costs do not vary by seed
 
 
 def test_claim_holds_for_a_monotone_model_and_names_what_breaks_it():
