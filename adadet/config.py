@@ -111,7 +111,9 @@ def add_adn_config(cfg) -> None:
     # SUBNETS (which must not name them again). The paper: none (its one student is
     # SUBNETS' "TTTT"). ["TTTT"] with SUBNETS = the 14 mixed settings and NUM_STUDENTS 1
     # is the "sandwich rule" of slimmable networks: the largest and the smallest every
-    # iteration plus one drawn in between (3 passes per iteration, the paper 2).
+    # iteration plus one drawn in between: 3 passes per iteration against the paper's 2,
+    # 1.54x its time (docs/benchmarks.md). The study's best means, not its default
+    # (docs/study.md).
     _C.MODEL.ADN.DISTILL.ALWAYS_STUDENTS = []
     # loss = ALPHA * L_super + (1 - ALPHA) * (SUB_TASK_WEIGHT * L_sub_task + KD_WEIGHT * L_kd)
     # ALPHA in [0, 1]; the authors' code uses 0.5 (ImageNet and RetinaNet).
