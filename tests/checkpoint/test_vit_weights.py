@@ -225,7 +225,8 @@ def test_converter_pkl_loads_through_detectron2s_name_matching(tmp_path, capsys)
     through Detectron2's own checkpointer and its matching of names."""
     tiny = _tiny_torchvision_state_dict()
     torch.save(_with_tiny_skip_norms(tiny), tmp_path / "tiny_adn.pth")
-    load_tool("convert_vit_adn_weights").convert(str(tmp_path / "tiny_adn.pth"), str(tmp_path / "tiny_adn.pkl"))
+    converter = load_tool("convert_vit_adn_weights")
+    converter.convert(str(tmp_path / "tiny_adn.pth"), str(tmp_path / "tiny_adn.pkl"))
     printed = capsys.readouterr().out
     assert "official ViT-ADN" in printed and "MODEL.VIT_ADN.EMBED_DIM: 64" in printed
     with open(tmp_path / "tiny_adn.pkl", "rb") as f:
