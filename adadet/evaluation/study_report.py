@@ -67,10 +67,10 @@ def aggregate_runs(runs: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]]) ->
             row: Dict[str, Any] = {"recipe": recipe, "depth": depth, "seeds": len(rows)}
             for key in METRICS + COSTS:
                 if all(key in r for r in rows):
-                    row[f"{key}_mean"], row[f"{key}_std"] = _mean_std([float(r[key]) for r in rows])
-            for key in METRICS:
-                if all(key in r for r in rows):
-                    row[f"{key}_per_seed"] = [float(r[key]) for r in rows]
+                    values = [float(r[key]) for r in rows]
+                    row[f"{key}_mean"], row[f"{key}_std"] = _mean_std(values)
+                    if key in METRICS:
+                        row[f"{key}_per_seed"] = values
             out.append(row)
     return out
 

@@ -10,7 +10,6 @@ import argparse
 import datetime
 import functools
 import logging
-import os
 import pickle
 import re
 
@@ -36,7 +35,6 @@ from adadet.checkpoint import (
 
 from adn_testing import detectron2_zoo_config, load_tool, make_adn_cfg
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 R50_MANDATORY = [2, 2, 3, 2]
 R18_MANDATORY = [1, 1, 1, 1]
 NORM_ENTRIES = ("weight", "bias", "running_mean", "running_var")

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from adadet.deploy.visualize import PANEL_GAP, add_caption, side_by_side
-from deploy_testing import TINY_CONFIG, load_tool
+from adn_testing import load_tool
+from deploy_testing import TINY_CONFIG
 
 
 def test_side_by_side_width_and_padding():

@@ -20,7 +20,7 @@ from adadet.deploy.export import (
 )
 from adadet.deploy.predictor import AdaptiveDepthPredictor, read_model_input
 from adadet.deploy.tracing import DetectorTracingAdapter
-from deploy_testing import ROOT, load_tool
+from adn_testing import ROOT, load_tool
 
 
 @pytest.fixture(scope="module")

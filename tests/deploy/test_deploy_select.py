@@ -4,7 +4,7 @@ import json
 import pytest
 
 from adadet.deploy.select import DepthBudget, NoDepthFits, format_selection, select_depth
-from deploy_testing import load_tool
+from adn_testing import load_tool
 
 
 def row(depth, box_ap, latency, gflops, mask_ap=None):
