@@ -3,10 +3,11 @@
 
     tools/study.py --recipes fpn stages --seeds 0 1 2            # train + evaluate + report
     tools/study.py --recipes stages --seeds 0 1 2 --split test   # the final figures
+    tools/study.py --task textures --recipes stages --seeds 0 1  # the 12-class task
 
 Each run is ``tools/train_net.py`` (so every Detectron2 convention applies) with the
-study's config (``configs/mask_rcnn_ada_r18_polygons_cpu.yaml``), ``SEED <seed>`` and the
-recipe's overrides, in ``<output>/<recipe>/seed<seed>``. Then ``--eval-only`` evaluates its
+study's config (``configs/mask_rcnn_ada_r18_<task>_cpu.yaml``, ``--task`` polygons or
+textures), ``SEED <seed>`` and the recipe's overrides, in ``<output>/<recipe>/seed<seed>``. Then ``--eval-only`` evaluates its
 ``model_final.pth`` at every setting on ``--split`` (``tune``: where recipes are compared;
 ``test``: the final figures, looked at by no choice), with the training BN statistics and
 with per-depth BN statistics (``--bn`` both). A finished run or evaluation is not redone, so
@@ -34,7 +35,9 @@ from adadet.evaluation.study_report import (
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-CONFIG = os.path.join(ROOT, "configs", "mask_rcnn_ada_r18_polygons_cpu.yaml")
+#: --task -> the study's config; its data sets are adadet_<task>_{train,tune,test}.
+TASKS = {task: os.path.join(ROOT, "configs", f"mask_rcnn_ada_r18_{task}_cpu.yaml")
+         for task in ("polygons", "textures")}
 STAGES = '["res2","res3","res4","res5"]'
 ALL_SUBNETS = [d for d in all_depths(4) if d != "FFFF"]
 FPN = '["p2","p3","p4","p5","p6"]'
@@ -100,11 +103,11 @@ def _run(command, log_path, what):
     print(f"[study] {what}: done in {time.perf_counter() - start:.0f} s", flush=True)
 
 
-def train(run_dir, recipe, seed, extra_opts):
+def train(task, run_dir, recipe, seed, extra_opts):
     if os.path.isfile(os.path.join(run_dir, "model_final.pth")):
         return
     os.makedirs(run_dir, exist_ok=True)
-    command = [sys.executable, os.path.join(HERE, "train_net.py"), "--config-file", CONFIG,
+    command = [sys.executable, os.path.join(HERE, "train_net.py"), "--config-file", TASKS[task],
                "SEED", str(seed), "OUTPUT_DIR", run_dir, "DATASETS.TEST", "()",
                *RECIPES[recipe][1], *extra_opts]
     _run(command, os.path.join(run_dir, "train.log"), f"training {recipe} seed {seed}")
@@ -121,16 +124,16 @@ def seconds_per_iteration(run_dir):
     return statistics.median(times) if times else float("nan")
 
 
-def evaluate(run_dir, recipe, split, bn, extra_opts):
+def evaluate(task, run_dir, recipe, split, bn, extra_opts):
     out_dir = os.path.join(run_dir, f"eval_{split}_{bn}")
     report = os.path.join(out_dir, "depth_eval.json")
     if not os.path.isfile(report):
         os.makedirs(out_dir, exist_ok=True)
         command = [sys.executable, os.path.join(HERE, "train_net.py"), "--eval-only",
-                   "--config-file", CONFIG, *RECIPES[recipe][1], *extra_opts,
+                   "--config-file", TASKS[task], *RECIPES[recipe][1], *extra_opts,
                    "MODEL.WEIGHTS", os.path.join(run_dir, "model_final.pth"),
                    "OUTPUT_DIR", out_dir, "TEST.ADN.DEPTHS", '["all"]',
-                   "DATASETS.TEST", f'("adadet_polygons_{split}",)',
+                   "DATASETS.TEST", f'("adadet_{task}_{split}",)',
                    "TEST.ADN.PRECISE_BN.ENABLED", BN_MODES[bn]]
         _run(command, os.path.join(out_dir, "eval.log"),
              f"evaluating {os.path.relpath(run_dir, ROOT)} on {split}, {bn} BN statistics")
@@ -138,17 +141,17 @@ def evaluate(run_dir, recipe, split, bn, extra_opts):
         return json.load(f)["depths"]
 
 
-def analyze_features(run_dir, recipe, split, extra_opts):
+def analyze_features(task, run_dir, recipe, split, extra_opts):
     """tools/analyze_features.py on the run's model: how far each stage output moves when
     its skippable sub-path is skipped (20 images of the split)."""
     out_dir = os.path.join(run_dir, f"features_{split}")
     report = os.path.join(out_dir, "features.json")
     if not os.path.isfile(report):
         command = [sys.executable, os.path.join(HERE, "analyze_features.py"),
-                   "--config-file", CONFIG, "--images", "20", "--output", out_dir,
+                   "--config-file", TASKS[task], "--images", "20", "--output", out_dir,
                    *RECIPES[recipe][1], *extra_opts,
                    "MODEL.WEIGHTS", os.path.join(run_dir, "model_final.pth"),
-                   "DATASETS.TEST", f'("adadet_polygons_{split}",)']
+                   "DATASETS.TEST", f'("adadet_{task}_{split}",)']
         os.makedirs(out_dir, exist_ok=True)
         _run(command, os.path.join(out_dir, "features.log"),
              f"feature analysis of {os.path.relpath(run_dir, ROOT)}")
@@ -161,6 +164,9 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="Recipes:\n" + "\n".join(
                                          f"  {k:16s} {v[0]}" for k, v in RECIPES.items()))
+    parser.add_argument("--task", choices=sorted(TASKS), default="polygons",
+                        help="the generated task: polygons (6 classes) or textures (12 classes: "
+                             "shape x fill, with clutter); default: polygons")
     parser.add_argument("--recipes", nargs="+", default=["fpn", "stages"], choices=sorted(RECIPES))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--split", choices=["tune", "test"], default="tune",
@@ -182,7 +188,7 @@ def main(argv=None):
     start = time.perf_counter()
     runs = {(r, s): os.path.join(args.output, r, f"seed{s}") for r in args.recipes for s in args.seeds}
     for (recipe, seed), run_dir in runs.items():
-        train(run_dir, recipe, seed, args.opts)
+        train(args.task, run_dir, recipe, seed, args.opts)
     if args.train_only:
         return
     rows, paired, depth_gap = [], {}, {}
@@ -194,7 +200,8 @@ def main(argv=None):
         per_recipe = {}
         for recipe in args.recipes:
             per_recipe[f"{recipe}/{bn}"] = [
-                evaluate(runs[recipe, s], recipe, args.split, bn, args.opts) for s in args.seeds
+                evaluate(args.task, runs[recipe, s], recipe, args.split, bn, args.opts)
+                for s in args.seeds
             ]
         rows += aggregate_runs(per_recipe)
         paired.update(paired_differences(per_recipe, f"{reference}/{bn}"))
@@ -202,9 +209,9 @@ def main(argv=None):
     timing = {r: statistics.fmean(seconds_per_iteration(runs[r, s]) for s in args.seeds)
               for r in args.recipes}
     info = {
-        "title": f"adadet study: R-18-ADN Mask R-CNN, adadet_polygons_{args.split}, "
+        "title": f"adadet study: R-18-ADN Mask R-CNN, adadet_{args.task}_{args.split}, "
                  f"seeds {args.seeds}",
-        "split": f"adadet_polygons_{args.split}",
+        "split": f"adadet_{args.task}_{args.split}",
         "seeds": args.seeds,
         "recipes": {r: {"what": RECIPES[r][0], "overrides": RECIPES[r][1],
                         "seconds_per_iteration": timing[r]} for r in args.recipes},
@@ -214,7 +221,7 @@ def main(argv=None):
         "depth_gap": depth_gap,
     }
     info["refinement"] = {
-        r: refinement_summary([analyze_features(runs[r, s], r, args.split, args.opts)
+        r: refinement_summary([analyze_features(args.task, runs[r, s], r, args.split, args.opts)
                                for s in args.seeds])
         for r in args.recipes
     }

@@ -6,6 +6,7 @@ registers them in Detectron2's catalogs), checked COCO loading and image reading
 from .embedded import (
     PHOTOS,
     POLYGONS,
+    TEXTURES,
     SHAPES_TRAIN,
     SHAPES_VAL,
     embedded_datasets_root,
@@ -13,7 +14,7 @@ from .embedded import (
     prepare_shapes_dataset,
     register_embedded_datasets,
 )
-from .synthesis import POLYGON_CLASSES, SHAPE_CLASSES
+from .synthesis import POLYGON_CLASSES, SHAPE_CLASSES, TEXTURES_SPEC
 from .validation import (
     CheckedDatasetMapper,
     DatasetError,

