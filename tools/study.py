@@ -7,8 +7,8 @@
 
 Each run is ``tools/train_net.py`` (so every Detectron2 convention applies) with the
 study's config (``configs/mask_rcnn_ada_r18_<task>_cpu.yaml``, ``--task`` polygons or
-textures), ``SEED <seed>`` and the recipe's overrides, in ``<output>/<recipe>/seed<seed>``. Then ``--eval-only`` evaluates its
-``model_final.pth`` at every setting on ``--split`` (``tune``: where recipes are compared;
+textures), ``SEED <seed>`` and the recipe's overrides, in ``<output>/<recipe>/seed<seed>``.
+Then ``--eval-only`` evaluates its ``model_final.pth`` at every setting on ``--split`` (``tune``: where recipes are compared;
 ``test``: the final figures, looked at by no choice), with the training BN statistics and
 with per-depth BN statistics (``--bn`` both). A finished run or evaluation is not redone, so
 an interrupted study continues where it stopped. The report (``study_<split>.{json,csv,md}``

@@ -41,6 +41,19 @@ def test_config_builds_an_adn_model(name):
     SelfDistillationModel.from_config(cfg, model)  # checks DISTILL.FEATURES exist
 
 
+def test_every_study_task_trains_and_evaluates_on_its_own_data_sets():
+    """tools/study.py --task: each config trains on adadet_<task>_train, with as many
+    classes as that data set has, and evaluates on its tune split."""
+    from detectron2.data import MetadataCatalog
+
+    for task, config in load_tool("study").TASKS.items():
+        cfg = _load(os.path.basename(config))
+        assert cfg.DATASETS.TRAIN == (f"adadet_{task}_train",)
+        assert cfg.DATASETS.TEST == (f"adadet_{task}_tune",)
+        classes = MetadataCatalog.get(f"adadet_{task}_train").thing_classes
+        assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == len(classes)
+
+
 def test_every_study_recipe_is_a_valid_config():
     """tools/study.py's recipes are override lists: each must name existing keys with
     values of their types, and give a self-distillation model its checks accept."""
