@@ -215,12 +215,16 @@ def test_textures_classes_are_outline_and_fill_and_clutter_is_not_annotated():
 
     samples = list(shapes_samples("tune", 40, 0, TEXTURES_SPEC))
     assert {i.category_id for s in samples for i in s.instances} == set(range(1, 13))
+    height_width = [s.image.shape[:2] for s in samples]
+    masks = [  # per sample, its objects' masks as COCO rasterizes their polygons
+        [mask_util.decode(mask_util.merge(mask_util.frPyObjects(i.polygons, *hw)))
+         for i in sample.instances]
+        for sample, hw in zip(samples, height_width)
+    ]
     spread = {fill: [] for fill in TEXTURES_SPEC.fills}  # colour spread inside each object
-    for sample in samples:
-        height, width = sample.image.shape[:2]
-        for instance in sample.instances:
-            rle = mask_util.merge(mask_util.frPyObjects(instance.polygons, height, width))
-            inside = cv2.erode(mask_util.decode(rle), np.ones((3, 3), np.uint8)).astype(bool)
+    for sample, object_masks in zip(samples, masks):
+        for instance, mask in zip(sample.instances, object_masks):
+            inside = cv2.erode(mask, np.ones((3, 3), np.uint8)).astype(bool)
             fill = TEXTURES_SPEC.fills[(instance.category_id - 1) % len(TEXTURES_SPEC.fills)]
             spread[fill].append(sample.image[inside].astype(float).std(axis=0).mean())
     # One shaded colour: a +-12.5 % ramp and pixel noise, at most ~20 per channel. Two
@@ -232,15 +236,13 @@ def test_textures_classes_are_outline_and_fill_and_clutter_is_not_annotated():
     # with it, large painted areas outside every object (pixel noise alone differs < 90).
     plain = list(shapes_samples("tune", 40, 0, dataclasses.replace(TEXTURES_SPEC, max_clutter=0)))
     with_clutter = 0
-    for a, b in zip(samples, plain):
+    for a, b, object_masks, hw in zip(samples, plain, masks, height_width):
         assert [(i.category_id, i.polygons) for i in a.instances] == [
             (i.category_id, i.polygons) for i in b.instances
         ]
-        height, width = a.image.shape[:2]
-        objects = np.zeros((height, width), bool)
-        for instance in a.instances:
-            rle = mask_util.merge(mask_util.frPyObjects(instance.polygons, height, width))
-            objects |= mask_util.decode(rle).astype(bool)
+        objects = np.zeros(hw, bool)
+        for mask in object_masks:
+            objects |= mask.astype(bool)
         changed = (np.abs(a.image.astype(int) - b.image).max(axis=2) > 90)
         assert not changed[objects].any()
         with_clutter += int(changed[~objects].sum() > 100)
