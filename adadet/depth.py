@@ -120,6 +120,11 @@ def all_depths(num_stages: int = 4) -> List[str]:
     return [depth_name(flags) for flags in itertools.product((False, True), repeat=num_stages)]
 
 
+def mixed_depths(num_stages: int = 4) -> List[str]:
+    """Every setting but the super-net and the base-net (the 14 mixed ones of 4 stages)."""
+    return all_depths(num_stages)[1:-1]
+
+
 def expand_depth_list(settings: Union[str, Sequence[str]], num_stages: int = 4) -> List[str]:
     """Validate a list of depth settings from a config; ``"all"`` (or ``["all"]``) gives all.
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """The study: train recipes with several seeds, evaluate all 16 depth settings, compare.
 
-    tools/study.py --recipes fpn stages --seeds 0 1 2            # train + evaluate + report
-    tools/study.py --recipes stages --seeds 0 1 2 --split test   # the final figures
-    tools/study.py --task textures --recipes stages --seeds 0 1  # the 12-class task
+    tools/study.py                                         # stages vs sandwich, textures, seeds 0-2
+    tools/study.py --recipes sandwich --split test         # the final figures
+    tools/study.py --task polygons --recipes fpn stages    # the 6-class task, earlier recipes
 
 Each run is ``tools/train_net.py`` (so every Detectron2 convention applies) with the
 study's config (``configs/mask_rcnn_ada_r18_<task>_cpu.yaml``, ``--task`` polygons or
@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 
-from adadet.depth import all_depths
+from adadet.depth import all_depths, mixed_depths
 from adadet.evaluation.study_report import (
     aggregate_runs,
     claim_checks,
@@ -41,51 +41,57 @@ TASKS = {task: os.path.join(ROOT, "configs", f"mask_rcnn_ada_r18_{task}_cpu.yaml
 STAGES = '["res2","res3","res4","res5"]'
 ALL_SUBNETS = [d for d in all_depths(4) if d != "FFFF"]
 FPN = '["p2","p3","p4","p5","p6"]'
+#: The paper's students, the base-net alone (adadet's default is the sandwich rule).
+PAPER_STUDENT = ["MODEL.ADN.DISTILL.ALWAYS_STUDENTS", "[]", "MODEL.ADN.DISTILL.SUBNETS", '["TTTT"]']
+#: Students drawn among all 15 sub-nets, none at every iteration.
+DRAWN_FROM_ALL = ["MODEL.ADN.DISTILL.ALWAYS_STUDENTS", "[]", "MODEL.ADN.DISTILL.SUBNETS",
+                  "[" + ",".join(f'"{d}"' for d in ALL_SUBNETS) + "]"]
 
-#: Recipe name -> (what it is, config overrides). The first ones are the paper's ablations.
+#: Recipe name -> (what it is, config overrides). Each names its students, so a recipe
+#: means the same whatever the defaults are. The ablations are the paper's, on its student.
 RECIPES = {
     "fpn": (
-        "per-position KL on the FPN levels p2-p6 (the default until the study)",
-        ["MODEL.ADN.DISTILL.FEATURES", FPN],
+        "the paper's student, per-position KL on the FPN levels p2-p6 (the first default)",
+        [*PAPER_STUDENT, "MODEL.ADN.DISTILL.FEATURES", FPN],
     ),
     "stages": (
-        "per-position KL on the stage outputs res2-res5 (the default the study chose)",
-        ["MODEL.ADN.DISTILL.FEATURES", STAGES],
+        "the paper's student, per-position KL on the stage outputs res2-res5 (the second default)",
+        [*PAPER_STUDENT, "MODEL.ADN.DISTILL.FEATURES", STAGES],
     ),
     "stages_pooled": (
-        "KL of globally pooled stage outputs res2-res5, batchmean (the authors' ImageNet)",
-        ["MODEL.ADN.DISTILL.FEATURES", STAGES, "MODEL.ADN.DISTILL.POOLING", "global",
-         "MODEL.ADN.DISTILL.REDUCTION", "batchmean"],
+        "as 'stages', KL of globally pooled stage outputs, batchmean (the authors' ImageNet)",
+        [*PAPER_STUDENT, "MODEL.ADN.DISTILL.FEATURES", STAGES, "MODEL.ADN.DISTILL.POOLING",
+         "global", "MODEL.ADN.DISTILL.REDUCTION", "batchmean"],
     ),
     "stages_fpn": (
-        "per-position KL on res2-res5 and p2-p6",
-        ["MODEL.ADN.DISTILL.FEATURES", '["res2","res3","res4","res5","p2","p3","p4","p5","p6"]'],
+        "as 'stages', per-position KL on res2-res5 and p2-p6",
+        [*PAPER_STUDENT, "MODEL.ADN.DISTILL.FEATURES",
+         '["res2","res3","res4","res5","p2","p3","p4","p5","p6"]'],
     ),
-    "no_kd": ("no distillation term: the base-net learns from labels only",
-              ["MODEL.ADN.DISTILL.KD_WEIGHT", "0.0"]),
-    "super_only": ("the super-net alone (no base-net pass)", ["MODEL.ADN.DISTILL.ENABLED", "False"]),
+    "no_kd": ("as 'stages', no distillation term: the base-net learns from labels only",
+              [*PAPER_STUDENT, "MODEL.ADN.DISTILL.KD_WEIGHT", "0.0"]),
+    "super_only": ("the super-net alone (no student pass)", ["MODEL.ADN.DISTILL.ENABLED", "False"]),
     "random_subnets": (
         "a student drawn per iteration among all 15 sub-nets (not the paper)",
-        ["MODEL.ADN.DISTILL.SUBNETS",
-         "[" + ",".join(f'"{d}"' for d in ALL_SUBNETS) + "]"],
+        DRAWN_FROM_ALL,
     ),
     "three_students": (
         "3 students per iteration drawn among all 15 sub-nets (sandwich-like, not the paper)",
-        ["MODEL.ADN.DISTILL.SUBNETS", "[" + ",".join(f'"{d}"' for d in ALL_SUBNETS) + "]",
-         "MODEL.ADN.DISTILL.NUM_STUDENTS", "3"],
+        [*DRAWN_FROM_ALL, "MODEL.ADN.DISTILL.NUM_STUDENTS", "3"],
     ),
     "sandwich": (
-        "the base-net every iteration plus one of the 14 mixed settings drawn (sandwich rule, not the paper)",
-        ["MODEL.ADN.DISTILL.ALWAYS_STUDENTS", '["TTTT"]', "MODEL.ADN.DISTILL.SUBNETS",
-         "[" + ",".join(f'"{d}"' for d in ALL_SUBNETS if d != "TTTT") + "]"],
+        "the base-net every iteration plus one of the 14 mixed settings drawn (the sandwich "
+        "rule; adadet's default, chosen by the study)",
+        ["MODEL.ADN.DISTILL.FEATURES", STAGES, "MODEL.ADN.DISTILL.ALWAYS_STUDENTS", '["TTTT"]',
+         "MODEL.ADN.DISTILL.SUBNETS", "[" + ",".join(f'"{d}"' for d in mixed_depths(4)) + "]"],
     ),
     "shared_norms": (
         "as 'stages', without switchable norms: one norm set for every depth (the paper's ablation)",
-        ["MODEL.ADN.SWITCHABLE_NORMS", "False"],
+        [*PAPER_STUDENT, "MODEL.ADN.SWITCHABLE_NORMS", "False"],
     ),
     "switch_shortcut": (
         "as 'stages', with skip norms on the shortcuts of mandatory blocks too",
-        ["MODEL.ADN.SWITCH_SHORTCUT_NORM", "True"],
+        [*PAPER_STUDENT, "MODEL.ADN.SWITCH_SHORTCUT_NORM", "True"],
     ),
 }
 
@@ -164,10 +170,12 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="Recipes:\n" + "\n".join(
                                          f"  {k:16s} {v[0]}" for k, v in RECIPES.items()))
-    parser.add_argument("--task", choices=sorted(TASKS), default="polygons",
-                        help="the generated task: polygons (6 classes) or textures (12 classes: "
-                             "shape x fill, with clutter); default: polygons")
-    parser.add_argument("--recipes", nargs="+", default=["fpn", "stages"], choices=sorted(RECIPES))
+    parser.add_argument("--task", choices=sorted(TASKS), default="textures",
+                        help="the generated task: textures (12 classes: shape x fill, with "
+                             "clutter; the default) or polygons (6 classes)")
+    parser.add_argument("--recipes", nargs="+", default=["stages", "sandwich"],
+                        choices=sorted(RECIPES),
+                        help="default: stages (the paper's student) and sandwich (the default)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--split", choices=["tune", "test"], default="tune",
                         help="tune: compare recipes; test: the final figures (default: tune)")
@@ -176,7 +184,7 @@ def main(argv=None):
     parser.add_argument("--output", default=os.path.join(ROOT, "output", "study"))
     parser.add_argument("--reference", default="stages", choices=sorted(RECIPES),
                         help="the recipe the others are compared with, paired by seed "
-                             "(default: stages, the default recipe; if it is not among "
+                             "(default: stages, the paper's student; if it is not among "
                              "--recipes, the first of them, and the study says so)")
     parser.add_argument("--train-only", action="store_true", help="train, do not evaluate")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],

@@ -3,13 +3,14 @@ import copy
 
 import pytest
 import torch
+from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.engine import SimpleTrainer
 from detectron2.modeling import build_model
 from detectron2.solver import build_optimizer
 from detectron2.utils.events import EventStorage
 
-from adadet import all_depths, get_depth
+from adadet import add_adn_config, all_depths, get_depth
 from adadet.engine import ADNAMPTrainStep, ADNTrainer, ADNTrainStep, SelfDistillationModel
 from adadet.layers import SwitchableNormConv2d
 from engine_tiny_data import tiny_cfg
@@ -270,16 +271,21 @@ def test_several_students_per_iteration_average_their_terms(bn_setup):
         SelfDistillationModel.from_config(bad, detector)
 
 
-def test_always_students_join_every_draw_the_sandwich_rule(bn_setup):
+def test_the_default_students_are_the_base_net_and_one_mixed_setting_the_sandwich_rule(bn_setup):
     cfg, detector, batch = bn_setup
     cfg = cfg.clone()
+    defaults = get_cfg()
+    add_adn_config(defaults)  # the tiny config names the paper's student; take the defaults
+    for key in ("SUBNETS", "NUM_STUDENTS", "ALWAYS_STUDENTS"):
+        cfg.MODEL.ADN.DISTILL[key] = copy.deepcopy(defaults.MODEL.ADN.DISTILL[key])
     mixed = [d for d in all_depths(4) if d not in ("FFFF", "TTTT")]
-    cfg.MODEL.ADN.DISTILL.SUBNETS = mixed
-    cfg.MODEL.ADN.DISTILL.ALWAYS_STUDENTS = ["base"]
     wrapper = SelfDistillationModel.from_config(cfg, detector).train()
     draws = [wrapper.students_for_iteration(i) for i in range(40)]
     assert all(len(d) == 2 and d[0] == "TTTT" and d[1] in mixed for d in draws)
     assert len({d[1] for d in draws}) > 5  # the mixed one is drawn anew
+    cfg.MODEL.ADN.DISTILL.ALWAYS_STUDENTS = ["base"]  # the alias names the same student
+    assert [SelfDistillationModel.from_config(cfg, detector).students_for_iteration(i)
+            for i in range(40)] == draws
     assert wrapper.uses_every_parameter  # the base-net runs every skip norm each step
 
     seen = []

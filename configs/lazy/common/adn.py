@@ -7,16 +7,19 @@ instantiating it, as Detectron2's entry point does with ``optimizer.params.model
 """
 from detectron2.config import LazyCall as L
 
+from adadet.depth import mixed_depths
 from adadet.modeling.self_distillation import SelfDistillationModel
 
 adn = dict(
-    # MODEL.ADN.DISTILL.*: each iteration the super-net learns the task and the base-net
-    # learns from it (and from the labels, SUB_TASK_WEIGHT), one optimizer step
+    # MODEL.ADN.DISTILL.*: each iteration the super-net learns the task and the students
+    # learn from it (and from the labels, SUB_TASK_WEIGHT), one optimizer step. Students:
+    # the base-net and one mixed setting drawn (the sandwich rule; the paper: the base-net
+    # alone, subnets=["TTTT"] with always_students=[])
     distill=L(SelfDistillationModel)(
         distill=True,
-        subnets=["TTTT"],
+        subnets=mixed_depths(4),
         num_students=1,
-        always_students=[],
+        always_students=["TTTT"],
         alpha=0.5,
         sub_task_weight=1.0,
         kd_weight=1.0,
