@@ -13,8 +13,9 @@ Sections (``--sections``, all by default), measured in this one process:
 * overhead: ADN at FFFF against Detectron2's stock ResNet-FPN Mask R-CNN with the same
   weights (outputs checked identical), interleaved;
 * switch:   microseconds to switch the depth of a built model, R-50 and R-101;
-* train:    one self-distillation iteration against one stock iteration on the same batch:
-  time and peak memory.
+* train:    one self-distillation iteration (the paper's super-net + base-net) against one
+  stock iteration on the same batch: time and peak memory; the other student schemes
+  (adadet's default, the sandwich rule, among them) against it.
 
 Timed runs of the compared settings are interleaved round-robin (each round starting at
 another setting) so that drift of the machine affects all of them alike. Prints a table
@@ -421,25 +422,29 @@ def _train_step(loss_fn, model, device, amp):
     return step
 
 
-#: The training schemes timed besides the configured one ("adn", the paper's super-net +
-#: base-net): name -> (students drawn per iteration, the students always there). Drawn
-#: among the 15 sub-nets, or the 14 mixed ones beside an always-there base-net. The
-#: study's ``random_subnets``, ``three_students`` and ``sandwich`` recipes (tools/study.py).
-TRAINING_SCHEMES = {"random_subnet": (1, []), "three_students": (3, []), "sandwich": (1, ["TTTT"])}
+#: The paper's students (the base-net alone): the "adn" iteration, whose ratio to a stock
+#: iteration is the benchmark's figure, and what the other schemes are compared with.
+PAPER_SCHEME = (["TTTT"], 1, [])
+#: The training schemes timed besides it: name -> (the students drawn from, how many per
+#: iteration, the students always there). The study's ``random_subnets``,
+#: ``three_students`` and ``sandwich`` (adadet's default) recipes (tools/study.py).
+_SUBNETS = [d for d in adadet.all_depths(4) if d != SUPER]
+TRAINING_SCHEMES = {
+    "random_subnet": (_SUBNETS, 1, []),
+    "three_students": (_SUBNETS, 3, []),
+    "sandwich": ([d for d in _SUBNETS if d != "TTTT"], 1, ["TTTT"]),
+}
 
 
-def _distillation_step(cfg, args, device, batch, scheme=None):
-    """(detector, train step) of one self-distillation iteration; with ``scheme`` (a value
-    of :data:`TRAINING_SCHEMES`), its students instead of the config's."""
-    if scheme is not None:
-        num_students, always = scheme
-        cfg = cfg.clone()
-        cfg.defrost()
-        cfg.MODEL.ADN.DISTILL.SUBNETS = [
-            d for d in adadet.all_depths(4) if d != SUPER and d not in always
-        ]
-        cfg.MODEL.ADN.DISTILL.NUM_STUDENTS = num_students
-        cfg.MODEL.ADN.DISTILL.ALWAYS_STUDENTS = list(always)
+def _distillation_step(cfg, args, device, batch, scheme):
+    """(detector, train step) of one self-distillation iteration with ``scheme``'s students
+    (:data:`PAPER_SCHEME` or a value of :data:`TRAINING_SCHEMES`)."""
+    subnets, num_students, always = scheme
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.ADN.DISTILL.SUBNETS = list(subnets)
+    cfg.MODEL.ADN.DISTILL.NUM_STUDENTS = num_students
+    cfg.MODEL.ADN.DISTILL.ALWAYS_STUDENTS = list(always)
     detector = _build(cfg, args.seed, train=True)
     distill = SelfDistillationModel.from_config(cfg, detector).train()
     calls = {"n": 0}
@@ -458,7 +463,7 @@ def bench_training(args, device) -> Dict:
     adn_cfg = _cfg(args, device)
     stock_cfg = _cfg(args, device, stock=True)
     _, batch = H.make_inputs(args.train_batch, args.size, args.seed, device)
-    adn, distill, adn_step = _distillation_step(adn_cfg, args, device, batch)
+    adn, distill, adn_step = _distillation_step(adn_cfg, args, device, batch, PAPER_SCHEME)
     stock = _build(stock_cfg, args.seed + 1, train=True)
     H.copy_weights(adn, stock)
     steps = {
