@@ -171,6 +171,10 @@ def test_retinanet_distills_its_class_logits():
         MODEL__RETINANET__NUM_CLASSES=3,
     )
     cfg.MODEL.ADN.DISTILL.LOGITS_WEIGHT = 1.0
+    # The paper's one student, the base-net: it runs no skippable block (the default
+    # sandwich rule adds a drawn mixed setting, which does).
+    cfg.MODEL.ADN.DISTILL.SUBNETS = ["TTTT"]
+    cfg.MODEL.ADN.DISTILL.ALWAYS_STUDENTS = []
     detector = _build(cfg)
     batch = synthetic_batch(num_images=2, height=128, width=160)
     losses = _forward(_wrapper(cfg, detector, kd_weight=0.0, sub_task_weight=0.0), batch)
