@@ -150,7 +150,9 @@ class SelfDistillationModel(nn.Module):
             raise ValueError(
                 f"MODEL.ADN.DISTILL.ALWAYS_STUDENTS {twice} are also in SUBNETS, which are "
                 "drawn from: a student is either drawn or always there. Fix: remove them from "
-                "SUBNETS (e.g. ALWAYS_STUDENTS ['TTTT'] with SUBNETS the 14 mixed settings)."
+                "SUBNETS (the default: ALWAYS_STUDENTS ['TTTT'] with SUBNETS the 14 mixed "
+                "settings), or, for the paper's base-net alone, SUBNETS ['TTTT'] with "
+                "ALWAYS_STUDENTS []."
             )
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"MODEL.ADN.DISTILL.ALPHA must be in [0, 1], got {alpha}.")

@@ -301,8 +301,10 @@ def test_the_default_students_are_the_base_net_and_one_mixed_setting_the_sandwic
 
     bad = cfg.clone()
     bad.MODEL.ADN.DISTILL.SUBNETS = ["TTTT", "TFFF"]
-    with pytest.raises(ValueError, match="ALWAYS_STUDENTS .*'TTTT'.* also in SUBNETS"):
+    with pytest.raises(ValueError, match="ALWAYS_STUDENTS .*'TTTT'.* also in SUBNETS") as error:
         SelfDistillationModel.from_config(bad, detector)
+    # a config naming the paper's student under the new default is told how to keep it
+    assert "SUBNETS ['TTTT'] with ALWAYS_STUDENTS []" in str(error.value)
     drawn_only = cfg.clone()
     drawn_only.MODEL.ADN.DISTILL.ALWAYS_STUDENTS = ["TFFF"]
     drawn_only.MODEL.ADN.DISTILL.SUBNETS = ["TTFF", "FTTT"]
