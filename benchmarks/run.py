@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
 import adadet  # noqa: E402
+from adadet.depth import mixed_depths  # noqa: E402
 from adadet.engine import SelfDistillationModel  # noqa: E402
 from adadet.evaluation import backbone_cost, model_cost  # noqa: E402
 
@@ -432,7 +433,7 @@ _SUBNETS = [d for d in adadet.all_depths(4) if d != SUPER]
 TRAINING_SCHEMES = {
     "random_subnet": (_SUBNETS, 1, []),
     "three_students": (_SUBNETS, 3, []),
-    "sandwich": ([d for d in _SUBNETS if d != "TTTT"], 1, ["TTTT"]),
+    "sandwich": (mixed_depths(4), 1, ["TTTT"]),
 }
 
 
