@@ -70,6 +70,10 @@ RECIPES = {
     ),
     "no_kd": ("as 'stages', no distillation term: the base-net learns from labels only",
               [*PAPER_STUDENT, "MODEL.ADN.DISTILL.KD_WEIGHT", "0.0"]),
+    "no_label": ("as 'stages', the base-net gets no label loss, only the distillation term "
+                 "(the authors' ImageNet)",
+                 [*PAPER_STUDENT, "MODEL.ADN.DISTILL.FEATURES", STAGES,
+                  "MODEL.ADN.DISTILL.SUB_TASK_WEIGHT", "0.0"]),
     "super_only": ("the super-net alone (no student pass)", ["MODEL.ADN.DISTILL.ENABLED", "False"]),
     "random_subnets": (
         "a student drawn per iteration among all 15 sub-nets (not the paper)",
