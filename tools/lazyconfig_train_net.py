@@ -3,7 +3,7 @@
 lazyconfig_train_net, with ADN's self-distillation step and per-depth evaluation).
 
 Examples:
-    # the embedded demo, on CPU (~6 min on 2 cores)
+    # the embedded demo, on CPU (~8 min on 2 cores)
     tools/lazyconfig_train_net.py --config-file configs/lazy/mask_rcnn_ada_r18_embedded_cpu.py
     # COCO, 8 GPUs
     tools/lazyconfig_train_net.py --config-file configs/lazy/mask_rcnn_ada_r50.py --num-gpus 8

@@ -117,8 +117,9 @@ def train(task, run_dir, recipe, seed, extra_opts):
     if os.path.isfile(os.path.join(run_dir, "model_final.pth")):
         return
     os.makedirs(run_dir, exist_ok=True)
-    command = [sys.executable, os.path.join(HERE, "train_net.py"), "--config-file", TASKS[task],
-               "SEED", str(seed), "OUTPUT_DIR", run_dir, "DATASETS.TEST", "()",
+    # --resume: an interrupted run continues from its last checkpoint (every 200 iterations)
+    command = [sys.executable, os.path.join(HERE, "train_net.py"), "--resume",
+               "--config-file", TASKS[task], "SEED", str(seed), "OUTPUT_DIR", run_dir, "DATASETS.TEST", "()",
                *RECIPES[recipe][1], *extra_opts]
     _run(command, os.path.join(run_dir, "train.log"), f"training {recipe} seed {seed}")
 

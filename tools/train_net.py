@@ -2,7 +2,7 @@
 """Train or evaluate an ADN detector (Detectron2's train_net, with ADN's trainer).
 
 Examples:
-    # the embedded demo, on CPU (~6 min on 2 cores)
+    # the embedded demo, on CPU (~8 min on 2 cores)
     tools/train_net.py --config-file configs/mask_rcnn_ada_r18_embedded_cpu.yaml
     # COCO, 8 GPUs (COCO under $DETECTRON2_DATASETS/coco)
     tools/train_net.py --config-file configs/mask_rcnn_ada_r50.yaml --num-gpus 8

@@ -1,5 +1,5 @@
 """The embedded CPU demo (configs/mask_rcnn_ada_r18_embedded_cpu.yaml) as a LazyConfig:
-R-18-ADN Mask R-CNN from scratch on the generated shapes, 600 iterations on CPU.
+R-18-ADN Mask R-CNN from scratch on the generated shapes, 400 iterations on CPU.
 
     tools/lazyconfig_train_net.py --config-file configs/lazy/mask_rcnn_ada_r18_embedded_cpu.py
 """
@@ -23,7 +23,7 @@ from adadet.modeling import ResNetADN
 from .mask_rcnn_ada_r50 import adn, model, train
 
 NORM = "BN"  # trainable BN in one process
-MAX_ITER = 600
+MAX_ITER = 400
 
 model.backbone.bottom_up = L(ResNetADN)(
     stem=L(BasicStem)(in_channels=3, out_channels=64, norm=NORM),
@@ -40,10 +40,10 @@ rpn.head.in_channels = 64
 rpn.anchor_generator.sizes = [[16], [32], [64], [128], [256]]  # objects are ~20-80 px
 rpn.batch_size_per_image = 128  # at most 4 objects per image
 rpn.pre_nms_topk = (1000, 500)
-rpn.post_nms_topk = (300, 300)
+rpn.post_nms_topk = (150, 300)
 roi = model.roi_heads
 roi.num_classes = 3  # circle, rectangle, triangle
-roi.batch_size_per_image = 128
+roi.batch_size_per_image = 64
 roi.box_head.input_shape = ShapeSpec(channels=64, height=7, width=7)
 roi.box_head.fc_dims = [256, 256]
 roi.box_predictor.input_shape = ShapeSpec(channels=256)
@@ -94,7 +94,7 @@ optimizer = L(clipped_optimizer)(
     clip_value=5.0,
 )
 lr_multiplier = L(WarmupParamScheduler)(
-    scheduler=L(MultiStepParamScheduler)(values=[1.0, 0.1], milestones=[480, MAX_ITER]),
+    scheduler=L(MultiStepParamScheduler)(values=[1.0, 0.1], milestones=[320, MAX_ITER]),
     warmup_length=100 / MAX_ITER,
     warmup_factor=0.001,
 )
