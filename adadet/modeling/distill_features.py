@@ -18,7 +18,12 @@ import torch.nn as nn
 
 from ..depth import adaptive_modules
 
-__all__ = ["capture_backbone_features", "capture_features", "distillable_features"]
+__all__ = [
+    "capture_backbone_features",
+    "capture_features",
+    "distillable_features",
+    "stage_output_names",
+]
 
 
 def _stage_modules(detector: nn.Module) -> Dict[str, nn.Module]:
@@ -26,6 +31,12 @@ def _stage_modules(detector: nn.Module) -> Dict[str, nn.Module]:
     for adaptive in adaptive_modules(detector):
         modules.update(adaptive.stage_outputs())
     return modules
+
+
+def stage_output_names(detector: nn.Module) -> List[str]:
+    """The adaptive stages' output names (``res2``..``res5``, ``group1``..``group4``): what
+    adadet distills by default."""
+    return list(_stage_modules(detector))
 
 
 def distillable_features(detector: nn.Module) -> List[str]:

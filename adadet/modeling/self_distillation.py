@@ -44,10 +44,22 @@ import torch.nn as nn
 from detectron2.utils.events import get_event_storage
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-from ..depth import adaptive_modules, expand_depth_list, normalize_depth, parse_depth, using_depth
+from ..depth import (
+    adaptive_modules,
+    expand_depth_list,
+    mixed_depths,
+    normalize_depth,
+    parse_depth,
+    using_depth,
+)
 from ..layers.depth_bn_statistics import discard_depth_bn_statistics
 from .distill import POOLINGS, REDUCTIONS, dense_logits_kd_loss, feature_kd_loss, logits_kd_loss
-from .distill_features import capture_backbone_features, capture_features, distillable_features
+from .distill_features import (
+    capture_backbone_features,
+    capture_features,
+    distillable_features,
+    stage_output_names,
+)
 from .logits_distill import (
     capture_dense_logits,
     capture_roi_teacher,
@@ -111,6 +123,13 @@ class SelfDistillationModel(nn.Module):
     In eval mode it is the detector itself (at the detector's current depth). With
     ``distill=False`` it trains the super-net alone and returns the detector's own losses.
     The wrapper adds no parameters or buffers: checkpoints are the detector's.
+
+    Every argument is the ``MODEL.ADN.DISTILL`` key of the same name (``distill``:
+    ``ENABLED``), and the defaults are ``add_adn_config``'s, so that Python code and
+    configs train the same thing. ``None`` stands for the defaults that depend on the
+    detector: ``subnets`` the mixed settings of its stages, ``always_students`` its
+    base-net, ``features`` its adaptive stages' outputs (ResNet-ADN ``res2``..``res5``,
+    ViT-ADN ``group1``..``group4``).
     """
 
     def __init__(
@@ -118,14 +137,14 @@ class SelfDistillationModel(nn.Module):
         detector: nn.Module,
         *,
         distill: bool = True,
-        subnets: Sequence[str] = ("TTTT",),
+        subnets: Optional[Sequence[str]] = None,
         num_students: int = 1,
-        always_students: Sequence[str] = (),
+        always_students: Optional[Sequence[str]] = None,
         alpha: float = 0.5,
         sub_task_weight: float = 1.0,
         kd_weight: float = 1.0,
         temperature: float = 1.0,
-        features: Sequence[str] = ("p2", "p3", "p4", "p5", "p6"),
+        features: Optional[Sequence[str]] = None,
         pooling: str = "none",
         reduction: str = "mean",
         logits_weight: float = 0.0,
@@ -136,6 +155,12 @@ class SelfDistillationModel(nn.Module):
         num_stages = adaptive_modules(detector)[0].num_adaptive_stages
         self.super_depth = normalize_depth("super", num_stages)
         self.distill = bool(distill)
+        if subnets is None:
+            subnets = mixed_depths(num_stages)
+        if always_students is None:
+            always_students = [normalize_depth("base", num_stages)]
+        if features is None:
+            features = stage_output_names(detector)
         self.subnets = expand_depth_list(list(subnets), num_stages)
         if isinstance(num_students, bool) or not isinstance(num_students, int) or num_students < 1:
             raise ValueError(

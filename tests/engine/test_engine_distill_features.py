@@ -88,3 +88,36 @@ def test_stage_and_fpn_features_together_and_config_errors(setup):
         setattr(bad.MODEL.ADN.DISTILL, key, value)
         with pytest.raises(ValueError, match=message):
             SelfDistillationModel.from_config(bad, detector)
+
+
+_SETTINGS = ("distill", "subnets", "num_students", "always_students", "alpha", "sub_task_weight",
+             "kd_weight", "temperature", "features", "pooling", "reduction", "logits_weight")
+
+
+def _settings(model):
+    return {name: getattr(model, name) for name in _SETTINGS}
+
+
+def test_python_defaults_are_the_config_defaults_for_resnet_and_vit(setup):
+    """SelfDistillationModel(detector) trains what add_adn_config's defaults and the lazy
+    configs' `adn.distill` train: the sandwich students and the stage outputs."""
+    from detectron2.config import LazyConfig, get_cfg, instantiate
+    from detectron2.modeling import build_model
+
+    from adadet import add_adn_config
+    from adn_testing import ROOT, TINY_VIT_ADN_KEYS, set_cfg_keys
+
+    cfg, detector, _ = setup
+    defaults = get_cfg()
+    add_adn_config(defaults)
+    python = _settings(SelfDistillationModel(detector))
+    assert python == _settings(SelfDistillationModel.from_config(defaults, detector))
+    lazy = LazyConfig.load(str(ROOT / "configs" / "lazy" / "common" / "adn.py")).adn.distill
+    lazy.detector = detector
+    assert python == _settings(instantiate(lazy))
+    assert python["features"] == STAGES and python["always_students"] == ["TTTT"]
+    assert len(python["subnets"]) == 14 and "TTTT" not in python["subnets"]
+
+    vit_cfg = set_cfg_keys(cfg.clone(), **TINY_VIT_ADN_KEYS, MODEL__FPN__OUT_CHANNELS=32)
+    vit = SelfDistillationModel(build_model(vit_cfg))
+    assert vit.features == ["group1", "group2", "group3", "group4"]  # the groups' outputs
