@@ -124,6 +124,7 @@ def add_adn_config(cfg) -> None:
     _C.MODEL.ADN.DISTILL.ALPHA = 0.5
     # Weight (>= 0) of the student's own task losses. The authors' ImageNet training gives
     # the base-net no label loss (0.0); their RetinaNet-ADN keeps its detection loss (1.0).
+    # Default 1.0, as their RetinaNet; not yet compared by the study (recipe `no_label`).
     _C.MODEL.ADN.DISTILL.SUB_TASK_WEIGHT = 1.0
     # Weight (>= 0) of L_kd, the feature distillation below (0 turns it off).
     _C.MODEL.ADN.DISTILL.KD_WEIGHT = 1.0
@@ -144,7 +145,8 @@ def add_adn_config(cfg) -> None:
     _C.MODEL.ADN.DISTILL.POOLING = "none"
     # "mean": the KL averaged over positions and images; "batchmean": summed over the
     # positions of each image, averaged over images (torch KLDivLoss(reduction="batchmean"),
-    # the authors' choice). Equal for POOLING "global".
+    # the authors' choice). Equal for POOLING "global". The defaults (none, mean) are
+    # adadet's own, not yet compared by the study with the authors' (recipe `stages_pooled`).
     _C.MODEL.ADN.DISTILL.REDUCTION = "mean"
     # Weight of L_kd_logits, the distillation of classification logits from the super-net
     # (detached) to the sub-net, added to the student's terms:
