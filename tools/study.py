@@ -106,7 +106,7 @@ def _run(command, log_path, what):
     """Run a command with its output to ``log_path``; say what it is and how long it took."""
     start = time.perf_counter()
     print(f"[study] {what} ...", flush=True)
-    with open(log_path, "w") as log:
+    with open(log_path, "a") as log:  # appends: a resumed run keeps its first part
         returncode = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     if returncode != 0:
         sys.exit(f"[study] {what} failed (exit {returncode}); its log: {log_path}")
@@ -119,8 +119,8 @@ def train(task, run_dir, recipe, seed, extra_opts):
     os.makedirs(run_dir, exist_ok=True)
     # --resume: an interrupted run continues from its last checkpoint (every 200 iterations)
     command = [sys.executable, os.path.join(HERE, "train_net.py"), "--resume",
-               "--config-file", TASKS[task], "SEED", str(seed), "OUTPUT_DIR", run_dir, "DATASETS.TEST", "()",
-               *RECIPES[recipe][1], *extra_opts]
+               "--config-file", TASKS[task], "SEED", str(seed), "OUTPUT_DIR", run_dir,
+               "DATASETS.TEST", "()", *RECIPES[recipe][1], *extra_opts]
     _run(command, os.path.join(run_dir, "train.log"), f"training {recipe} seed {seed}")
 
 
