@@ -49,7 +49,7 @@ def distillable_features(detector: nn.Module) -> List[str]:
             "meta-architecture with one (GeneralizedRCNN, RetinaNet)."
         )
     outputs = list(backbone.output_shape()) if hasattr(backbone, "output_shape") else []
-    return outputs + [name for name in _stage_modules(detector) if name not in outputs]
+    return outputs + [name for name in stage_output_names(detector) if name not in outputs]
 
 
 @contextlib.contextmanager
