@@ -47,6 +47,10 @@ PAPER_STUDENT = ["MODEL.ADN.DISTILL.ALWAYS_STUDENTS", "[]", "MODEL.ADN.DISTILL.S
 DRAWN_FROM_ALL = ["MODEL.ADN.DISTILL.ALWAYS_STUDENTS", "[]", "MODEL.ADN.DISTILL.SUBNETS",
                   "[" + ",".join(f'"{d}"' for d in ALL_SUBNETS) + "]"]
 
+#: The sandwich rule: the base-net every iteration plus one of the 14 mixed settings drawn.
+SANDWICH = ["MODEL.ADN.DISTILL.FEATURES", STAGES, "MODEL.ADN.DISTILL.ALWAYS_STUDENTS", '["TTTT"]',
+            "MODEL.ADN.DISTILL.SUBNETS", "[" + ",".join(f'"{d}"' for d in mixed_depths(4)) + "]"]
+
 #: Recipe name -> (what it is, config overrides). Each names its students, so a recipe
 #: means the same whatever the defaults are. The ablations are the paper's, on its student.
 RECIPES = {
@@ -86,8 +90,12 @@ RECIPES = {
     "sandwich": (
         "the base-net every iteration plus one of the 14 mixed settings drawn (the sandwich "
         "rule; adadet's default, chosen by the study)",
-        ["MODEL.ADN.DISTILL.FEATURES", STAGES, "MODEL.ADN.DISTILL.ALWAYS_STUDENTS", '["TTTT"]',
-         "MODEL.ADN.DISTILL.SUBNETS", "[" + ",".join(f'"{d}"' for d in mixed_depths(4)) + "]"],
+        SANDWICH,
+    ),
+    "sandwich_pooled": (
+        "as 'sandwich', KL of globally pooled stage outputs, batchmean (the authors' ImageNet)",
+        [*SANDWICH, "MODEL.ADN.DISTILL.POOLING", "global", "MODEL.ADN.DISTILL.REDUCTION",
+         "batchmean"],
     ),
     "shared_norms": (
         "as 'stages', without switchable norms: one norm set for every depth (the paper's ablation)",
