@@ -30,6 +30,7 @@ from adadet.evaluation.study_report import (
     depth_gap_by_seed,
     paired_differences,
     refinement_summary,
+    runs_from_report,
     write_study,
 )
 
@@ -199,6 +200,10 @@ def main(argv=None):
                         help="the recipe the others are compared with, paired by seed "
                              "(default: stages, the paper's student; if it is not among "
                              "--recipes, the first of them, and the study says so)")
+    parser.add_argument("--stored", action="append", default=[], metavar="RECIPE=REPORT",
+                        help="take RECIPE's runs from an earlier study's report (its AP per "
+                             "seed) instead of training it, e.g. sandwich=docs/study/"
+                             "textures_tune.json; sound only where a rerun reproduces them")
     parser.add_argument("--train-only", action="store_true", help="train, do not evaluate")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
                         help="config overrides for every run (KEY VALUE ...), e.g. SOLVER.MAX_ITER 300")
@@ -206,45 +211,69 @@ def main(argv=None):
     if len(args.seeds) < 2:
         parser.error("give at least 2 seeds (--seeds): a spread needs several runs")
 
+    stored, stored_paths = {}, {}
+    for item in args.stored:
+        recipe, _, path = item.partition("=")
+        if recipe not in RECIPES or not os.path.isfile(path):
+            parser.error(f"--stored {item}: give RECIPE=REPORT, a recipe of {sorted(RECIPES)} "
+                         "and the .json a study wrote")
+        with open(path) as f:
+            stored[recipe] = json.load(f)
+        stored_paths[recipe] = path
+        if stored[recipe]["info"]["split"] != f"adadet_{args.task}_{args.split}":
+            parser.error(f"--stored {item}: that report is of {stored[recipe]['info']['split']}, "
+                         f"this study of adadet_{args.task}_{args.split}")
+        for bn in args.bn:
+            try:
+                runs_from_report(stored[recipe], f"{recipe}/{bn}", args.seeds)
+            except ValueError as error:
+                parser.error(f"--stored {item}: {error}")
+    recipes = list(dict.fromkeys([*args.recipes, *stored]))
+
     start = time.perf_counter()
-    runs = {(r, s): os.path.join(args.output, r, f"seed{s}") for r in args.recipes for s in args.seeds}
+    runs = {(r, s): os.path.join(args.output, r, f"seed{s}")
+            for r in args.recipes if r not in stored for s in args.seeds}
     for (recipe, seed), run_dir in runs.items():
         train(args.task, run_dir, recipe, seed, args.opts)
     if args.train_only:
         return
     rows, paired, depth_gap = [], {}, {}
-    reference = args.reference if args.reference in args.recipes else args.recipes[0]
-    if reference != args.reference and len(args.recipes) > 1:
+    reference = args.reference if args.reference in recipes else recipes[0]
+    if reference != args.reference and len(recipes) > 1:
         print(f"[study] --reference {args.reference} is not among --recipes: the others are "
               f"compared with {reference}")
     for bn in args.bn:
         per_recipe = {}
-        for recipe in args.recipes:
-            per_recipe[f"{recipe}/{bn}"] = [
-                evaluate(args.task, runs[recipe, s], recipe, args.split, bn, args.opts)
-                for s in args.seeds
-            ]
+        for recipe in recipes:
+            per_recipe[f"{recipe}/{bn}"] = (
+                runs_from_report(stored[recipe], f"{recipe}/{bn}", args.seeds)
+                if recipe in stored else
+                [evaluate(args.task, runs[recipe, s], recipe, args.split, bn, args.opts)
+                 for s in args.seeds])
         rows += aggregate_runs(per_recipe)
         paired.update(paired_differences(per_recipe, f"{reference}/{bn}"))
         depth_gap.update(depth_gap_by_seed(per_recipe))
-    timing = {r: statistics.fmean(seconds_per_iteration(runs[r, s]) for s in args.seeds)
-              for r in args.recipes}
+    timing = {r: stored[r]["info"]["recipes"][r]["seconds_per_iteration"] if r in stored else
+              statistics.fmean(seconds_per_iteration(runs[r, s]) for s in args.seeds)
+              for r in recipes}
     info = {
         "title": f"adadet study: R-18-ADN Mask R-CNN, adadet_{args.task}_{args.split}, "
                  f"seeds {args.seeds}",
         "split": f"adadet_{args.task}_{args.split}",
         "seeds": args.seeds,
         "recipes": {r: {"what": RECIPES[r][0], "overrides": RECIPES[r][1],
-                        "seconds_per_iteration": timing[r]} for r in args.recipes},
+                        "seconds_per_iteration": timing[r]} for r in recipes},
+        "stored": stored_paths,
         "opts": args.opts,
         "minutes": (time.perf_counter() - start) / 60,
         "paired": paired,
         "depth_gap": depth_gap,
     }
     info["refinement"] = {
-        r: refinement_summary([analyze_features(args.task, runs[r, s], r, args.split, args.opts)
-                               for s in args.seeds])
-        for r in args.recipes
+        r: stored[r]["info"].get("refinement", {}).get(r, []) if r in stored else
+        refinement_summary([analyze_features(args.task, runs[r, s], r, args.split, args.opts)
+                            for s in args.seeds])
+        for r in recipes
     }
     paths = write_study(rows, args.output, f"study_{args.split}", info)
     print(open(paths["md"]).read())
@@ -262,7 +291,7 @@ def main(argv=None):
         print(f"[study] {key} - {p['reference']}: {p['mean_difference']:+.2f} ± {p['std']:.2f} "
               f"box AP over the settings, paired by seed; ahead at {p['settings_ahead']} of "
               f"{p['settings']} settings")
-    for r in args.recipes:
+    for r in recipes:
         print(f"[study] {r}: {timing[r]:.2f} s per iteration")
     print("[study] written: " + ", ".join(paths.values()))
 

@@ -37,6 +37,7 @@ __all__ = [
     "paired_differences",
     "plot_study",
     "refinement_summary",
+    "runs_from_report",
     "write_study",
 ]
 
@@ -271,6 +272,38 @@ def plot_study(rows: Sequence[Mapping[str, Any]], path: str, title: str = "") ->
         figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     figure.savefig(path)
+
+
+def runs_from_report(
+    report: Mapping[str, Any], recipe: str, seeds: Sequence[int]
+) -> List[List[Dict[str, Any]]]:
+    """The runs of ``recipe`` (e.g. ``"sandwich/trained"``) kept in a report that
+    :func:`write_study` wrote, for ``seeds`` in that order, in the shape of
+    :func:`aggregate_runs`' input: each seed's AP per setting (``<metric>_per_seed``), the
+    costs as their means. Lets a later study pair new recipes with it by seed without
+    retraining it; that is only sound where a rerun of that recipe reproduces it."""
+    stored_seeds = list(report["info"]["seeds"])
+    rows = [r for r in report["rows"] if r["recipe"] == recipe]
+    if not rows:
+        known = sorted({r["recipe"] for r in report["rows"]})
+        raise ValueError(f"{recipe!r} is not in the report; it has {known}")
+    if not any(f"{m}_per_seed" in r for m in METRICS for r in rows):
+        raise ValueError(f"the report keeps no per-seed AP of {recipe!r} (it predates "
+                         "<metric>_per_seed): train that recipe again instead")
+    missing = [s for s in seeds if s not in stored_seeds]
+    if missing:
+        raise ValueError(f"{recipe!r} was run with seeds {stored_seeds}, not {missing}: "
+                         "pair it by the seeds it has (--seeds)")
+    runs = []
+    for seed in seeds:
+        i = stored_seeds.index(seed)
+        runs.append([
+            {"depth": r["depth"],
+             **{m: r[f"{m}_per_seed"][i] for m in METRICS if f"{m}_per_seed" in r},
+             **{c: r[f"{c}_mean"] for c in COSTS if f"{c}_mean" in r}}
+            for r in rows
+        ])
+    return runs
 
 
 def write_study(

@@ -113,3 +113,47 @@ def test_depth_gap_per_seed_is_free_of_the_spread_between_seeds():
     assert gap["per_seed"] == pytest.approx([4.0, 4.0]) and gap["std"] == pytest.approx(0)
     # the checks' unpaired figure carries the 4.2 AP spread between the seeds
     assert claim_checks(aggregate_runs({"r": seeds}))["super_minus_base_std"] > 4
+
+
+def test_a_stored_report_gives_back_each_seeds_runs(tmp_path):
+    from adadet.evaluation.study_report import runs_from_report
+
+    seeds = [_rows(_monotone, -3.0), _rows(_monotone, 3.0), _rows(_monotone, 1.0)]
+    write_study(aggregate_runs({"sandwich/trained": seeds}), str(tmp_path), "old",
+                {"seeds": [0, 1, 2], "split": "adadet_textures_tune"})
+    report = json.loads((tmp_path / "old.json").read_text())
+    back = runs_from_report(report, "sandwich/trained", [2, 0])  # in the order asked for
+    for got, want in zip(back, (seeds[2], seeds[0])):
+        assert [(r["depth"], r["box_AP"], r["mask_AP"]) for r in got] == [
+            (r["depth"], r["box_AP"], r["mask_AP"]) for r in want]
+        assert [r["backbone_gflops"] for r in got] == [r["backbone_gflops"] for r in want]
+    with pytest.raises(ValueError, match="not in the report"):
+        runs_from_report(report, "stages/trained", [0])
+    with pytest.raises(ValueError, match=r"seeds \[0, 1, 2\], not \[5\]"):
+        runs_from_report(report, "sandwich/trained", [0, 5])
+
+
+def test_the_study_pairs_new_runs_with_a_stored_recipe_without_training_it(tmp_path):
+    from adn_testing import load_tool
+
+    study = load_tool("study")
+    old = [_rows(_monotone, -3.0), _rows(_monotone, 3.0)]
+    new = [[dict(r, box_AP=r["box_AP"] + 0.5) for r in seed] for seed in old]
+    for recipe, runs in (("stages", old), ("sandwich", new)):
+        write_study(aggregate_runs({f"{recipe}/trained": runs}), str(tmp_path), recipe,
+                    {"seeds": [0, 1], "split": "adadet_textures_tune",
+                     "recipes": {recipe: {"seconds_per_iteration": 1.0}}})
+    stored = ["--stored", f"stages={tmp_path / 'stages.json'}",
+              "--stored", f"sandwich={tmp_path / 'sandwich.json'}"]
+    out = tmp_path / "out"
+    study.main(["--recipes", "sandwich", *stored, "--seeds", "0", "1", "--bn", "trained",
+                "--output", str(out)])
+    report = json.loads((out / "study_tune.json").read_text())
+    paired = report["info"]["paired"]["sandwich/trained"]
+    assert paired["reference"] == "stages/trained"
+    assert paired["per_seed"] == pytest.approx([0.5, 0.5]) and paired["settings_ahead"] == 16
+    assert not (out / "sandwich").exists()  # nothing was trained or evaluated
+    for bad in (["--split", "test"], ["--seeds", "0", "7"]):  # another split; a seed it lacks
+        with pytest.raises(SystemExit):
+            study.main(["--recipes", "sandwich", *stored, "--seeds", "0", "1", "--bn", "trained",
+                        "--output", str(out), *bad])
