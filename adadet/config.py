@@ -150,7 +150,8 @@ def add_adn_config(cfg) -> None:
     # positions of each image, averaged over images (torch KLDivLoss(reduction="batchmean"),
     # the authors' choice). Equal for POOLING "global". The defaults (none, mean) are
     # adadet's own and stay by its study (docs/study.md, recipe `stages_pooled`, 3 seeds
-    # paired): the authors' (global, batchmean) is -0.4 +- 1.1 box AP, ahead at 5 of 16.
+    # paired): the authors' (global, batchmean) is -0.4 +- 1.1 box AP with the paper's
+    # student (polygons), -0.9 +- 1.7 with the default students (textures).
     _C.MODEL.ADN.DISTILL.REDUCTION = "mean"
     # Weight of L_kd_logits, the distillation of classification logits from the super-net
     # (detached) to the sub-net, added to the student's terms:
