@@ -214,9 +214,10 @@ def main(argv=None):
     stored, stored_paths = {}, {}
     for item in args.stored:
         recipe, _, path = item.partition("=")
-        if recipe not in RECIPES or not os.path.isfile(path):
-            parser.error(f"--stored {item}: give RECIPE=REPORT, a recipe of {sorted(RECIPES)} "
-                         "and the .json a study wrote")
+        if recipe not in RECIPES:
+            parser.error(f"--stored {item}: give RECIPE=REPORT with RECIPE one of {sorted(RECIPES)}")
+        if not os.path.isfile(path):
+            parser.error(f"--stored {item}: no file {path}; give the .json a study wrote")
         with open(path) as f:
             stored[recipe] = json.load(f)
         stored_paths[recipe] = path

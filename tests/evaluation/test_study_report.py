@@ -153,7 +153,9 @@ def test_the_study_pairs_new_runs_with_a_stored_recipe_without_training_it(tmp_p
     assert paired["reference"] == "stages/trained"
     assert paired["per_seed"] == pytest.approx([0.5, 0.5]) and paired["settings_ahead"] == 16
     assert not (out / "sandwich").exists()  # nothing was trained or evaluated
-    for bad in (["--split", "test"], ["--seeds", "0", "7"]):  # another split; a seed it lacks
+    missing = ["--stored", f"sandwich={tmp_path / 'missing.json'}"]
+    for bad in (["--split", "test"], ["--seeds", "0", "7"], missing):  # another split, a
+        # seed the report lacks, a report that is not there
         with pytest.raises(SystemExit):
             study.main(["--recipes", "sandwich", *stored, "--seeds", "0", "1", "--bn", "trained",
                         "--output", str(out), *bad])
