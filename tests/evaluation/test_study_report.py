@@ -133,7 +133,7 @@ def test_a_stored_report_gives_back_each_seeds_runs(tmp_path):
         runs_from_report(report, "sandwich/trained", [0, 5])
 
 
-def test_the_study_pairs_new_runs_with_a_stored_recipe_without_training_it(tmp_path):
+def test_the_study_pairs_new_runs_with_a_stored_recipe_without_training_it(tmp_path, capsys):
     from adn_testing import load_tool
 
     study = load_tool("study")
@@ -154,8 +154,10 @@ def test_the_study_pairs_new_runs_with_a_stored_recipe_without_training_it(tmp_p
     assert paired["per_seed"] == pytest.approx([0.5, 0.5]) and paired["settings_ahead"] == 16
     assert not (out / "sandwich").exists()  # nothing was trained or evaluated
     missing = ["--stored", f"sandwich={tmp_path / 'missing.json'}"]
-    for bad in (["--split", "test"], ["--seeds", "0", "7"], missing):  # another split, a
-        # seed the report lacks, a report that is not there
+    for bad, reason in ((["--split", "test"], "this study of adadet_textures_test"),
+                        (["--seeds", "0", "7"], "not [7]"),
+                        (missing, "no file")):
         with pytest.raises(SystemExit):
             study.main(["--recipes", "sandwich", *stored, "--seeds", "0", "1", "--bn", "trained",
                         "--output", str(out), *bad])
+        assert reason in capsys.readouterr().err
