@@ -211,7 +211,7 @@ def main(argv=None):
     if len(args.seeds) < 2:
         parser.error("give at least 2 seeds (--seeds): a spread needs several runs")
 
-    stored, stored_paths = {}, {}
+    stored, stored_paths, stored_runs = {}, {}, {}
     for item in args.stored:
         recipe, _, path = item.partition("=")
         if recipe not in RECIPES:
@@ -224,9 +224,10 @@ def main(argv=None):
         if stored[recipe]["info"]["split"] != f"adadet_{args.task}_{args.split}":
             parser.error(f"--stored {item}: that report is of {stored[recipe]['info']['split']}, "
                          f"this study of adadet_{args.task}_{args.split}")
-        for bn in args.bn:
+        for bn in args.bn:  # read once, here, so that a bad report stops before any training
             try:
-                runs_from_report(stored[recipe], f"{recipe}/{bn}", args.seeds)
+                stored_runs[f"{recipe}/{bn}"] = runs_from_report(
+                    stored[recipe], f"{recipe}/{bn}", args.seeds)
             except ValueError as error:
                 parser.error(f"--stored {item}: {error}")
     recipes = list(dict.fromkeys([*args.recipes, *stored]))
@@ -246,11 +247,10 @@ def main(argv=None):
     for bn in args.bn:
         per_recipe = {}
         for recipe in recipes:
-            per_recipe[f"{recipe}/{bn}"] = (
-                runs_from_report(stored[recipe], f"{recipe}/{bn}", args.seeds)
-                if recipe in stored else
-                [evaluate(args.task, runs[recipe, s], recipe, args.split, bn, args.opts)
-                 for s in args.seeds])
+            key = f"{recipe}/{bn}"
+            per_recipe[key] = stored_runs[key] if recipe in stored else [
+                evaluate(args.task, runs[recipe, s], recipe, args.split, bn, args.opts)
+                for s in args.seeds]
         rows += aggregate_runs(per_recipe)
         paired.update(paired_differences(per_recipe, f"{reference}/{bn}"))
         depth_gap.update(depth_gap_by_seed(per_recipe))
