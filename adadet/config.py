@@ -7,8 +7,6 @@ from typing import Optional, Sequence
 
 from detectron2.config import CfgNode as CN
 
-from adadet.depth import mixed_depths
-
 __all__ = ["add_adn_config", "merge_config", "FLOAT_KEY_RANGES"]
 
 #: Float keys with a range, for the message when one is written as an integer.
@@ -101,33 +99,29 @@ def add_adn_config(cfg) -> None:
     _C.MODEL.ADN.DISTILL = CN()
     # Train with self-distillation; False trains the super-net alone (a plain detector).
     _C.MODEL.ADN.DISTILL.ENABLED = True
-    # Who learns from the super-net. Default: the "sandwich rule" of slimmable networks,
-    # the base-net every iteration (ALWAYS_STUDENTS) plus one of the 14 mixed settings
-    # drawn (SUBNETS, NUM_STUDENTS 1): 3 passes per iteration against the paper's 2, 1.4-1.5x
-    # its time. Chosen by adadet's study (docs/study.md, textures task, 3 seeds paired):
-    # +2.9 +- 2.5 box AP over the paper's rule at every one of the 16 settings; on the test
-    # split no setting is beaten by a cheaper one beyond the seed spread. The paper (and the authors' code): the base-net alone,
-    # ALWAYS_STUDENTS [] with SUBNETS ["TTTT"].
+    # Who learns from the super-net. The paper (and the authors' code): the base-net alone,
+    # SUBNETS ["TTTT"] with ALWAYS_STUDENTS [] (2 passes per iteration). adadet's own
+    # recipe, the "sandwich rule" of slimmable networks (the base-net every iteration plus
+    # one of the 14 mixed settings drawn: ALWAYS_STUDENTS ["TTTT"], SUBNETS the mixed
+    # settings, 3 passes), lives in configs named for it (*_sandwich.yaml) and in the
+    # embedded CPU configs; docs/study.md gives its measurements.
     #
     # The settings students are drawn from each iteration (one entry: always that one).
-    _C.MODEL.ADN.DISTILL.SUBNETS = mixed_depths(4)
+    _C.MODEL.ADN.DISTILL.SUBNETS = ["TTTT"]
     # How many are drawn from SUBNETS per iteration, without replacement (all of them if
     # SUBNETS has no more); each student term is then the mean over all students. The
-    # paper: 1. Every setting each iteration: ALWAYS_STUDENTS [], SUBNETS the 15
-    # sub-nets, NUM_STUDENTS 15, at ~8x the cost.
+    # paper: 1. Every setting each iteration: SUBNETS the 15 sub-nets, NUM_STUDENTS 15, at
+    # ~8x the cost.
     _C.MODEL.ADN.DISTILL.NUM_STUDENTS = 1
     # Students at EVERY iteration, besides those drawn from SUBNETS (which must not name
     # them again). The paper: none (its one student is SUBNETS' "TTTT").
-    _C.MODEL.ADN.DISTILL.ALWAYS_STUDENTS = ["TTTT"]
+    _C.MODEL.ADN.DISTILL.ALWAYS_STUDENTS = []
     # loss = ALPHA * L_super + (1 - ALPHA) * (SUB_TASK_WEIGHT * L_sub_task + KD_WEIGHT * L_kd)
     # ALPHA in [0, 1]; the authors' code uses 0.5 (ImageNet and RetinaNet).
     _C.MODEL.ADN.DISTILL.ALPHA = 0.5
     # Weight (>= 0) of the student's own task losses. The authors' ImageNet training gives
-    # the base-net no label loss (0.0); their RetinaNet-ADN keeps its detection loss (1.0).
-    # Default 1.0, as their RetinaNet, chosen by adadet's study (docs/study.md, recipe
-    # `no_label`, 3 seeds paired): 0.0 is 5.3 +- 1.4 box AP lower over the 16 settings, every
-    # setting lower (likely because the FPN and heads shared with the super-net then lose half
-    # their task gradient).
+    # the base-net no label loss (0.0); their RetinaNet-ADN keeps its detection loss (1.0,
+    # the default; docs/study.md measures 0.0).
     _C.MODEL.ADN.DISTILL.SUB_TASK_WEIGHT = 1.0
     # Weight (>= 0) of L_kd, the feature distillation below (0 turns it off).
     _C.MODEL.ADN.DISTILL.KD_WEIGHT = 1.0
@@ -140,8 +134,7 @@ def add_adn_config(cfg) -> None:
     # ("res2".."res5" of ResNet-ADN, "group1".."group4" of ViT-ADN: where the skippable
     # sub-paths act). The authors' ImageNet code distills the stage outputs (optionally);
     # their RetinaNet-ADN distills FPN/head features.
-    # Default: ResNet-ADN's stage outputs, chosen by adadet's study (docs/study.md: 3 seeds,
-    # Mask R-CNN, higher AP at every depth setting than p2-p6).
+    # Default: ResNet-ADN's stage outputs (adadet's choice, docs/study.md).
     _C.MODEL.ADN.DISTILL.FEATURES = ["res2", "res3", "res4", "res5"]
     # "none": one channel distribution per position of each map; "global": one per image,
     # of the globally average-pooled map (the authors' ImageNet distillation of stages).
@@ -149,9 +142,7 @@ def add_adn_config(cfg) -> None:
     # "mean": the KL averaged over positions and images; "batchmean": summed over the
     # positions of each image, averaged over images (torch KLDivLoss(reduction="batchmean"),
     # the authors' choice). Equal for POOLING "global". The defaults (none, mean) are
-    # adadet's own and stay by its study (docs/study.md, recipe `stages_pooled`, 3 seeds
-    # paired): the authors' (global, batchmean) is -0.4 +- 1.1 box AP with the paper's
-    # student (polygons), -0.9 +- 1.7 with the default students (textures).
+    # adadet's choice (docs/study.md measures the authors' global/batchmean against them).
     _C.MODEL.ADN.DISTILL.REDUCTION = "mean"
     # Weight of L_kd_logits, the distillation of classification logits from the super-net
     # (detached) to the sub-net, added to the student's terms:

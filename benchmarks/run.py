@@ -15,7 +15,7 @@ Sections (``--sections``, all by default), measured in this one process:
 * switch:   microseconds to switch the depth of a built model, R-50 and R-101;
 * train:    one self-distillation iteration (the paper's super-net + base-net) against one
   stock iteration on the same batch: time and peak memory; the other student schemes
-  (adadet's default, the sandwich rule, among them) against it.
+  (adadet's sandwich recipe among them) against it.
 
 Timed runs of the compared settings are interleaved round-robin (each round starting at
 another setting) so that drift of the machine affects all of them alike. Prints a table
@@ -428,7 +428,7 @@ def _train_step(loss_fn, model, device, amp):
 PAPER_SCHEME = (["TTTT"], 1, [])
 #: The training schemes timed besides it: name -> (the students drawn from, how many per
 #: iteration, the students always there). The study's ``random_subnets``,
-#: ``three_students`` and ``sandwich`` (adadet's default) recipes (tools/study.py).
+#: ``three_students`` and ``sandwich`` (adadet's CPU recipe) recipes (tools/study.py).
 _SUBNETS = [d for d in adadet.all_depths(4) if d != SUPER]
 TRAINING_SCHEMES = {
     "random_subnet": (_SUBNETS, 1, []),

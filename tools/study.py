@@ -42,7 +42,7 @@ TASKS = {task: os.path.join(ROOT, "configs", f"mask_rcnn_ada_r18_{task}_cpu.yaml
 STAGES = '["res2","res3","res4","res5"]'
 ALL_SUBNETS = [d for d in all_depths(4) if d != "FFFF"]
 FPN = '["p2","p3","p4","p5","p6"]'
-#: The paper's students, the base-net alone (adadet's default is the sandwich rule).
+#: The paper's students, the base-net alone (add_adn_config's default).
 PAPER_STUDENT = ["MODEL.ADN.DISTILL.ALWAYS_STUDENTS", "[]", "MODEL.ADN.DISTILL.SUBNETS", '["TTTT"]']
 #: Students drawn among all 15 sub-nets, none at every iteration.
 DRAWN_FROM_ALL = ["MODEL.ADN.DISTILL.ALWAYS_STUDENTS", "[]", "MODEL.ADN.DISTILL.SUBNETS",
@@ -90,7 +90,7 @@ RECIPES = {
     ),
     "sandwich": (
         "the base-net every iteration plus one of the 14 mixed settings drawn (the sandwich "
-        "rule; adadet's default, chosen by the study)",
+        "rule; the students of adadet's CPU configs, chosen by the study)",
         SANDWICH,
     ),
     "sandwich_pooled": (
@@ -189,7 +189,7 @@ def main(argv=None):
                              "clutter; the default) or polygons (6 classes)")
     parser.add_argument("--recipes", nargs="+", default=["stages", "sandwich"],
                         choices=sorted(RECIPES),
-                        help="default: stages (the paper's student) and sandwich (the default)")
+                        help="default: stages (the paper's student) and sandwich (the CPU configs')")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--split", choices=["tune", "test"], default="tune",
                         help="tune: compare recipes; test: the final figures (default: tune)")

@@ -47,7 +47,6 @@ from torch.nn.parallel import DataParallel, DistributedDataParallel
 from ..depth import (
     adaptive_modules,
     expand_depth_list,
-    mixed_depths,
     normalize_depth,
     parse_depth,
     using_depth,
@@ -126,10 +125,10 @@ class SelfDistillationModel(nn.Module):
 
     Every argument is the ``MODEL.ADN.DISTILL`` key of the same name (``distill``:
     ``ENABLED``), and the defaults are ``add_adn_config``'s, so that Python code and
-    configs train the same thing. ``None`` stands for the defaults that depend on the
-    detector: ``subnets`` the mixed settings of its stages, ``always_students`` its
-    base-net, ``features`` its adaptive stages' outputs (ResNet-ADN ``res2``..``res5``,
-    ViT-ADN ``group1``..``group4``).
+    configs train the same thing: the paper's students, the base-net alone. ``None``
+    stands for the defaults that depend on the detector: ``subnets`` its base-net,
+    ``features`` its adaptive stages' outputs (ResNet-ADN ``res2``..``res5``, ViT-ADN
+    ``group1``..``group4``).
     """
 
     def __init__(
@@ -139,7 +138,7 @@ class SelfDistillationModel(nn.Module):
         distill: bool = True,
         subnets: Optional[Sequence[str]] = None,
         num_students: int = 1,
-        always_students: Optional[Sequence[str]] = None,
+        always_students: Sequence[str] = (),
         alpha: float = 0.5,
         sub_task_weight: float = 1.0,
         kd_weight: float = 1.0,
@@ -156,9 +155,7 @@ class SelfDistillationModel(nn.Module):
         self.super_depth = normalize_depth("super", num_stages)
         self.distill = bool(distill)
         if subnets is None:
-            subnets = mixed_depths(num_stages)
-        if always_students is None:
-            always_students = [normalize_depth("base", num_stages)]
+            subnets = [normalize_depth("base", num_stages)]
         if features is None:
             features = stage_output_names(detector)
         self.subnets = expand_depth_list(list(subnets), num_stages)
@@ -175,9 +172,9 @@ class SelfDistillationModel(nn.Module):
             raise ValueError(
                 f"MODEL.ADN.DISTILL.ALWAYS_STUDENTS {twice} are also in SUBNETS, which are "
                 "drawn from: a student is either drawn or always there. Fix: remove them from "
-                "SUBNETS (the default: ALWAYS_STUDENTS ['TTTT'] with SUBNETS the 14 mixed "
-                "settings), or, for the paper's base-net alone, SUBNETS ['TTTT'] with "
-                "ALWAYS_STUDENTS []."
+                "SUBNETS (the sandwich recipe: ALWAYS_STUDENTS ['TTTT'] with SUBNETS the 14 "
+                "mixed settings), or, for the paper's base-net alone (the default), SUBNETS "
+                "['TTTT'] with ALWAYS_STUDENTS []."
             )
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"MODEL.ADN.DISTILL.ALPHA must be in [0, 1], got {alpha}.")

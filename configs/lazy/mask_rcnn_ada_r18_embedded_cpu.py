@@ -1,5 +1,6 @@
 """The embedded CPU demo (configs/mask_rcnn_ada_r18_embedded_cpu.yaml) as a LazyConfig:
-R-18-ADN Mask R-CNN from scratch on the generated shapes, 400 iterations on CPU.
+R-18-ADN Mask R-CNN from scratch on the generated shapes, 400 iterations on CPU, with
+adadet's sandwich recipe (the students its study chose for these from-scratch CPU tasks).
 
     tools/lazyconfig_train_net.py --config-file configs/lazy/mask_rcnn_ada_r18_embedded_cpu.py
 """
@@ -16,6 +17,7 @@ from detectron2.solver import WarmupParamScheduler
 from fvcore.common.param_scheduler import MultiStepParamScheduler
 
 from adadet.data import CheckedDatasetMapper  # also registers the adadet_shapes_* datasets
+from adadet.depth import mixed_depths
 from adadet.engine.optimizer import clipped_optimizer
 from adadet.env import has_compiled_ops
 from adadet.modeling import ResNetADN
@@ -50,6 +52,10 @@ roi.box_predictor.input_shape = ShapeSpec(channels=256)
 roi.mask_head.input_shape = ShapeSpec(channels=64, width=14, height=14)
 roi.mask_head.conv_dims = [64, 64, 64]  # 2 convs of 64, then the deconv's 64
 del rpn, roi  # not sections of the config
+
+# adadet's sandwich recipe: the base-net every iteration plus one of the 14 mixed settings
+adn.distill.always_students = ["TTTT"]
+adn.distill.subnets = mixed_depths(4)
 
 dataloader = dict(
     train=L(build_detection_train_loader)(

@@ -28,6 +28,11 @@ def _load(name):
     return cfg
 
 
+def _cpu(cfg):
+    cfg.MODEL.DEVICE = "cpu"
+    return cfg
+
+
 @pytest.mark.parametrize("name", CONFIGS)
 def test_config_builds_an_adn_model(name):
     cfg = _load(name)
@@ -70,3 +75,47 @@ def test_every_study_recipe_is_a_valid_config():
     sandwich.merge_from_list(recipes["sandwich"][1])
     draws = SelfDistillationModel.from_config(sandwich, detector).students_for_iteration(3)
     assert draws[0] == "TTTT" and len(draws) == 2 and draws[1] not in ("FFFF", "TTTT")
+
+
+#: Configs of adadet's own recipe (students chosen by its study, not the paper's).
+SANDWICH_CONFIGS = {
+    "mask_rcnn_ada_r18_embedded_cpu.yaml",
+    "mask_rcnn_ada_r18_polygons_cpu.yaml",
+    "mask_rcnn_ada_r18_textures_cpu.yaml",
+    "mask_rcnn_ada_r50_sandwich.yaml",
+}
+PAPER_CONFIGS = [n for n in CONFIGS if not n.endswith("_cpu.yaml") and n not in SANDWICH_CONFIGS]
+
+
+def _students(cfg, detector, iterations=20):
+    wrapper = SelfDistillationModel.from_config(cfg, detector)
+    return {tuple(wrapper.students_for_iteration(i)) for i in range(iterations)}
+
+
+def test_the_papers_configs_train_the_super_net_and_the_base_net_only():
+    """A config named for the paper trains the paper's students: the super-net learns the
+    task, the base-net alone learns from it; adadet's recipe lives in configs named for it
+    (and in the CPU study configs), whose students are the sandwich rule."""
+    assert PAPER_CONFIGS and set(PAPER_CONFIGS).isdisjoint(SANDWICH_CONFIGS)
+    detector = build_model(_cpu(_load("mask_rcnn_ada_r18_embedded_cpu.yaml")))
+    for name in PAPER_CONFIGS:
+        d = _load(name).MODEL.ADN.DISTILL
+        assert d.ENABLED and list(d.SUBNETS) == ["TTTT"] and list(d.ALWAYS_STUDENTS) == [], name
+        assert d.NUM_STUDENTS == 1, name
+    cfg = _load("mask_rcnn_ada_r50.yaml")
+    assert _students(cfg, detector) == {("TTTT",)}
+    for name in SANDWICH_CONFIGS:
+        drawn = _students(_load(name), detector)
+        assert all(s[0] == "TTTT" and len(s) == 2 for s in drawn), name
+        assert len({s[1] for s in drawn}) > 3, name  # a mixed setting drawn anew
+
+
+def test_the_lazy_paper_configs_train_the_papers_students():
+    from detectron2.config import LazyConfig
+
+    for name in ("mask_rcnn_ada_r50.py", "mask_rcnn_ada_vit_b.py"):
+        d = LazyConfig.load(os.path.join(CONFIG_DIR, "lazy", name)).adn.distill
+        assert list(d.subnets) == ["TTTT"] and list(d.always_students) == [], name
+    demo = LazyConfig.load(os.path.join(CONFIG_DIR, "lazy", "mask_rcnn_ada_r18_embedded_cpu.py"))
+    assert list(demo.adn.distill.always_students) == ["TTTT"]
+    assert len(demo.adn.distill.subnets) == 14

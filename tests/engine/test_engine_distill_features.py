@@ -100,7 +100,7 @@ def _settings(model):
 
 def test_python_defaults_are_the_config_defaults_for_resnet_and_vit(setup):
     """SelfDistillationModel(detector) trains what add_adn_config's defaults and the lazy
-    configs' `adn.distill` train: the sandwich students and the stage outputs."""
+    configs' `adn.distill` train: the paper's students (the base-net) and the stage outputs."""
     from detectron2.config import LazyConfig, get_cfg, instantiate
     from detectron2.modeling import build_model
 
@@ -115,8 +115,8 @@ def test_python_defaults_are_the_config_defaults_for_resnet_and_vit(setup):
     lazy = LazyConfig.load(str(ROOT / "configs" / "lazy" / "common" / "adn.py")).adn.distill
     lazy.detector = detector
     assert python == _settings(instantiate(lazy))
-    assert python["features"] == STAGES and python["always_students"] == ["TTTT"]
-    assert len(python["subnets"]) == 14 and "TTTT" not in python["subnets"]
+    assert python["features"] == STAGES and python["always_students"] == []
+    assert python["subnets"] == ["TTTT"] and python["num_students"] == 1
 
     vit_cfg = set_cfg_keys(cfg.clone(), **TINY_VIT_ADN_KEYS, MODEL__FPN__OUT_CHANNELS=32)
     vit = SelfDistillationModel(build_model(vit_cfg))

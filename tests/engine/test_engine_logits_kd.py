@@ -171,8 +171,8 @@ def test_retinanet_distills_its_class_logits():
         MODEL__RETINANET__NUM_CLASSES=3,
     )
     cfg.MODEL.ADN.DISTILL.LOGITS_WEIGHT = 1.0
-    # The paper's one student, the base-net: it runs no skippable block (the default
-    # sandwich rule adds a drawn mixed setting, which does).
+    # The paper's one student, the base-net: it runs no skippable block (named here so
+    # that the test holds whatever the config's students are).
     cfg.MODEL.ADN.DISTILL.SUBNETS = ["TTTT"]
     cfg.MODEL.ADN.DISTILL.ALWAYS_STUDENTS = []
     detector = _build(cfg)

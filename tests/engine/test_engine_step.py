@@ -13,6 +13,7 @@ from detectron2.utils.events import EventStorage
 from adadet import add_adn_config, all_depths, get_depth
 from adadet.engine import ADNAMPTrainStep, ADNTrainer, ADNTrainStep, SelfDistillationModel
 from adadet.layers import SwitchableNormConv2d
+from adn_testing import ROOT
 from engine_tiny_data import tiny_cfg
 
 
@@ -271,13 +272,15 @@ def test_several_students_per_iteration_average_their_terms(bn_setup):
         SelfDistillationModel.from_config(bad, detector)
 
 
-def test_the_default_students_are_the_base_net_and_one_mixed_setting_the_sandwich_rule(bn_setup):
+def test_the_sandwich_recipe_trains_the_base_net_and_one_drawn_mixed_setting(bn_setup):
+    """configs/mask_rcnn_ada_r50_sandwich.yaml's students (adadet's recipe)."""
     cfg, detector, batch = bn_setup
     cfg = cfg.clone()
-    defaults = get_cfg()
-    add_adn_config(defaults)  # the tiny config names the paper's student; take the defaults
+    sandwich = get_cfg()
+    add_adn_config(sandwich)
+    sandwich.merge_from_file(str(ROOT / "configs" / "mask_rcnn_ada_r50_sandwich.yaml"))
     for key in ("SUBNETS", "NUM_STUDENTS", "ALWAYS_STUDENTS"):
-        cfg.MODEL.ADN.DISTILL[key] = copy.deepcopy(defaults.MODEL.ADN.DISTILL[key])
+        cfg.MODEL.ADN.DISTILL[key] = copy.deepcopy(sandwich.MODEL.ADN.DISTILL[key])
     mixed = [d for d in all_depths(4) if d not in ("FFFF", "TTTT")]
     wrapper = SelfDistillationModel.from_config(cfg, detector).train()
     draws = [wrapper.students_for_iteration(i) for i in range(40)]
@@ -303,8 +306,7 @@ def test_the_default_students_are_the_base_net_and_one_mixed_setting_the_sandwic
     bad.MODEL.ADN.DISTILL.SUBNETS = ["TTTT", "TFFF"]
     with pytest.raises(ValueError, match="ALWAYS_STUDENTS .*'TTTT'.* also in SUBNETS") as error:
         SelfDistillationModel.from_config(bad, detector)
-    # a config naming the paper's student under the new default is told how to keep it
-    assert "SUBNETS ['TTTT'] with ALWAYS_STUDENTS []" in str(error.value)
+    assert "SUBNETS ['TTTT'] with ALWAYS_STUDENTS []" in str(error.value)  # the fix
     drawn_only = cfg.clone()
     drawn_only.MODEL.ADN.DISTILL.ALWAYS_STUDENTS = ["TFFF"]
     drawn_only.MODEL.ADN.DISTILL.SUBNETS = ["TTFF", "FTTT"]

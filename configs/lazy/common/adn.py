@@ -7,19 +7,18 @@ instantiating it, as Detectron2's entry point does with ``optimizer.params.model
 """
 from detectron2.config import LazyCall as L
 
-from adadet.depth import mixed_depths
 from adadet.modeling.self_distillation import SelfDistillationModel
 
 adn = dict(
     # MODEL.ADN.DISTILL.*: each iteration the super-net learns the task and the students
     # learn from it (and from the labels, SUB_TASK_WEIGHT), one optimizer step. Students:
-    # the base-net and one mixed setting drawn (the sandwich rule; the paper: the base-net
-    # alone, subnets=["TTTT"] with always_students=[])
+    # the paper's, the base-net alone (adadet's sandwich recipe: subnets=mixed_depths(4)
+    # with always_students=["TTTT"], as configs/lazy/mask_rcnn_ada_r18_embedded_cpu.py)
     distill=L(SelfDistillationModel)(
         distill=True,
-        subnets=mixed_depths(4),
+        subnets=["TTTT"],
         num_students=1,
-        always_students=["TTTT"],
+        always_students=[],
         alpha=0.5,
         sub_task_weight=1.0,
         kd_weight=1.0,
