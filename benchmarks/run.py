@@ -503,7 +503,7 @@ def bench_training(args, device) -> Dict:
         "model": f"Mask R-CNN R{args.depth}-FPN, random init, train",
         "batch_images": args.train_batch,
         "input_size": list(args.size),
-        "student": list(distill.subnets),
+        "student": list(distill.options.subnets),
         "memory_measure": memory_kind,
         "target_time_ratio": TRAIN_TIME_TARGET,
     }

@@ -1,8 +1,10 @@
 """Data for adadet: the embedded data sets (``embedded.py``; importing this package
 registers them in Detectron2's catalogs), checked COCO loading and image reading
-(``validation.py``) and the exactly resumable training loader (``resumable_loader.py``).
+(``validation.py``), the check that a run's data sets exist (``availability.py``) and the
+exactly resumable training loader (``resumable_loader.py``).
 """
 
+from .availability import check_datasets_available
 from .embedded import (
     PHOTOS,
     POLYGONS,

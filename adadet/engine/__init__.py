@@ -2,8 +2,9 @@
 trainer."""
 from ..modeling.self_distillation import SelfDistillationModel, unwrap_detector
 from .optimizer import adn_optimizer_param_groups, build_adn_optimizer
-from .train_step import ADNAMPTrainStep, ADNTrainStep, write_loss_metrics
-from .trainer import ADNTrainer, check_datasets_available, ddp_kwargs
+from .train_step import ADNAMPTrainStep, ADNTrainStep, stop_if_not_finite
+from .ddp import ddp_kwargs
+from .trainer import ADNTrainer
 
 __all__ = [
     "ADNTrainer",
@@ -12,8 +13,7 @@ __all__ = [
     "SelfDistillationModel",
     "adn_optimizer_param_groups",
     "build_adn_optimizer",
-    "check_datasets_available",
     "ddp_kwargs",
     "unwrap_detector",
-    "write_loss_metrics",
+    "stop_if_not_finite",
 ]

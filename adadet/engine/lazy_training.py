@@ -12,19 +12,18 @@ A lazy config holds Detectron2's sections (``model``, ``dataloader``, ``optimize
 """
 import inspect
 import logging
-from collections import OrderedDict
 
 from detectron2.config import instantiate
 from detectron2.engine import create_ddp_model, hooks
 from detectron2.engine.defaults import default_writers
-from detectron2.evaluation import inference_on_dataset
 from detectron2.utils import comm
 from detectron2.utils.registry import locate
 from omegaconf import DictConfig, ListConfig
 
 from ..checkpoint import ADNCheckpointer
-from ..depth import adaptive_modules, expand_depth_list, using_depth
-from ..evaluation import device_name, evaluate_depths, report_depth_results
+from ..depth import adaptive_modules
+from ..evaluation import checked_test_depths, evaluate_depths
+from .ddp import ddp_kwargs
 from .train_step import ADNAMPTrainStep, ADNTrainStep
 
 __all__ = [
@@ -33,7 +32,6 @@ __all__ = [
     "lazy_checkpointer",
     "lazy_eval_only",
     "lazy_test",
-    "lazy_test_depths",
     "lazy_train",
 ]
 
@@ -69,51 +67,26 @@ def lazy_checkpointer(cfg, model, **checkpointables) -> ADNCheckpointer:
     return ADNCheckpointer(model, cfg.train.output_dir, **options, **checkpointables)
 
 
-def lazy_test_depths(cfg, model):
-    """The depth settings of ``cfg.adn.test_depths``, validated."""
-    num_stages = adaptive_modules(model)[0].num_adaptive_stages
-    depths = list(_section(cfg, "adn").test_depths)
-    try:
-        return expand_depth_list(depths, num_stages)
-    except ValueError as e:
-        raise ValueError(f"adn.test_depths {depths}: {e}") from None
-
-
 def lazy_test(cfg, model):
     """Evaluate ``model`` at every setting of ``cfg.adn.test_depths`` on
-    ``cfg.dataloader.test`` with ``cfg.dataloader.evaluator``; returns
-    ``{depth: {task: {metric: value}, "cost": {...}}}`` and, on the main process, logs the
-    table and writes ``depth_eval.{json,csv}`` and ``depth_eval_pareto.png`` into
-    ``cfg.train.output_dir``."""
+    ``cfg.dataloader.test`` with ``cfg.dataloader.evaluator`` (:func:`evaluate_depths`, as
+    the YACS path); returns ``{depth: {task: {metric: value}, "cost": {...}}}`` and, on the
+    main process, logs the table and writes ``depth_eval.{json,csv}`` and
+    ``depth_eval_pareto.png`` into ``cfg.train.output_dir``."""
     if "evaluator" not in cfg.dataloader:
         logger.info("cfg.dataloader has no evaluator: no evaluation.")
         return {}
-    depths = lazy_test_depths(cfg, model)
-    loader = instantiate(cfg.dataloader.test)
+    depths = _test_depths(cfg, model)
+    dataset = str(cfg.dataloader.test.dataset.get("names", "test"))
+    loaders = {dataset: instantiate(cfg.dataloader.test)}
     evaluator = instantiate(cfg.dataloader.evaluator)  # reset by each inference_on_dataset
-
-    def evaluate_at_depth(depth):
-        with using_depth(model, depth) as name:
-            logger.info("Evaluating at depth %s", name)
-            return inference_on_dataset(model, loader, evaluator)
-
-    results = evaluate_depths(model, depths, evaluate_at_depth, next(iter(loader)))
-    if comm.is_main_process():
-        dataset = str(cfg.dataloader.test.dataset.get("names", "test"))
-        device = device_name(next(model.parameters()).device)
-        report_depth_results(results, cfg.train.output_dir, device=device, dataset=dataset)
-    return OrderedDict(results)
-
-
-def _ddp_kwargs(cfg, training_model) -> dict:
-    kwargs = dict(cfg.train.get("ddp", {}))
-    if str(cfg.train.device).startswith("cpu"):
-        kwargs["device_ids"] = None  # DDP on CPU (gloo) takes no device ids
-    # a student that keeps some stage full leaves that stage's skip norms unused
-    kwargs["find_unused_parameters"] = (
-        kwargs.get("find_unused_parameters", False) or not training_model.uses_every_parameter
+    return evaluate_depths(
+        model, depths, loaders, lambda name, depth: evaluator, cfg.train.output_dir
     )
-    return kwargs
+
+
+def _test_depths(cfg, model):
+    return checked_test_depths(model, _section(cfg, "adn").test_depths, "adn.test_depths")
 
 
 def lazy_train(cfg, resume: bool = False):
@@ -124,14 +97,16 @@ def lazy_train(cfg, resume: bool = False):
     the end; returns the last evaluation's results."""
     model = build_lazy_model(cfg)
     logger.info("Model:\n%s", model)
-    lazy_test_depths(cfg, model)  # a bad list must not wait for the end of training
+    _test_depths(cfg, model)  # a bad list must not wait for the end of training
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
     train_loader = instantiate(cfg.dataloader.train)
 
     cfg.adn.distill.detector = model
     training_model = instantiate(cfg.adn.distill)
-    ddp_model = create_ddp_model(training_model, **_ddp_kwargs(cfg, training_model))
+    ddp_model = create_ddp_model(
+        training_model, **ddp_kwargs(training_model, cfg.train.device, cfg.train.get("ddp"))
+    )
     amp = cfg.train.get("amp", {}).get("enabled", False)
     trainer = (ADNAMPTrainStep if amp else ADNTrainStep)(ddp_model, train_loader, optimizer)
     checkpointer = lazy_checkpointer(cfg, model, trainer=trainer)

@@ -10,9 +10,10 @@ Differences from ``DefaultTrainer`` (everything else, hooks included, is inherit
   and scheduler state, so ``--resume`` restores all of them (also on detectron2 v0.6,
   whose DefaultTrainer does not save the optimizer);
 * evaluation covers every depth setting of ``TEST.ADN.DEPTHS`` (COCOEvaluator, with
-  pycocotools when detectron2 has no compiled ops), with cost and latency per setting;
+  pycocotools when detectron2 has no compiled ops), with cost and latency per setting
+  (:func:`adadet.evaluation.evaluate_depths`, which the lazy configs' loop runs too);
 * the datasets are checked before a loader is built, with a message naming where
-  Detectron2 looked for them, and an image that cannot be read is named with the fix
+  Detectron2 looked for them (:func:`adadet.data.check_datasets_available`), and an image that cannot be read is named with the fix
   (CheckedDatasetMapper);
 * with ``DATALOADER.EXACT_RESUME``, batch ``k`` and iteration ``k``'s randomness depend on
   (SEED, k) only, so ``--resume`` continues exactly (``adadet.data.resumable_loader``);
@@ -23,115 +24,33 @@ Differences from ``DefaultTrainer`` (everything else, hooks included, is inherit
 import logging
 import os
 import weakref
-from collections import OrderedDict
-from typing import Iterable
 
 from detectron2.data import (
-    DatasetCatalog,
-    MetadataCatalog,
     build_detection_test_loader,
     build_detection_train_loader,
     get_detection_dataset_dicts,
 )
 from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model, hooks
-from detectron2.evaluation import (
-    COCOEvaluator,
-    DatasetEvaluator,
-    inference_on_dataset,
-    print_csv_format,
-)
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import ADNCheckpointer
 from ..data import CheckedDatasetMapper
+from ..data.availability import check_datasets_available
 from ..data.resumable_loader import ResumableTrainLoader, seed_iteration
-from ..depth import adaptive_modules, expand_depth_list, set_depth, using_depth
+from ..depth import set_depth
 from ..env import has_compiled_ops
 from ..layers import calibrate_depth_bn_statistics
-from ..evaluation import (
-    device_name,
-    evaluate_depths,
-    report_depth_results,
-    verify_depth_results,
-)
+from ..evaluation import checked_test_depths, evaluate_depths, verify_depth_results
 from ..modeling.self_distillation import SelfDistillationModel, unwrap_detector
+from .ddp import ddp_kwargs
 from .train_step import ADNAMPTrainStep, ADNTrainStep
 from .optimizer import build_adn_optimizer
 
-__all__ = ["ADNTrainer", "check_datasets_available", "ddp_kwargs", "checked_test_depths"]
+__all__ = ["ADNTrainer"]
 
 logger = logging.getLogger(__name__)
-
-
-def _datasets_root() -> str:
-    # Where Detectron2's builtin datasets (coco_2017_train, ...) are registered.
-    return os.path.abspath(os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")))
-
-
-def _registered_from_files(name: str) -> bool:
-    """Whether Detectron2's own registration (register_coco_instances, the builtin COCO /
-    LVIS splits) loads this dataset: its files must then exist before training. Datasets
-    with their own loader (e.g. adadet's embedded ones, generated on first load) are not."""
-    loader = DatasetCatalog[name] if name in DatasetCatalog else None
-    return getattr(loader, "__module__", "").startswith("detectron2.")
-
-
-def check_datasets_available(names: Iterable[str]) -> None:
-    """Raise a clear error, before any loader is built, for a dataset that is not
-    registered or whose annotation file / image folder (``json_file`` / ``image_root`` of
-    a dataset that Detectron2 loads from files) does not exist."""
-    registered = set(DatasetCatalog.list())
-    for name in names:
-        if name not in registered:
-            raise KeyError(
-                f"Dataset '{name}' is not registered. Registered: {sorted(registered)}. "
-                "Detectron2 registers COCO/LVIS/... on `import detectron2.data`; the embedded "
-                "adadet_shapes_* datasets on `import adadet.data`."
-            )
-        meta = MetadataCatalog.get(name)
-        json_file, image_root = meta.get("json_file"), meta.get("image_root")
-        if json_file is None or not _registered_from_files(name):
-            continue
-        json_ok = os.path.isfile(json_file)
-        images_ok = image_root is None or os.path.isdir(image_root)
-        if json_ok and images_ok:
-            continue
-        root, env = _datasets_root(), os.getenv("DETECTRON2_DATASETS")
-        builtin = os.path.abspath(json_file).startswith(root + os.sep)
-        where = "Check the paths the dataset was registered with." if not builtin else (
-            f"Detectron2 looks for its builtin datasets under {root} (DETECTRON2_DATASETS="
-            f"{env if env else 'unset, so ./datasets of the working directory'}). "
-            "For COCO 2017 put coco/annotations/instances_{train,val}2017.json and "
-            "coco/{train,val}2017/ there, or set DETECTRON2_DATASETS to the folder that "
-            "holds coco/. To try adadet without COCO: "
-            "configs/mask_rcnn_ada_r50_embedded_cpu.yaml."
-        )
-        raise FileNotFoundError(
-            f"Dataset '{name}' is missing: annotations {os.path.abspath(json_file)} "
-            f"({'found' if json_ok else 'NOT FOUND'}), images "
-            f"{os.path.abspath(image_root) if image_root else None} "
-            f"({'found' if images_ok else 'NOT FOUND'}). {where}"
-        )
-
-
-def checked_test_depths(cfg, num_stages: int):
-    """The depth settings of ``TEST.ADN.DEPTHS``, validated (ValueError naming the key)."""
-    try:
-        return expand_depth_list(list(cfg.TEST.ADN.DEPTHS), num_stages)
-    except ValueError as e:
-        raise ValueError(f"TEST.ADN.DEPTHS {list(cfg.TEST.ADN.DEPTHS)}: {e}") from None
-
-
-def ddp_kwargs(cfg, training_model: SelfDistillationModel) -> dict:
-    """Arguments of ``create_ddp_model`` for the ADN training module."""
-    kwargs = {"broadcast_buffers": False}
-    if str(cfg.MODEL.DEVICE).startswith("cpu"):
-        kwargs["device_ids"] = None  # DDP on CPU (gloo) takes no device ids
-    # Plain super-net training never uses the skip norms, and a student that keeps some
-    # stage full leaves that stage's skip norms unused: DDP must then look for them.
-    kwargs["find_unused_parameters"] = not training_model.uses_every_parameter
-    return kwargs
 
 
 class ADNTrainer(DefaultTrainer):
@@ -152,12 +71,12 @@ class ADNTrainer(DefaultTrainer):
 
         detector = self.build_model(cfg)
         # evaluated during and after training: a bad list must not wait for the end
-        checked_test_depths(cfg, adaptive_modules(detector)[0].num_adaptive_stages)
+        checked_test_depths(detector, cfg.TEST.ADN.DEPTHS, "TEST.ADN.DEPTHS")
         optimizer = self.build_optimizer(cfg, detector)
         data_loader = self.build_train_loader(cfg)
 
         training_model = self.build_training_model(cfg, detector)
-        model = create_ddp_model(training_model, **ddp_kwargs(cfg, training_model))
+        model = create_ddp_model(training_model, **ddp_kwargs(training_model, cfg.MODEL.DEVICE))
         step_cls = ADNAMPTrainStep if cfg.SOLVER.AMP.ENABLED else ADNTrainStep
         self._trainer = step_cls(model, data_loader, optimizer)
 
@@ -311,13 +230,11 @@ class ADNTrainer(DefaultTrainer):
         the plot describe the first test dataset.
         """
         detector = unwrap_detector(model)
-        num_stages = adaptive_modules(detector)[0].num_adaptive_stages
-        depths = checked_test_depths(cfg, num_stages)
+        depths = checked_test_depths(detector, cfg.TEST.ADN.DEPTHS, "TEST.ADN.DEPTHS")
         if not cfg.DATASETS.TEST:  # Detectron2 evaluates after the last iteration anyway
             logger.info("DATASETS.TEST is empty: no evaluation.")
             return {}
         check_datasets_available(cfg.DATASETS.TEST)
-        dataset = cfg.DATASETS.TEST[0]
         if cfg.TEST.ADN.PRECISE_BN.ENABLED:
             check_datasets_available(cfg.DATASETS.TRAIN)
             num_iter = cfg.TEST.ADN.PRECISE_BN.NUM_ITER
@@ -333,10 +250,21 @@ class ADNTrainer(DefaultTrainer):
         # its ground truth (COCOEvaluator). inference_on_dataset resets an evaluator before
         # use; one that keeps its folder in _output_dir (Detectron2's, v0.6 and main) is
         # pointed to the depth's folder, any other is built again for each depth.
-        loaders = [cls.build_test_loader(cfg, name) for name in cfg.DATASETS.TEST]
+        loaders = {name: cls.build_test_loader(cfg, name) for name in cfg.DATASETS.TEST}
+        if isinstance(evaluators, DatasetEvaluator):
+            evaluators = [evaluators]
+        if evaluators is not None and len(evaluators) != len(loaders):
+            raise ValueError(
+                f"{len(evaluators)} evaluators for {len(loaders)} datasets of DATASETS.TEST "
+                f"{list(cfg.DATASETS.TEST)}: give one per dataset, in the same order."
+            )
+        given = dict(zip(cfg.DATASETS.TEST, evaluators or ()))
         reusable = {}
 
-        def depth_evaluator(name, folder):
+        def evaluator_for(name, depth):
+            if name in given:
+                return given[name]
+            folder = os.path.join(cfg.OUTPUT_DIR, "inference", depth)
             if name in reusable:
                 reusable[name]._output_dir = folder
                 return reusable[name]
@@ -345,48 +273,4 @@ class ADNTrainer(DefaultTrainer):
                 reusable[name] = evaluator
             return evaluator
 
-        def evaluate_at_depth(depth):
-            folder = os.path.join(cfg.OUTPUT_DIR, "inference", depth)
-            depth_evaluators = evaluators or [depth_evaluator(n, folder) for n in cfg.DATASETS.TEST]
-            return cls.test_at_depth(cfg, detector, depth, depth_evaluators, loaders)
-
-        cost_inputs = next(iter(loaders[0]))
-        results = evaluate_depths(detector, depths, evaluate_at_depth, cost_inputs)
-        if comm.is_main_process():
-            first_dataset = OrderedDict(
-                (depth, per_depth if len(cfg.DATASETS.TEST) == 1 else
-                 {**per_depth[dataset], "cost": per_depth["cost"]})
-                for depth, per_depth in results.items()
-            )
-            device = device_name(next(detector.parameters()).device)
-            report_depth_results(first_dataset, cfg.OUTPUT_DIR, device=device, dataset=dataset)
-        return results
-
-    @classmethod
-    def test_at_depth(cls, cfg, model, depth, evaluators=None, loaders=None):
-        """DefaultTrainer.test on the bare detector switched to ``depth`` (restored after);
-        ``loaders``: test loaders of ``cfg.DATASETS.TEST`` already built (with
-        ``evaluators``), to reuse them across depths."""
-        check_datasets_available(cfg.DATASETS.TEST)
-        detector = unwrap_detector(model)
-        with using_depth(detector, depth) as name:
-            logger.info("Evaluating at depth %s", name)
-            if loaders is None:
-                return super().test(cfg, detector, evaluators)
-            return _test_on_loaders(cfg, detector, evaluators, loaders)
-
-
-def _test_on_loaders(cfg, model, evaluators, loaders):
-    """DefaultTrainer.test's loop (its results and log lines) on loaders built beforehand."""
-    if isinstance(evaluators, DatasetEvaluator):
-        evaluators = [evaluators]
-    assert len(evaluators) == len(loaders) == len(cfg.DATASETS.TEST)
-    # the logger DefaultTrainer.test logs with, so that the log reads as before
-    d2_logger = logging.getLogger("detectron2.engine.defaults")
-    results = OrderedDict()
-    for name, loader, evaluator in zip(cfg.DATASETS.TEST, loaders, evaluators):
-        results[name] = inference_on_dataset(model, loader, evaluator)
-        if comm.is_main_process():
-            d2_logger.info("Evaluation results for {} in csv format:".format(name))
-            print_csv_format(results[name])
-    return list(results.values())[0] if len(results) == 1 else results
+        return evaluate_depths(detector, depths, loaders, evaluator_for, cfg.OUTPUT_DIR)

@@ -1,5 +1,5 @@
 from .cost import backbone_cost, backbone_flops, model_cost, model_flops, used_parameter_count
-from .depth_evaluation import device_name, evaluate_depths
+from .depth_evaluation import checked_test_depths, device_name, evaluate_depths
 from .depth_report import (
     format_table,
     pareto_front,

@@ -16,6 +16,7 @@ __all__ = [
     "POOLINGS",
     "REDUCTIONS",
     "channel_kl_divergence",
+    "check_kd_options",
     "dense_logits_kd_loss",
     "feature_kd_loss",
     "logits_kd_loss",
@@ -24,6 +25,28 @@ __all__ = [
 
 POOLINGS = ("none", "global")
 REDUCTIONS = ("mean", "batchmean")
+
+
+def check_kd_options(
+    *, temperature: Optional[float] = None, pooling: Optional[str] = None,
+    reduction: Optional[str] = None,
+) -> None:
+    """Refuse a value these losses cannot use (those given), naming its config key."""
+    if temperature is not None and not temperature > 0:  # also refuses NaN
+        raise ValueError(
+            f"MODEL.ADN.DISTILL.TEMPERATURE must be a float > 0 (temperature: that of the "
+            f"distillation softmaxes), got {temperature}. Fix: e.g. "
+            "MODEL.ADN.DISTILL.TEMPERATURE 1.0 (the authors' value)."
+        )
+    if pooling is not None and pooling not in POOLINGS:
+        raise ValueError(
+            f"MODEL.ADN.DISTILL.POOLING (pooling) must be one of {POOLINGS}, got {pooling!r}."
+        )
+    if reduction is not None and reduction not in REDUCTIONS:
+        raise ValueError(
+            f"MODEL.ADN.DISTILL.REDUCTION (reduction) must be one of {REDUCTIONS}, got "
+            f"{reduction!r}."
+        )
 
 
 def channel_kl_divergence(
@@ -50,10 +73,7 @@ def channel_kl_divergence(
         that KL divergence times T^2 (so the gradient magnitude does not shrink as T
         grows, as in Hinton et al.'s distillation). The teacher is detached.
     """
-    if pooling not in POOLINGS:
-        raise ValueError(f"Unknown feature pooling {pooling!r}: use one of {POOLINGS}.")
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"Unknown KL reduction {reduction!r}: use one of {REDUCTIONS}.")
+    check_kd_options(pooling=pooling, reduction=reduction)
     if student.dim() != 4 or student.shape != teacher.shape:
         raise ValueError(
             f"Student and teacher features must be (N, C, H, W) maps of the same shape; got "
@@ -83,8 +103,7 @@ def _softmax_kl(
             f"Student and teacher {what} differ in shape: {tuple(student.shape)} vs "
             f"{tuple(teacher.shape)}; distill {what} of the same outputs."
         )
-    if temperature <= 0:
-        raise ValueError(f"The distillation temperature must be > 0, got {temperature}.")
+    check_kd_options(temperature=temperature)
     log_p_student = F.log_softmax(student.float() / temperature, dim=dim)
     log_p_teacher = F.log_softmax(teacher.detach().float() / temperature, dim=dim)
     kl_per_position = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=dim)

@@ -20,8 +20,11 @@
      on the boxes the super-net's ``box_pooler`` received and the student's features,
      and its class scores are compared with the super-net's (softmax over K+1 classes);
 
-and returns every term plus ``total_loss = ALPHA * L_super + (1 - ALPHA) *
-(SUB_TASK_WEIGHT * L_sub_task + KD_WEIGHT * L_kd + LOGITS_WEIGHT * L_kd_logits)``.
+and returns every term weighted, so that their plain sum is the loss (as every
+Detectron2 model's terms are): ``ALPHA * L_super + (1 - ALPHA) * (SUB_TASK_WEIGHT *
+L_sub_task + KD_WEIGHT * L_kd + LOGITS_WEIGHT * L_kd_logits)``. Detectron2's step
+back-propagates and logs them; the unweighted task-loss sum of each pass goes to the
+EventStorage as ``super/total_loss`` and ``sub/total_loss``.
 
 The passes share what does not depend on the depth (:mod:`.shared_work`): the image
 preprocessing and the backbone's stem run once per call.
@@ -36,7 +39,7 @@ discards them first: they describe the weights before this step.
 """
 import contextlib
 import logging
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -44,21 +47,11 @@ import torch.nn as nn
 from detectron2.utils.events import get_event_storage
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-from ..depth import (
-    adaptive_modules,
-    expand_depth_list,
-    normalize_depth,
-    parse_depth,
-    using_depth,
-)
+from ..depth import adaptive_modules, normalize_depth, parse_depth, using_depth
 from ..layers.depth_bn_statistics import discard_depth_bn_statistics
-from .distill import POOLINGS, REDUCTIONS, dense_logits_kd_loss, feature_kd_loss, logits_kd_loss
-from .distill_features import (
-    capture_backbone_features,
-    capture_features,
-    distillable_features,
-    stage_output_names,
-)
+from .distill import dense_logits_kd_loss, feature_kd_loss, logits_kd_loss
+from .distill_options import DistillOptions
+from .distill_features import capture_backbone_features, capture_features
 from .logits_distill import (
     capture_dense_logits,
     capture_roi_teacher,
@@ -123,108 +116,40 @@ class SelfDistillationModel(nn.Module):
     ``distill=False`` it trains the super-net alone and returns the detector's own losses.
     The wrapper adds no parameters or buffers: checkpoints are the detector's.
 
-    Every argument is the ``MODEL.ADN.DISTILL`` key of the same name (``distill``:
-    ``ENABLED``), and the defaults are ``add_adn_config``'s, so that Python code and
-    configs train the same thing: the paper's students, the base-net alone. ``None``
-    stands for the defaults that depend on the detector: ``subnets`` its base-net,
-    ``features`` its adaptive stages' outputs (ResNet-ADN ``res2``..``res5``, ViT-ADN
-    ``group1``..``group4``).
+    What it trains is a :class:`DistillOptions` (each field the ``MODEL.ADN.DISTILL`` key
+    of the same name; the defaults ``add_adn_config``'s, so that Python code and configs
+    train the same thing: the paper's students, the base-net alone), given as such or as
+    its fields' keywords; ``options`` holds them resolved for the detector.
     """
 
-    def __init__(
-        self,
-        detector: nn.Module,
-        *,
-        distill: bool = True,
-        subnets: Optional[Sequence[str]] = None,
-        num_students: int = 1,
-        always_students: Sequence[str] = (),
-        alpha: float = 0.5,
-        sub_task_weight: float = 1.0,
-        kd_weight: float = 1.0,
-        temperature: float = 1.0,
-        features: Optional[Sequence[str]] = None,
-        pooling: str = "none",
-        reduction: str = "mean",
-        logits_weight: float = 0.0,
-        seed: int = 0,
-    ):
+    def __init__(self, detector: nn.Module, options: Optional[DistillOptions] = None, **settings):
+        """``options``, or their fields as keywords (as the lazy configs' ``adn.distill``
+        gives them)."""
         super().__init__()
+        if options is not None and settings:
+            raise TypeError(
+                f"SelfDistillationModel takes DistillOptions or their fields as keywords, not "
+                f"both (got options and {sorted(settings)})."
+            )
         self.detector = detector
+        self.options = (options or DistillOptions(**settings)).for_detector(detector)
         num_stages = adaptive_modules(detector)[0].num_adaptive_stages
         self.super_depth = normalize_depth("super", num_stages)
-        self.distill = bool(distill)
-        if subnets is None:
-            subnets = [normalize_depth("base", num_stages)]
-        if features is None:
-            features = stage_output_names(detector)
-        self.subnets = expand_depth_list(list(subnets), num_stages)
-        if isinstance(num_students, bool) or not isinstance(num_students, int) or num_students < 1:
-            raise ValueError(
-                f"MODEL.ADN.DISTILL.NUM_STUDENTS must be an integer >= 1, got {num_students!r}."
-            )
-        self.num_students = num_students
-        self.always_students = (
-            expand_depth_list(list(always_students), num_stages) if always_students else []
-        )
-        twice = [s for s in self.always_students if s in self.subnets]
-        if twice:
-            raise ValueError(
-                f"MODEL.ADN.DISTILL.ALWAYS_STUDENTS {twice} are also in SUBNETS, which are "
-                "drawn from: a student is either drawn or always there. Fix: remove them from "
-                "SUBNETS (the sandwich recipe: ALWAYS_STUDENTS ['TTTT'] with SUBNETS the 14 "
-                "mixed settings), or, for the paper's base-net alone (the default), SUBNETS "
-                "['TTTT'] with ALWAYS_STUDENTS []."
-            )
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"MODEL.ADN.DISTILL.ALPHA must be in [0, 1], got {alpha}.")
-        if temperature <= 0:
-            raise ValueError(
-                f"MODEL.ADN.DISTILL.TEMPERATURE must be a float > 0 (the temperature of the "
-                f"distillation softmaxes), got {temperature}. Fix: e.g. "
-                "MODEL.ADN.DISTILL.TEMPERATURE 1.0 (the authors' value)."
-            )
-        for key, value in (("SUB_TASK_WEIGHT", sub_task_weight), ("KD_WEIGHT", kd_weight)):
-            if not value >= 0:  # also refuses NaN
-                raise ValueError(
-                    f"MODEL.ADN.DISTILL.{key} must be >= 0 (a weight of a loss term), got "
-                    f"{value}; 0 turns the term off."
-                )
-        if pooling not in POOLINGS:
-            raise ValueError(f"MODEL.ADN.DISTILL.POOLING must be one of {POOLINGS}, got {pooling!r}.")
-        if reduction not in REDUCTIONS:
-            raise ValueError(
-                f"MODEL.ADN.DISTILL.REDUCTION must be one of {REDUCTIONS}, got {reduction!r}."
-            )
-        self.pooling = pooling
-        self.reduction = reduction
-        self.alpha = float(alpha)
-        self.sub_task_weight = float(sub_task_weight)
-        self.kd_weight = float(kd_weight)
-        self.temperature = float(temperature)
-        self.features = list(features)
-        if logits_weight < 0:
-            raise ValueError(f"MODEL.ADN.DISTILL.LOGITS_WEIGHT must be >= 0, got {logits_weight}.")
-        self.logits_weight = float(logits_weight)
-        self.seed = int(seed)
         # Preprocessing and the backbone's stem run once per iteration for all passes
-        # (.shared_work). False runs every pass from the raw batch, as before: the
-        # reference the tests compare with. Besides time and memory, sharing changes one
-        # thing: a BatchNorm in the stem (train mode) updates its running statistics once
-        # per iteration, not twice with the same batch statistics. Once is what a stock
-        # Detectron2 iteration does, and what every other norm of the bottom-up does here
-        # (main norms run in the super-net, skip norms in the student only); twice made
-        # the stem's effective momentum 2m - m^2 instead of MOMENTUM m and counted each
-        # batch twice in num_batches_tracked.
+        # (.shared_work). False runs every pass from the raw batch: the reference the
+        # tests compare with. Besides time and memory, sharing changes one thing: a
+        # BatchNorm in the stem (train mode) updates its running statistics once per
+        # iteration, as in a stock Detectron2 iteration and as every other norm of the
+        # bottom-up does here (main norms run in the super-net, skip norms in the student
+        # only); once per pass would make the stem's effective momentum 2m - m^2 instead
+        # of MOMENTUM m and count each batch twice in num_batches_tracked.
         self.share_work = True
-        self._calls = 0
-        if self.distill:
-            self._check_features()
-            if self.logits_weight > 0:
+        if self.options.distill:
+            if self.options.logits_weight > 0:
                 # found once (raises for what cannot be distilled); a tuple, so that
                 # nn.Module does not register the heads a second time
                 self._logits_heads = logits_distill_heads(detector)
-            if self.super_depth in self.subnets + self.always_students:
+            if self.super_depth in self.options.subnets + self.options.always_students:
                 logger.warning(
                     "MODEL.ADN.DISTILL.SUBNETS or ALWAYS_STUDENTS contains the super-net %s: "
                     "as a student it equals its teacher (zero KD loss, a second super-net task loss).",
@@ -233,42 +158,7 @@ class SelfDistillationModel(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, detector: nn.Module) -> "SelfDistillationModel":
-        d = cfg.MODEL.ADN.DISTILL
-        return cls(
-            detector,
-            distill=d.ENABLED,
-            subnets=list(d.SUBNETS),
-            num_students=d.NUM_STUDENTS,
-            always_students=list(d.ALWAYS_STUDENTS),
-            alpha=d.ALPHA,
-            sub_task_weight=d.SUB_TASK_WEIGHT,
-            kd_weight=d.KD_WEIGHT,
-            temperature=d.TEMPERATURE,
-            features=list(d.FEATURES),
-            pooling=d.POOLING,
-            reduction=d.REDUCTION,
-            logits_weight=d.LOGITS_WEIGHT,
-            # The same on every rank (SEED < 0 means "random" in Detectron2, which would
-            # let the ranks of a DDP run pick different sub-nets).
-            seed=cfg.SEED if cfg.SEED >= 0 else 0,
-        )
-
-    def _check_features(self) -> None:
-        if not self.features:
-            raise ValueError(
-                "MODEL.ADN.DISTILL.FEATURES is empty: name the maps to distill, e.g. "
-                "['res2', 'res3', 'res4', 'res5'] or ['p2', 'p3', 'p4', 'p5', 'p6']."
-            )
-        available = distillable_features(self.detector)
-        unknown = [f for f in self.features if f not in available]
-        if unknown:
-            raise ValueError(
-                f"MODEL.ADN.DISTILL.FEATURES names {unknown}, which this model does not "
-                f"compute; it has {available} (backbone outputs, then stage outputs)."
-            )
-        duplicates = sorted({f for f in self.features if self.features.count(f) > 1})
-        if duplicates:
-            raise ValueError(f"MODEL.ADN.DISTILL.FEATURES names {duplicates} more than once.")
+        return cls(detector, DistillOptions.from_config(cfg))
 
     @property
     def uses_every_parameter(self) -> bool:
@@ -276,38 +166,39 @@ class SelfDistillationModel(nn.Module):
         without ``find_unused_parameters``: only when every student skips in every stage
         (the skip norms of a stage run only while it skips): every drawn student, or one
         that is always there, is the base-net."""
-        if not self.distill:
+        if not self.options.distill:
             return False
         num_stages = len(parse_depth(self.super_depth))
-        skips_all = [all(parse_depth(s, num_stages)) for s in self.always_students]
-        return any(skips_all) or all(all(parse_depth(s, num_stages)) for s in self.subnets)
+        skips_all = [all(parse_depth(s, num_stages)) for s in self.options.always_students]
+        return any(skips_all) or all(all(parse_depth(s, num_stages)) for s in self.options.subnets)
 
     def students_for_iteration(self, iteration: int) -> List[str]:
         """The students of an iteration: ``always_students``, then ``num_students`` of
         ``subnets``, drawn without replacement, seeded by (seed, iteration), so all DDP
         ranks pick the same ones and a resumed run continues the same sequence. All of them
         when there are no more."""
-        return self.always_students + self._drawn_students(iteration)
+        return list(self.options.always_students) + self._drawn_students(iteration)
 
     def _drawn_students(self, iteration: int) -> List[str]:
-        if self.num_students >= len(self.subnets):
-            return list(self.subnets)
-        rng = np.random.default_rng([self.seed, int(iteration)])
-        if self.num_students == 1:
-            return [self.subnets[int(rng.integers(len(self.subnets)))]]
-        picks = rng.choice(len(self.subnets), size=self.num_students, replace=False)
-        return [self.subnets[int(i)] for i in sorted(picks)]
+        if self.options.num_students >= len(self.options.subnets):
+            return list(self.options.subnets)
+        rng = np.random.default_rng([self.options.seed, int(iteration)])
+        if self.options.num_students == 1:
+            return [self.options.subnets[int(rng.integers(len(self.options.subnets)))]]
+        subnets = self.options.subnets
+        picks = rng.choice(len(subnets), size=self.options.num_students, replace=False)
+        return [subnets[int(i)] for i in sorted(picks)]
 
     def forward(self, batched_inputs, iteration: Optional[int] = None):
         if not self.training:
             return self.detector(batched_inputs)
-        if iteration is None:  # called outside the trainer (e.g. PreciseBN)
-            iteration = self._calls
-        self._calls += 1
+        storage = get_event_storage()
+        if iteration is None:  # the trainer's: the step sets storage.iter before each call
+            iteration = storage.iter
         # statistics re-estimated per depth describe the weights before this step
         discard_depth_bn_statistics(self.detector)
 
-        if not self.distill:
+        if not self.options.distill:
             with using_depth(self.detector, self.super_depth):
                 return self.detector(batched_inputs)
 
@@ -321,33 +212,39 @@ class SelfDistillationModel(nn.Module):
             ]
         # several students: each term is their mean, so the weights keep their meaning
         student_terms = {k: torch.stack([s[k] for s in students]).mean() for k in students[0]}
-        student_total = student_terms.pop(TOTAL_KEY)
-        total = self.alpha * sum(teacher.losses.values()) + (1.0 - self.alpha) * student_total
-        terms = {SUPER_PREFIX + k: v for k, v in teacher.losses.items()}
-        terms.update(student_terms)
-        terms[TOTAL_KEY] = total
+        storage.put_scalar(SUPER_PREFIX + TOTAL_KEY, float(sum(teacher.losses.values()).detach()))
+        sub_task = sum(v for k, v in student_terms.items() if k.startswith(SUB_PREFIX))
+        storage.put_scalar(SUB_PREFIX + TOTAL_KEY, float(sub_task.detach()))
+        terms = {SUPER_PREFIX + k: self.options.alpha * v for k, v in teacher.losses.items()}
+        terms.update((k, self._student_weight(k) * v) for k, v in student_terms.items())
         return terms
 
+    def _student_weight(self, key: str) -> float:
+        """The factor of a student term in the loss."""
+        if key.startswith(SUB_PREFIX):
+            weight = self.options.sub_task_weight
+        else:
+            weight = {
+                KD_KEY: self.options.kd_weight, KD_LOGITS_KEY: self.options.logits_weight
+            }[key]
+        return (1.0 - self.options.alpha) * weight
+
     def _student_terms(self, batched_inputs, teacher: "_Pass", subnet: str) -> Dict[str, torch.Tensor]:
-        """One student's pass: its task losses (``sub/...``), ``loss_kd`` (and
-        ``loss_kd_logits``) and, as ``total_loss``, their weighted sum
-        ``SUB_TASK_WEIGHT * L_sub + KD_WEIGHT * L_kd (+ LOGITS_WEIGHT * L_kd_logits)``."""
+        """One student's pass, unweighted: its task losses (``sub/...``), ``loss_kd`` and,
+        with ``LOGITS_WEIGHT > 0``, ``loss_kd_logits``."""
         student = self._run_pass(batched_inputs, subnet, "sub")
         loss_kd = feature_kd_loss(
             student.distilled,
             teacher.distilled,
-            self.temperature,
-            self.features,
-            pooling=self.pooling,
-            reduction=self.reduction,
+            self.options.temperature,
+            self.options.features,
+            pooling=self.options.pooling,
+            reduction=self.options.reduction,
         )
-        total = self.sub_task_weight * sum(student.losses.values()) + self.kd_weight * loss_kd
         terms = {SUB_PREFIX + k: v for k, v in student.losses.items()}
         terms[KD_KEY] = loss_kd
-        if self.logits_weight > 0:
+        if self.options.logits_weight > 0:
             terms[KD_LOGITS_KEY] = self._logits_kd_loss(teacher, student)
-            total = total + self.logits_weight * terms[KD_LOGITS_KEY]
-        terms[TOTAL_KEY] = total
         return terms
 
     def _run_pass(self, batched_inputs, depth: str, scope: str, teacher: bool = False) -> _Pass:
@@ -358,12 +255,12 @@ class SelfDistillationModel(nn.Module):
         each other."""
         storage = get_event_storage()
         dense_head = roi_heads = None
-        if self.logits_weight > 0:
+        if self.options.logits_weight > 0:
             dense_head, roi_heads = self._logits_heads
         with contextlib.ExitStack() as stack:
             stack.enter_context(using_depth(self.detector, depth))
             calls = stack.enter_context(capture_backbone_features(self.detector))
-            distilled = stack.enter_context(capture_features(self.detector, self.features))
+            distilled = stack.enter_context(capture_features(self.detector, self.options.features))
             dense_calls = roi_record = None
             if dense_head is not None:
                 dense_calls = stack.enter_context(capture_dense_logits(dense_head))
@@ -388,7 +285,9 @@ class SelfDistillationModel(nn.Module):
         terms = []
         if teacher.dense_logits is not None:
             terms.append(
-                dense_logits_kd_loss(student.dense_logits, teacher.dense_logits, self.temperature)
+                dense_logits_kd_loss(
+                    student.dense_logits, teacher.dense_logits, self.options.temperature
+                )
             )
         if teacher.roi is not None:
             boxes, teacher_scores = teacher.roi
@@ -397,5 +296,7 @@ class SelfDistillationModel(nn.Module):
             if teacher_scores.shape[0] == 0:  # no box at all: nothing to compare
                 terms.append(student_scores.float().sum() * 0.0)
             else:
-                terms.append(logits_kd_loss(student_scores, teacher_scores, self.temperature))
+                terms.append(
+                    logits_kd_loss(student_scores, teacher_scores, self.options.temperature)
+                )
         return torch.stack(terms).mean()

@@ -58,7 +58,7 @@ def train(cfg, data, ddp: bool):
     torch.manual_seed(0)
     detector = build_model(cfg)
     wrapper = SelfDistillationModel.from_config(cfg, detector)
-    model = create_ddp_model(wrapper, **ddp_kwargs(cfg, wrapper)) if ddp else wrapper
+    model = create_ddp_model(wrapper, **ddp_kwargs(wrapper, cfg.MODEL.DEVICE)) if ddp else wrapper
     step = ADNTrainStep(model, [data] * NUM_STEPS, build_optimizer(cfg, detector))
     with EventStorage(0) as storage:
         for i in range(NUM_STEPS):
@@ -102,7 +102,7 @@ def non_finite_worker(rank, world_size, init_file, tiny_root, out_dir):
         cfg = exact_split_cfg()
         detector = build_model(cfg)
         wrapper = SelfDistillationModel.from_config(cfg, detector)
-        model = create_ddp_model(wrapper, **ddp_kwargs(cfg, wrapper))
+        model = create_ddp_model(wrapper, **ddp_kwargs(wrapper, cfg.MODEL.DEVICE))
         step = ADNTrainStep(model, [batch(cfg, [rank])] * 2, build_optimizer(cfg, detector))
 
         def poison(module, inputs, output):

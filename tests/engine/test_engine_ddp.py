@@ -33,7 +33,7 @@ def test_two_processes_equal_one_process_on_the_combined_batch(
     initial = build_model(cfg)
     wrapper = SelfDistillationModel.from_config(cfg, initial)
     # what ADNTrainer passes to create_ddp_model
-    assert ddp_kwargs(cfg, wrapper) == {
+    assert ddp_kwargs(wrapper, cfg.MODEL.DEVICE) == {
         "broadcast_buffers": False,
         "device_ids": None,
         "find_unused_parameters": subnets != ["TTTT"],

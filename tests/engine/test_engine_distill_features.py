@@ -1,5 +1,6 @@
 """Distilling stage outputs: captured from the right modules, gradients where they belong."""
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -90,12 +91,37 @@ def test_stage_and_fpn_features_together_and_config_errors(setup):
             SelfDistillationModel.from_config(bad, detector)
 
 
-_SETTINGS = ("distill", "subnets", "num_students", "always_students", "alpha", "sub_task_weight",
-             "kd_weight", "temperature", "features", "pooling", "reduction", "logits_weight")
+def test_distill_options_are_checked_when_built_and_frozen(setup):
+    """The options refuse a bad value without a detector (a lazy config's keywords, Python
+    code), name the key, and cannot change afterwards."""
+    from adadet.modeling import DistillOptions
+
+    for keywords, message in [
+        (dict(alpha="0.5"), r"ALPHA must be a number, got '0.5' \(str\)"),
+        (dict(alpha=True), "ALPHA must be a number"),
+        (dict(temperature=0.0), "TEMPERATURE must be a float > 0"),
+        (dict(temperature=float("nan")), "TEMPERATURE must be a float > 0"),
+        (dict(pooling="max"), r"POOLING \(pooling\) must be one of"),
+        (dict(num_students=1.0), "NUM_STUDENTS must be an integer >= 1"),
+        (dict(logits_weight=-1), "LOGITS_WEIGHT must be >= 0"),
+    ]:
+        with pytest.raises(ValueError, match="MODEL.ADN.DISTILL." + message):
+            DistillOptions(**keywords)
+    options = DistillOptions(subnets=["base"], features=["res4"], alpha=1)
+    assert options.subnets == ("base",) and options.alpha == 1.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.alpha = 0.3
+    cfg, detector, _ = setup
+    resolved = SelfDistillationModel(detector, options).options
+    assert resolved.subnets == ("TTTT",) and resolved.features == ("res4",)
+    with pytest.raises(TypeError, match="alhpa"):
+        SelfDistillationModel(detector, alhpa=0.3)
+    with pytest.raises(TypeError, match="not both"):
+        SelfDistillationModel(detector, options, alpha=0.3)
 
 
 def _settings(model):
-    return {name: getattr(model, name) for name in _SETTINGS}
+    return dataclasses.asdict(model.options)
 
 
 def test_python_defaults_are_the_config_defaults_for_resnet_and_vit(setup):
@@ -115,9 +141,9 @@ def test_python_defaults_are_the_config_defaults_for_resnet_and_vit(setup):
     lazy = LazyConfig.load(str(ROOT / "configs" / "lazy" / "common" / "adn.py")).adn.distill
     lazy.detector = detector
     assert python == _settings(instantiate(lazy))
-    assert python["features"] == STAGES and python["always_students"] == []
-    assert python["subnets"] == ["TTTT"] and python["num_students"] == 1
+    assert python["features"] == tuple(STAGES) and python["always_students"] == ()
+    assert python["subnets"] == ("TTTT",) and python["num_students"] == 1
 
     vit_cfg = set_cfg_keys(cfg.clone(), **TINY_VIT_ADN_KEYS, MODEL__FPN__OUT_CHANNELS=32)
     vit = SelfDistillationModel(build_model(vit_cfg))
-    assert vit.features == ["group1", "group2", "group3", "group4"]  # the groups' outputs
+    assert vit.options.features == ("group1", "group2", "group3", "group4")  # the groups' outputs

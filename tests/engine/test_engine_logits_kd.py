@@ -1,6 +1,7 @@
 """Distillation of classification logits (MODEL.ADN.DISTILL.LOGITS_WEIGHT): the dense-head
 (RPN / RetinaNet) and ROI terms, where their gradients go, and the hooks that capture them."""
 import copy
+import dataclasses
 import math
 
 import pytest
@@ -9,6 +10,7 @@ from detectron2.solver import build_optimizer
 from detectron2.utils.events import EventStorage
 
 from adadet.engine import ADNTrainStep, SelfDistillationModel
+from adadet.modeling import DistillOptions
 from adadet.modeling.logits_distill import roi_class_scores
 from adn_testing import make_project_cfg, synthetic_batch
 from engine_tiny_data import tiny_cfg
@@ -23,10 +25,8 @@ def rcnn_setup(tiny_dataset):
 
 
 def _wrapper(cfg, detector, **overrides):
-    wrapper = SelfDistillationModel.from_config(cfg, detector).train()
-    for name, value in overrides.items():
-        setattr(wrapper, name, value)
-    return wrapper
+    options = dataclasses.replace(DistillOptions.from_config(cfg), **overrides)
+    return SelfDistillationModel(detector, options).train()
 
 
 def _forward(wrapper, batch, seed=7):
@@ -35,12 +35,21 @@ def _forward(wrapper, batch, seed=7):
         return wrapper(batch, iteration=0)
 
 
-def _expected_total(losses, w):
-    task = lambda prefix: sum(v for k, v in losses.items() if k.startswith(prefix))  # noqa: E731
-    student = w.sub_task_weight * task("sub/") + w.kd_weight * losses["loss_kd"]
-    if "loss_kd_logits" in losses:
-        student = student + w.logits_weight * losses["loss_kd_logits"]
-    return w.alpha * task("super/") + (1 - w.alpha) * student
+def _factor(key, w):
+    """A term's weight in ALPHA * L_super + (1 - ALPHA) * (SUB_TASK_WEIGHT * L_sub +
+    KD_WEIGHT * L_kd + LOGITS_WEIGHT * L_kd_logits)."""
+    o = w.options
+    if key.startswith("super/"):
+        return o.alpha
+    if key.startswith("sub/"):
+        return (1 - o.alpha) * o.sub_task_weight
+    return (1 - o.alpha) * {"loss_kd": o.kd_weight, "loss_kd_logits": o.logits_weight}[key]
+
+
+def _unweighted(cfg, detector, batch):
+    """Every term unweighted: ALPHA 0.5 with every weight 1 halves each term, exactly."""
+    ones = dict(alpha=0.5, sub_task_weight=1.0, kd_weight=1.0, logits_weight=1.0)
+    return {k: 2 * v for k, v in _forward(_wrapper(cfg, detector, **ones), batch).items()}
 
 
 def _hooked(detector):
@@ -54,7 +63,10 @@ def test_logits_term_is_positive_and_weighted_into_the_total(rcnn_setup):
     losses = _forward(wrapper, batch)
     kd_logits = losses["loss_kd_logits"]
     assert kd_logits.dim() == 0 and math.isfinite(kd_logits.item()) and kd_logits.item() > 0
-    torch.testing.assert_close(losses["total_loss"], _expected_total(losses, wrapper))
+    raw = _unweighted(cfg, detector, batch)
+    assert set(losses) == set(raw) and "super/loss_cls" in raw and "sub/loss_cls" in raw
+    for key, value in losses.items():  # each term weighted: their sum is the loss
+        torch.testing.assert_close(value, _factor(key, wrapper) * raw[key], msg=key)
     assert _hooked(detector) == []
 
     # a real step logs it to the EventStorage (hence metrics.json) as its own term
@@ -120,15 +132,11 @@ def test_weight_zero_changes_nothing(rcnn_setup):
     assert "loss_kd_logits" not in off
     assert predictor_calls_off == 2  # super and sub passes only: no extra computation
     assert len(calls) - predictor_calls_off == 3  # + the student's box branch on teacher boxes
-    # the task and feature terms do not depend on the weight, and the weight-0 total is
-    # the formula without the logits term, to the bit
+    # the task and feature terms do not depend on the weight, to the bit: the weight adds
+    # its term only
+    assert set(on) - set(off) == {"loss_kd_logits"}
     for key, value in off.items():
-        if key != "total_loss":
-            assert torch.equal(value, on[key]), key
-    assert torch.equal(off["total_loss"], _expected_total(off, _wrapper(cfg, detector)))
-    torch.testing.assert_close(
-        on["total_loss"] - off["total_loss"], 0.5 * 0.5 * on["loss_kd_logits"]
-    )
+        assert torch.equal(value, on[key]), key
 
 
 def test_hooks_are_removed_even_when_the_forward_fails(rcnn_setup, monkeypatch):
@@ -182,8 +190,8 @@ def test_retinanet_distills_its_class_logits():
     # Small (about 2e-6: RetinaNet's prior-probability bias dominates the random-weight
     # logits) but a real difference of two depths; float noise on equal logits gives < 1e-12.
     assert math.isfinite(kd_logits.item()) and kd_logits.item() > 1e-8
-    super_task = sum(v for k, v in losses.items() if k.startswith("super/"))
-    torch.testing.assert_close(losses["total_loss"], 0.5 * super_task + 0.5 * kd_logits)
+    # weight 0: those terms are zero (their gradient too)
+    assert all(v.item() == 0.0 for k, v in losses.items() if k.startswith("sub/") or k == "loss_kd")
 
     groups = _param_groups(detector)
     detector.zero_grad(set_to_none=True)

@@ -45,7 +45,7 @@ def _iteration(detector, cfg, batch, share):
         torch.manual_seed(7)  # the same proposal sampling in both runs
         with EventStorage(0):
             losses = wrapper(batch, iteration=0)
-        losses["total_loss"].backward()
+        sum(losses.values()).backward()
     finally:
         for handle in handles:
             handle.remove()
