@@ -22,6 +22,7 @@ from detectron2.checkpoint.c2_model_loading import convert_basic_c2_names
 from detectron2.modeling.backbone.resnet import ResNet
 
 from ..layers.depth_bn_statistics import prepare_depth_bn_buffers, refresh_depth_bn_statistics
+from ..utils.messages import first_few
 from .reading import (
     EMA_ENTRY,
     CheckpointMismatchError,
@@ -29,7 +30,6 @@ from .reading import (
     SkipNormsMissingError,
     check_file_exists,
     check_skip_norm_init,
-    first_few,
     has_ema,
     no_state_dict_error,
     read_error,

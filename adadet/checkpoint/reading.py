@@ -7,10 +7,12 @@ import os
 import pickletools
 import zipfile
 from collections.abc import Mapping
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
+
+from ..utils.messages import first_few
 
 #: Values of ``MODEL.ADN.SKIP_NORM_INIT`` / ``skip_norm_init``: start missing skip norms as
 #: copies of their main norms, or raise :class:`SkipNormsMissingError`.
@@ -62,13 +64,6 @@ def check_skip_norm_init(policy: str) -> None:
             f"skip_norm_init (MODEL.ADN.SKIP_NORM_INIT) is {policy!r}; use one of "
             f"{list(SKIP_NORM_INIT_POLICIES)}."
         )
-
-
-def first_few(items: Sequence, count: int = 5) -> str:
-    """``'a, b, c, ... (12 in all)'`` for error messages."""
-    items = list(items)
-    shown = ", ".join(str(x) for x in items[:count])
-    return shown + (f", ... ({len(items)} in all)" if len(items) > count else "")
 
 
 def is_tensor_dict(obj) -> bool:

@@ -12,7 +12,8 @@ from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequenc
 import numpy as np
 import torch
 
-from .reading import CheckpointFormatError, WeightsConfigError, first_few
+from ..utils.messages import first_few
+from .reading import CheckpointFormatError, WeightsConfigError
 
 # -- renaming by rules -----------------------------------------------------------------------
 

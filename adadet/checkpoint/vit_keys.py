@@ -15,12 +15,12 @@ from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import torch
 
+from ..utils.messages import first_few
 from .reading import (
     CheckpointFormatError,
     CheckpointMismatchError,
     SkipNormsMissingError,
     check_skip_norm_init,
-    first_few,
 )
 from .resnet_keys import compile_rules, rename_keys, unknown_keys_error
 
