@@ -294,8 +294,7 @@ class ADNCheckpointer(DetectionCheckpointer):
                 "has no ViT-ADN backbone. Fix: point MODEL.WEIGHTS at weights of the model's "
                 "architecture, or build a ViT-ADN model (MODEL.BACKBONE.NAME: "
                 "build_vit_adn_sfp_backbone, e.g. configs/mask_rcnn_ada_vit_b.yaml) for these "
-                "weights; to convert them to a .pkl use tools/convert_vit_adn_weights.py "
-                "(tools/convert_adn_weights.py is for ResNets)."
+                "weights (tools/convert_adn_weights.py converts them to a .pkl)."
             )
         return convert_vit_checkpoint(
             state_dict,

@@ -23,7 +23,7 @@ EMA_ENTRY = "model_ema"
 
 #: Python classes a checkpoint may hold besides tensors and plain containers, read with
 #: ``weights_only=True``: the training arguments the official ADN training script saves.
-#: Anything else needs ``trust`` (``--trust`` of the converters).
+#: Anything else needs ``trust`` (``--trust`` of the converter).
 SAFE_GLOBALS = [argparse.Namespace]
 
 
@@ -141,10 +141,9 @@ def read_error(path: str, error: BaseException) -> CheckpointReadError:
         unsafe = [g for g in unsafe if g != "argparse.Namespace"]
         from .vit_keys import detect_vit_layout  # vit_keys imports this module
 
-        # The converter for the weights, told by the names the pickle holds.
-        kind, converter = ("ResNet", "tools/convert_adn_weights.py")
-        if detect_vit_layout(_pickled_keys(path)):
-            kind, converter = ("ViT", "tools/convert_vit_adn_weights.py")
+        # The network the weights are of, told by the names the pickle holds.
+        kind = "ViT" if detect_vit_layout(_pickled_keys(path)) else "ResNet"
+        converter = "tools/convert_adn_weights.py"
         holds = f" ({', '.join(unsafe[:5])})" if unsafe else ""
         return CheckpointReadError(
             f"Checkpoint '{path}' holds Python objects besides tensors{holds}, which "
@@ -238,7 +237,7 @@ def no_state_dict_error(source: str, contents, fix: str) -> CheckpointFormatErro
 
 
 def read_weights(path: str, *, trust: bool = False, ema: bool = False) -> Tuple[Mapping, str]:
-    """What the converters read: the state dict of ``path`` (its ``model_ema`` entry with
+    """What the converter reads: the state dict of ``path`` (its ``model_ema`` entry with
     ``ema``), and a note for the user ("" or one about EMA weights left unconverted)."""
     check_file_exists(path)
     try:

@@ -242,7 +242,7 @@ def convert_vit_checkpoint(
             f"'{source}' has no skip norms (ln_1_skip / ln_2_skip): it is an ordinary "
             "torchvision ViT, and skip_norm_init is 'error'. Fix: use an official ViT-ADN "
             "checkpoint, or let each skip norm start as a copy of its main norm "
-            "(skip_norm_init 'copy'; tools/convert_vit_adn_weights.py --skip-norm-init copy)."
+            "(skip_norm_init 'copy'; tools/convert_adn_weights.py --skip-norm-init copy)."
         )
 
     copied = set()
