@@ -43,14 +43,15 @@ from adadet.checkpoint import (
     CheckpointFormatError,
     SkipNormsMissingError,
 )
-from adadet.checkpoint.reading import EMA_ENTRY, check_skip_norm_init, read_weights
+from adadet.checkpoint.errors import check_skip_norm_init
+from adadet.checkpoint.key_rules import numpy_state_dict
+from adadet.checkpoint.reading import EMA_ENTRY, read_weights
 from adadet.checkpoint.resnet_keys import (
     ADN,
     TORCHVISION,
     convert_torchvision_checkpoint,
     detect_layout,
     mandatory_blocks_from_keys,
-    numpy_state_dict,
     resnet_structure,
     torchvision_config_yaml,
 )
@@ -60,6 +61,9 @@ from adadet.checkpoint.vit_keys import (
     convert_vit_checkpoint,
     detect_vit_layout,
 )
+
+#: How the messages name this tool.
+CONVERTER = "tools/convert_adn_weights.py"
 
 
 class UsageError(ValueError):
@@ -82,7 +86,7 @@ def convert(
             f"'{input_path}' is a pickle, the format of Detectron2 / MSRA checkpoints: they "
             "need no conversion, set MODEL.WEIGHTS to the file directly."
         )
-    state_dict, note = read_weights(input_path, trust=trust, ema=ema)
+    state_dict, note = read_weights(input_path, converter=CONVERTER, trust=trust, ema=ema)
     if note:
         print(note)
     if detect_vit_layout(state_dict):

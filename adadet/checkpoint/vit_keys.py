@@ -16,13 +16,14 @@ from typing import Dict, List, NamedTuple, Optional, Sequence
 import torch
 
 from ..utils.messages import first_few
-from .reading import (
+from .errors import (
     CheckpointFormatError,
     CheckpointMismatchError,
     SkipNormsMissingError,
     check_skip_norm_init,
+    unknown_keys_error,
 )
-from .resnet_keys import compile_rules, rename_keys, unknown_keys_error
+from .key_rules import compile_rules, rename_keys
 
 ADN_VIT = "adn-vit"
 TORCHVISION_VIT = "torchvision-vit"

@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from ..depth import using_depth
 from .cost import backbone_flops, model_cost
-from .latency import ForwardTimer
+from ..utils.timing import ForwardTimer
 
 #: The backbone's FLOPs are counted on one image of this size (the protocol of ImageNet
 #: tables): unlike the whole detector's, they do not follow the number of detections.
