@@ -17,7 +17,7 @@ from detectron2.structures import Boxes, Instances, PolygonMasks
 
 import adadet
 from adadet.data.synthesis import shapes_samples
-from adadet.evaluation.latency import Stopwatch, synchronize
+from adadet.utils.timing import Stopwatch, synchronize
 
 REPO = Path(__file__).resolve().parents[1]
 ADN_CONFIG = REPO / "configs" / "mask_rcnn_ada_r50.yaml"

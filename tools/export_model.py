@@ -42,7 +42,7 @@ from adadet.deploy.export import (
     script_model,
 )
 from adadet.deploy.predictor import build_inference_model, read_model_input, setup_deploy_cfg
-from adadet.deploy.tracing import DetectorTracingAdapter, output_names_of
+from adadet.utils.tracing import DetectorTracingAdapter, output_names_of
 
 
 # Exit status 2 with "error:" for a bad argument; 1 stays the status of a failed check.

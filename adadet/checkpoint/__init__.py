@@ -2,7 +2,7 @@
 torchvision, Detectron2/MSRA and adadet checkpoints through ``MODEL.WEIGHTS``."""
 
 from .adn_checkpointer import ADNCheckpointer
-from .reading import (
+from .errors import (
     SKIP_NORM_INIT_POLICIES,
     CheckpointError,
     CheckpointFormatError,

@@ -5,7 +5,7 @@ in docs/weights.md. It adds: torchvision-layout ResNets and ViTs, renamed by
 :mod:`.resnet_keys` / :mod:`.vit_keys` and placed by Detectron2's matching heuristics; skip
 norms started from the main norms, logged; a strict ResNet backbone (Detectron2 only warns,
 which would leave a half-loaded backbone running; head weights keep Detectron2's behaviour:
-fine-tuning changes their shapes); errors that name the file and the fix; and atomic
+fine-tuning changes their shapes); errors that name the file and the fix (:mod:`.errors`); and atomic
 saving, so a run killed while saving keeps a ``last_checkpoint`` that names a complete file.
 """
 import contextlib
@@ -22,17 +22,19 @@ from detectron2.checkpoint.c2_model_loading import convert_basic_c2_names
 from detectron2.modeling.backbone.resnet import ResNet
 
 from ..layers.depth_bn_statistics import prepare_depth_bn_buffers, refresh_depth_bn_statistics
-from .reading import (
-    EMA_ENTRY,
+from ..utils.messages import first_few
+from .errors import (
     CheckpointMismatchError,
     CheckpointNotFoundError,
     SkipNormsMissingError,
-    check_file_exists,
     check_skip_norm_init,
-    first_few,
-    has_ema,
     no_state_dict_error,
     read_error,
+)
+from .reading import (
+    EMA_ENTRY,
+    check_file_exists,
+    has_ema,
     select_weights,
     torch_load,
     unwrap_state_dict,
@@ -50,6 +52,10 @@ from .resnet_keys import (
     resnet_structure,
 )
 from .vit_keys import convert_vit_checkpoint, detect_vit_layout, model_vit_structure
+
+#: The tool that converts what the checkpointer reads directly into a ``.pkl`` once,
+#: named in the messages (e.g. for files that only load with ``--trust``).
+CONVERTER = "tools/convert_adn_weights.py"
 
 #: Suffix of the temporary file a checkpoint is written to before it takes its name.
 PARTIAL_SUFFIX = ".partial"
@@ -220,7 +226,7 @@ class ADNCheckpointer(DetectionCheckpointer):
         try:  # .pth: weights_only, plus the official ADN checkpoints' argparse.Namespace
             loaded = super()._load_file(filename) if pickled else torch_load(filename)
         except Exception as e:  # corrupt files fail in many ways: zip, pickle, EOF, key
-            raise read_error(source, e) from e
+            raise read_error(source, e, converter=CONVERTER) from e
         loaded = raw = self._select_weights(loaded, source)
         if pickled and loaded.get("__author__") == "Caffe2":
             raw = loaded["model"]  # what the file held: Detectron2 wraps Caffe2 pickles
@@ -294,8 +300,7 @@ class ADNCheckpointer(DetectionCheckpointer):
                 "has no ViT-ADN backbone. Fix: point MODEL.WEIGHTS at weights of the model's "
                 "architecture, or build a ViT-ADN model (MODEL.BACKBONE.NAME: "
                 "build_vit_adn_sfp_backbone, e.g. configs/mask_rcnn_ada_vit_b.yaml) for these "
-                "weights; to convert them to a .pkl use tools/convert_vit_adn_weights.py "
-                "(tools/convert_adn_weights.py is for ResNets)."
+                f"weights ({CONVERTER} converts them to a .pkl)."
             )
         return convert_vit_checkpoint(
             state_dict,

@@ -1,74 +1,30 @@
-"""Reading checkpoint files into state dicts, and the errors loading raises: all
-``RuntimeError`` subclasses (those about a checkpoint's content also ``ValueError``), each
-message naming the file, what is wrong and the fix."""
+"""Reading checkpoint files into state dicts: the file itself (``weights_only`` unless
+trusted), the state dict inside what it holds, and its EMA weights when asked for.
+"""
 
 import argparse
 import os
-import pickletools
-import zipfile
 from collections.abc import Mapping
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
 
-#: Values of ``MODEL.ADN.SKIP_NORM_INIT`` / ``skip_norm_init``: start missing skip norms as
-#: copies of their main norms, or raise :class:`SkipNormsMissingError`.
-SKIP_NORM_INIT_POLICIES = ("copy", "error")
+from ..utils.messages import first_few
+from .errors import (
+    CheckpointFormatError,
+    CheckpointNotFoundError,
+    no_state_dict_error,
+    read_error,
+)
 
 #: The entry of the EMA weights in the official ADN checkpoints of --model-ema runs.
 EMA_ENTRY = "model_ema"
 
 #: Python classes a checkpoint may hold besides tensors and plain containers, read with
 #: ``weights_only=True``: the training arguments the official ADN training script saves.
-#: Anything else needs ``trust`` (``--trust`` of the converters).
+#: Anything else needs ``trust`` (``--trust`` of the converter).
 SAFE_GLOBALS = [argparse.Namespace]
-
-
-class CheckpointError(RuntimeError):
-    """Base class: a checkpoint could not be loaded into the model."""
-
-
-class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
-    """The checkpoint file does not exist."""
-
-
-class CheckpointReadError(CheckpointError):
-    """The file exists but cannot be read: truncated, corrupt, or holding Python objects
-    that ``torch.load`` refuses by default."""
-
-
-class CheckpointFormatError(CheckpointError, ValueError):
-    """The file was read but holds no state dict adadet knows how to load."""
-
-
-class CheckpointMismatchError(CheckpointError, ValueError):
-    """The checkpoint does not fit the model's backbone: other architecture or depth,
-    shape mismatches, missing or extra backbone weights."""
-
-
-class SkipNormsMissingError(CheckpointMismatchError):
-    """The checkpoint has no skip norms and ``MODEL.ADN.SKIP_NORM_INIT: error`` forbids
-    starting them from the main norms."""
-
-
-class WeightsConfigError(ValueError):
-    """The config does not match the conventions the weights were trained with."""
-
-
-def check_skip_norm_init(policy: str) -> None:
-    if policy not in SKIP_NORM_INIT_POLICIES:
-        raise ValueError(
-            f"skip_norm_init (MODEL.ADN.SKIP_NORM_INIT) is {policy!r}; use one of "
-            f"{list(SKIP_NORM_INIT_POLICIES)}."
-        )
-
-
-def first_few(items: Sequence, count: int = 5) -> str:
-    """``'a, b, c, ... (12 in all)'`` for error messages."""
-    items = list(items)
-    shown = ", ".join(str(x) for x in items[:count])
-    return shown + (f", ... ({len(items)} in all)" if len(items) > count else "")
 
 
 def is_tensor_dict(obj) -> bool:
@@ -117,57 +73,6 @@ def torch_load(f, *, trust: bool = False):
         return torch.load(f, map_location="cpu", weights_only=not trust)
 
 
-def _pickled_keys(path: str, limit: int = 200_000) -> List[str]:
-    """The strings of a torch.save zip file's pickle (its keys, among others), without a
-    ``module.`` prefix, read with ``pickletools`` (which runs nothing); empty for other
-    files or on any failure."""
-    strings: List[str] = []
-    try:
-        with zipfile.ZipFile(path) as archive:
-            data = b"".join(archive.read(n) for n in archive.namelist() if n.endswith("data.pkl"))
-        for opcode, arg, _ in pickletools.genops(data):
-            if isinstance(arg, str) and "UNICODE" in opcode.name:
-                strings.append(arg.split("module.", 1)[-1])
-                if len(strings) >= limit:
-                    break
-    except Exception:
-        pass
-    return strings
-
-
-def read_error(path: str, error: BaseException) -> CheckpointReadError:
-    """Explain why ``path`` could not be read."""
-    detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    if "Weights only load failed" in str(error):
-        try:
-            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        except Exception:
-            unsafe = []
-        unsafe = [g for g in unsafe if g != "argparse.Namespace"]
-        from .vit_keys import detect_vit_layout  # vit_keys imports this module
-
-        # The converter for the weights, told by the names the pickle holds.
-        kind, converter = ("ResNet", "tools/convert_adn_weights.py")
-        if detect_vit_layout(_pickled_keys(path)):
-            kind, converter = ("ViT", "tools/convert_vit_adn_weights.py")
-        holds = f" ({', '.join(unsafe[:5])})" if unsafe else ""
-        return CheckpointReadError(
-            f"Checkpoint '{path}' holds Python objects besides tensors{holds}, which "
-            "torch.load refuses with weights_only=True (the default since PyTorch 2.6; "
-            "adadet allows argparse.Namespace, the training arguments of the official ADN "
-            "checkpoints, and nothing else). Fix, only if you trust its source: for "
-            f"ImageNet {kind} weights, convert them once with `python {converter} --trust "
-            f"{path} OUT.pkl` and set MODEL.WEIGHTS to OUT.pkl; otherwise re-save its "
-            "tensors alone (torch.load(..., weights_only=False)['model'] saved with "
-            "torch.save)."
-        )
-    return CheckpointReadError(
-        f"Checkpoint '{path}' could not be read ({type(error).__name__}: {detail}): it is "
-        "truncated or corrupt, or not a PyTorch / pickle checkpoint at all. Fix: download "
-        "or save it again (compare its size or checksum with the source)."
-    )
-
-
 def select_weights(loaded, source: str, *, ema: bool, option: str):
     """``loaded`` itself, or with ``ema`` its ``model_ema`` entry as ``{"model": state
     dict}``. ``option`` is how the user asks for EMA weights, for the messages."""
@@ -204,52 +109,17 @@ def has_ema(loaded) -> bool:
     return isinstance(loaded, Mapping) and EMA_ENTRY in loaded
 
 
-def _describe_value(value) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"tensor {tuple(value.shape)}"
-    if isinstance(value, Mapping):
-        tensors = sum(isinstance(v, torch.Tensor) for v in value.values())
-        return f"dict of {len(value)} entries, {tensors} of them tensors"
-    if isinstance(value, (list, tuple)):
-        return f"{type(value).__name__} of {len(value)} items"
-    if isinstance(value, (bool, int, float)) or value is None:
-        return f"{type(value).__name__} {value!r}"
-    if isinstance(value, str):
-        return f"str {value[:40]!r}"
-    return type(value).__name__
-
-
-def describe_contents(obj) -> str:
-    """What a loaded file holds: ``"a single tensor of shape (3, 4)"``, ``"a dict with 1
-    entry: 'a' (int 1)"``."""
-    if isinstance(obj, torch.Tensor):
-        return f"a single tensor of shape {tuple(obj.shape)} ({obj.dtype}), saved on its own"
-    if isinstance(obj, Mapping):
-        if not obj:
-            return "an empty dict"
-        items = [f"{k!r} ({_describe_value(v)})" for k, v in obj.items()]
-        count = f"{len(obj)} entr{'y' if len(obj) == 1 else 'ies'}"
-        return f"a dict with {count}: {first_few(items, 6)}"
-    return f"a {_describe_value(obj)}"
-
-
-def no_state_dict_error(source: str, contents, fix: str) -> CheckpointFormatError:
-    return CheckpointFormatError(
-        f"Checkpoint '{source}' holds no state dict: it holds {describe_contents(contents)}. "
-        "A checkpoint must hold a state dict, a mapping of parameter names to tensors (what "
-        "model.state_dict() returns), at its top level or under 'model' or 'state_dict'. "
-        + fix
-    )
-
-
-def read_weights(path: str, *, trust: bool = False, ema: bool = False) -> Tuple[Mapping, str]:
-    """What the converters read: the state dict of ``path`` (its ``model_ema`` entry with
-    ``ema``), and a note for the user ("" or one about EMA weights left unconverted)."""
+def read_weights(
+    path: str, *, converter: str, trust: bool = False, ema: bool = False
+) -> Tuple[Mapping, str]:
+    """What a converter reads: the state dict of ``path`` (its ``model_ema`` entry with
+    ``ema``), and a note for the user ("" or one about EMA weights left unconverted).
+    ``converter``: the tool reading, for the message of a file that needs ``--trust``."""
     check_file_exists(path)
     try:
         loaded = torch_load(path, trust=trust)
     except Exception as e:  # any failure of a corrupt file: zip, pickle, key, EOF errors
-        raise read_error(path, e) from e
+        raise read_error(path, e, converter=converter) from e
     note = ""
     if has_ema(loaded) and not ema:
         note = (

@@ -1,70 +1,18 @@
 """Key layouts of ResNet weights (:func:`detect_layout`), their conversion to Detectron2's
-names, and the config torchvision-style weights need; also the renaming by a table of rules
-that the ViT conversion (:mod:`.vit_keys`) shares. A full Detectron2/adadet model and
-Caffe2/MSRA pickles are left to Detectron2, which renames those itself.
+names (by the rules of :mod:`.key_rules`), and the config torchvision-style weights need.
+A full Detectron2/adadet model and Caffe2/MSRA pickles are left to Detectron2, which
+renames those itself.
 """
 
 import functools
 import re
 from collections.abc import Mapping
-from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
 
-from .reading import CheckpointFormatError, WeightsConfigError, first_few
-
-# -- renaming by rules -----------------------------------------------------------------------
-
-#: A rule: a regex the whole key must match, and its new name: a ``match.expand`` template
-#: (a group that did not match expands to ""), a function of the match, or None (dropped).
-Rule = Tuple[re.Pattern, Union[str, Callable[[re.Match], str], None]]
-
-
-def compile_rules(rules: Sequence[Tuple[str, object]]) -> List[Rule]:
-    return [(re.compile(pattern), new) for pattern, new in rules]
-
-
-def rename_keys(state_dict: Mapping, rules: Sequence[Rule]) -> Tuple[Dict, List[str], List[str]]:
-    """(renamed state dict, dropped keys, keys no rule matches)."""
-    renamed, dropped, unknown = {}, [], []
-    for key, value in state_dict.items():
-        for pattern, new in rules:
-            m = pattern.fullmatch(key)
-            if m:
-                break
-        else:
-            unknown.append(key)
-            continue
-        if new is None:
-            dropped.append(key)
-        else:
-            renamed[new(m) if callable(new) else m.expand(new)] = value
-    return renamed, dropped, unknown
-
-
-def unknown_keys_error(source: str, unknown: List[str], network: str, official: str, fix=""):
-    """Keys of a checkpoint that no rule of ``network`` (e.g. "ResNet") knows; ``fix``: one
-    more way out, after the first."""
-    return CheckpointFormatError(
-        f"Checkpoint '{source}' looks like a torchvision-layout {network} but {len(unknown)} of "
-        f"its keys fit neither torchvision's {network} nor the official {official}: "
-        f"{first_few(unknown)}. Loading the rest would leave part of the backbone untrained. "
-        f"Fix: use an unmodified torchvision or official {official} checkpoint{fix}."
-    )
-
-
-def numpy_state_dict(state_dict: Mapping) -> Dict[str, object]:
-    """The arrays a converter's ``.pkl`` holds (half precision as float32, as Detectron2
-    loads it)."""
-    out = {}
-    for key, tensor in state_dict.items():
-        tensor = tensor.detach().cpu()
-        if tensor.dtype in (torch.bfloat16, torch.float16):
-            tensor = tensor.float()
-        out[key] = tensor.numpy()
-    return out
-
+from .errors import WeightsConfigError, unknown_keys_error
+from .key_rules import compile_rules, rename_keys
 
 # -- ResNet layouts --------------------------------------------------------------------------
 

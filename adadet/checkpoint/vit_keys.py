@@ -15,14 +15,15 @@ from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import torch
 
-from .reading import (
+from ..utils.messages import first_few
+from .errors import (
     CheckpointFormatError,
     CheckpointMismatchError,
     SkipNormsMissingError,
     check_skip_norm_init,
-    first_few,
+    unknown_keys_error,
 )
-from .resnet_keys import compile_rules, rename_keys, unknown_keys_error
+from .key_rules import compile_rules, rename_keys
 
 ADN_VIT = "adn-vit"
 TORCHVISION_VIT = "torchvision-vit"
@@ -242,7 +243,7 @@ def convert_vit_checkpoint(
             f"'{source}' has no skip norms (ln_1_skip / ln_2_skip): it is an ordinary "
             "torchvision ViT, and skip_norm_init is 'error'. Fix: use an official ViT-ADN "
             "checkpoint, or let each skip norm start as a copy of its main norm "
-            "(skip_norm_init 'copy'; tools/convert_vit_adn_weights.py --skip-norm-init copy)."
+            "(skip_norm_init 'copy'; tools/convert_adn_weights.py --skip-norm-init copy)."
         )
 
     copied = set()

@@ -23,7 +23,7 @@ import json
 import math
 import os
 import warnings
-from typing import Iterable, List, Optional, Set
+from typing import List, Optional, Set
 
 import pycocotools.coco
 from pycocotools.coco import COCO
@@ -32,13 +32,14 @@ from detectron2.data.datasets import load_coco_json
 from detectron2.utils.file_io import PathManager
 from PIL import Image
 
+from ..utils.messages import first_few
+
 #: The top-level lists of an instances file, and the fields Detectron2 indexes in them.
 REQUIRED_FIELDS = {
     "images": ("id", "file_name", "height", "width"),
     "annotations": ("id", "image_id", "category_id", "bbox"),
     "categories": ("id", "name"),
 }
-SHOWN_EXAMPLES = 5
 #: PIL modes of single-channel images of more than 8 bits (16-bit PNG / TIFF, 32-bit
 #: integer or float). Detectron2's reader converts them to RGB by clipping every value
 #: above 255, so a 16-bit image would train and evaluate as almost all white.
@@ -51,13 +52,6 @@ class DatasetError(ValueError):
 
 class DatasetWarning(UserWarning):
     """Annotations dropped while loading a data set; the message names them."""
-
-
-def _examples(values: Iterable) -> str:
-    values = list(values)
-    shown = ", ".join(str(v) for v in values[:SHOWN_EXAMPLES])
-    more = len(values) - SHOWN_EXAMPLES
-    return shown + (f" (and {more} more)" if more > 0 else "")
 
 
 def _fail(json_file: str, problem: str, fix: str) -> DatasetError:
@@ -131,7 +125,7 @@ def _check_structure(json_file: str, data) -> None:
                     lacking[field].append(index)
         if lacking:
             detail = "; ".join(
-                f"'{field}' missing in {len(indices)} of them (at positions {_examples(indices)})"
+                f"'{field}' missing in {len(indices)} of them (at positions {first_few(indices)})"
                 for field, indices in lacking.items()
             )
             raise _fail(
@@ -144,7 +138,7 @@ def _check_structure(json_file: str, data) -> None:
         if duplicates:
             raise _fail(
                 json_file,
-                f"duplicate ids in '{key}': {_examples(duplicates)}",
+                f"duplicate ids in '{key}': {first_few(duplicates)}",
                 f"give every entry of '{key}' its own id",
             )
     image_ids = {image["id"] for image in data["images"]}
@@ -153,7 +147,7 @@ def _check_structure(json_file: str, data) -> None:
         raise _fail(
             json_file,
             f"{len(stray)} annotation(s) refer to image ids absent from 'images': "
-            + _examples(f"annotation {a['id']} -> image_id {a['image_id']}" for a in stray),
+            + first_few(f"annotation {a['id']} -> image_id {a['image_id']}" for a in stray),
             "add the missing image records, or remove those annotations",
         )
 
@@ -168,7 +162,7 @@ def _check_image_files(json_file: str, image_root: str, images: List[dict]) -> N
     if missing:
         raise _fail(
             json_file,
-            f"{len(missing)} of {len(images)} image files do not exist: {_examples(missing)}",
+            f"{len(missing)} of {len(images)} image files do not exist: {first_few(missing)}",
             f"check image_root ({image_root}) and the images' 'file_name' fields, "
             "or copy the missing images there",
         )
@@ -202,12 +196,12 @@ def _dropped_annotations(json_file: str, annotations: List[dict]) -> Set[int]:
          "polygons are a list of lists, [[x1, y1, x2, y2, ...], ...], one list per part"),
     ):
         if ids:
-            problem = f"{len(ids)} annotation(s) {problem}: annotation ids {_examples(ids)}"
+            problem = f"{len(ids)} annotation(s) {problem}: annotation ids {first_few(ids)}"
             raise _fail(json_file, problem, fix)
     if bad_boxes:
         warnings.warn(
             f"{json_file}: {len(bad_boxes)} annotation(s) with a degenerate box (width or "
-            f"height <= 0) were dropped: annotation ids {_examples(bad_boxes)}. Fix the "
+            f"height <= 0) were dropped: annotation ids {first_few(bad_boxes)}. Fix the "
             "annotations to keep these objects.",
             DatasetWarning,
             stacklevel=3,

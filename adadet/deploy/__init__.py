@@ -2,8 +2,6 @@
 
 * :mod:`.select`: choose the setting that fits a latency / GFLOPs / AP budget from a
   per-depth evaluation (``depth_eval.json``); ``tools/select_depth.py``.
-* :mod:`.tracing`: tensor-in, tensor-out adapters of a Detectron2 model for tracing (the
-  exporters, and FLOP counting in :mod:`adadet.evaluation.cost`).
 * :mod:`.export`: TorchScript (tracing) and ONNX export at a fixed depth, with checks;
   ``tools/export_model.py`` (``tools/run_exported.py`` runs the result without adadet).
 * :mod:`.predictor`: single-image inference at any depth, with latency.

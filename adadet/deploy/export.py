@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from ..depth import normalize_depth, using_depth
-from .tracing import BackboneTracingAdapter, DetectorTracingAdapter, tracing_mode
+from ..utils.tracing import BackboneTracingAdapter, DetectorTracingAdapter, tracing_mode
 
 logger = logging.getLogger(__name__)
 

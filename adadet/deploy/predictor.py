@@ -22,7 +22,7 @@ from detectron2.structures import Instances
 from ..checkpoint import ADNCheckpointer
 from ..config import add_adn_config, merge_config
 from ..depth import get_depth, normalize_depth, using_depth
-from ..evaluation.latency import ForwardTimer
+from ..utils.timing import ForwardTimer
 
 logger = logging.getLogger(__name__)
 

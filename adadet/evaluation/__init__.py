@@ -7,5 +7,5 @@ from .depth_report import (
     report_rows,
     write_report,
 )
-from .latency import ForwardTimer, Stopwatch
+from ..utils.timing import ForwardTimer, Stopwatch
 from .verification import verify_depth_results

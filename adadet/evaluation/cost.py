@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 from fvcore.nn import FlopCountAnalysis
 
-from ..deploy.tracing import DetectorTracingAdapter
+from ..utils.tracing import DetectorTracingAdapter
 
 
 def _quiet(analysis):

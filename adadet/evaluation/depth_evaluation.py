@@ -20,9 +20,9 @@ from detectron2.evaluation import DatasetEvaluator, inference_on_dataset, print_
 from detectron2.utils import comm
 
 from ..depth import adaptive_modules, expand_depth_list, using_depth
+from ..utils.timing import ForwardTimer
 from .cost import backbone_flops, model_cost
 from .depth_report import report_depth_results
-from .latency import ForwardTimer
 
 #: The backbone's FLOPs are counted on one image of this size (the protocol of ImageNet
 #: tables): unlike the whole detector's, they do not follow the number of detections.

@@ -61,4 +61,4 @@ optimizer = L(clipped_optimizer)(
     clip_value=1.0,
 )
 
-train.init_checkpoint = "adn_vit_b_imagenet.pkl"  # tools/convert_vit_adn_weights.py
+train.init_checkpoint = "adn_vit_b_imagenet.pkl"  # tools/convert_adn_weights.py (docs/weights.md)

@@ -33,7 +33,7 @@ from adadet.checkpoint import (
     torchvision_config_mismatches,
 )
 
-from adn_testing import detectron2_zoo_config, load_tool, make_adn_cfg
+from adn_testing import ROOT, detectron2_zoo_config, load_tool, make_adn_cfg
 
 R50_MANDATORY = [2, 2, 3, 2]
 R18_MANDATORY = [1, 1, 1, 1]
@@ -443,28 +443,27 @@ def test_vit_checkpoint_is_refused(tmp_path):
     with pytest.raises(CheckpointMismatchError, match="holds ViT weights") as info:
         ADNCheckpointer(backbone).load(str(tmp_path / "vit.pth"))
     assert "vit.pth" in str(info.value) and "no ViT-ADN backbone" in str(info.value)
-    assert "tools/convert_vit_adn_weights.py" in str(info.value)
+    assert "tools/convert_adn_weights.py" in str(info.value)
 
 
-def test_vit_checkpoint_is_sent_to_the_vit_converter(tmp_path, capsys):
+def test_the_converter_tells_vit_weights_by_their_keys(tmp_path, capsys):
     vit = torchvision.models.VisionTransformer(
-        image_size=32, patch_size=16, num_layers=1, num_heads=2, hidden_dim=8, mlp_dim=16
+        image_size=32, patch_size=16, num_layers=8, num_heads=2, hidden_dim=8, mlp_dim=16
     )
     converter = load_tool("convert_adn_weights")
-    # the ResNet converter refuses a ViT, naming the ViT converter
     torch.save({"model": vit.state_dict()}, tmp_path / "vit.pth")
-    assert converter.main([str(tmp_path / "vit.pth"), str(tmp_path / "out.pkl")]) == 1
-    err = capsys.readouterr().err
-    assert "holds ViT weights" in err and "tools/convert_vit_adn_weights.py" in err
-    assert not (tmp_path / "out.pkl").exists()
-    # a ViT file that needs --trust: the refusal names the ViT converter, not the ResNet one
+    assert converter.main([str(tmp_path / "vit.pth"), str(tmp_path / "out.pkl")]) == 0
+    printed = capsys.readouterr().out
+    assert "torchvision ViT weights" in printed and "to ViT-ADN names" in printed
+    with open(tmp_path / "out.pkl", "rb") as f:
+        assert "blocks.0.norm1.norm_skip.weight" in pickle.load(f)["model"]
+    # a ViT file that needs --trust: the refusal names the one converter
     path = tmp_path / "vit_dated.pth"
     torch.save({"model": vit.state_dict(), "date": datetime.date(2024, 1, 1)}, path)
     cfg, backbone = bare_backbone(depth=18)
     with pytest.raises(CheckpointReadError) as info:
         ADNCheckpointer(backbone).load(str(path))
-    assert "tools/convert_vit_adn_weights.py --trust" in str(info.value)
-    assert "convert_adn_weights.py" not in str(info.value)
+    assert "tools/convert_adn_weights.py --trust" in str(info.value)
 
 
 def test_mandatory_split_mismatch_is_refused(files):
@@ -730,4 +729,14 @@ def test_converter_without_skip_norms_and_refusals(files, tmp_path, capsys):
 
     assert converter.main([str(tmp_path / "tv.pkl"), str(tmp_path / "again.pkl")]) == 1
     assert converter.main([str(tmp_path / "missing.pth"), str(tmp_path / "x.pkl")]) == 1
+    torch.save({"model": {"head.weight": torch.zeros(2)}}, tmp_path / "other.pth")
+    assert converter.main([str(tmp_path / "other.pth"), str(tmp_path / "x.pkl")]) == 1
+    assert "neither a torchvision-layout ResNet" in capsys.readouterr().err
+    # the options that do not fit ResNet weights without skip norms
+    tv = str(files / "torchvision.pth")
+    assert converter.main(["--skip-norm-init", "error", tv, str(tmp_path / "x.pkl")]) == 1
+    assert "has no skip norms (bn*_skip)" in capsys.readouterr().err
+    vit_config = str(ROOT / "configs" / "mask_rcnn_ada_vit_b.yaml")
+    assert converter.main(["--config-file", vit_config, tv, str(tmp_path / "x.pkl")]) == 1
+    assert "Fix: leave out --config-file" in capsys.readouterr().err
     assert not (tmp_path / "x.pkl").exists()

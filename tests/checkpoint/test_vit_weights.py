@@ -30,7 +30,7 @@ from adadet.checkpoint.vit_keys import (
     model_vit_structure,
 )
 from adadet.modeling.backbone.vit_adn import VIT_SIZES, ViTADN
-from adn_testing import load_tool, make_adn_cfg
+from adn_testing import ROOT, load_tool, make_adn_cfg
 
 TINY = dict(embed_dim=64, num_blocks=12, num_heads=4, pretrain_img_size=64)
 TINY_MANDATORY = [0, 1, 3, 4, 6, 7, 9, 10]
@@ -225,7 +225,7 @@ def test_converter_pkl_loads_through_detectron2s_name_matching(tmp_path, capsys)
     through Detectron2's own checkpointer and its matching of names."""
     tiny = _tiny_torchvision_state_dict()
     torch.save(_with_tiny_skip_norms(tiny), tmp_path / "tiny_adn.pth")
-    converter = load_tool("convert_vit_adn_weights")
+    converter = load_tool("convert_adn_weights")
     converter.convert(str(tmp_path / "tiny_adn.pth"), str(tmp_path / "tiny_adn.pkl"))
     printed = capsys.readouterr().out
     assert "official ViT-ADN" in printed and "MODEL.VIT_ADN.EMBED_DIM: 64" in printed
@@ -238,3 +238,13 @@ def test_converter_pkl_loads_through_detectron2s_name_matching(tmp_path, capsys)
     assert torch.equal(vit.blocks[7].attn.qkv.weight, qkv)
     assert torch.equal(vit.blocks[9].norm2.norm_skip.bias, torch.full((64,), 0.5))
     assert torch.equal(vit.final_norm.weight, tiny["encoder.ln.weight"])
+
+
+def test_converter_config_file_refuses_weights_of_another_vit(tmp_path, capsys):
+    torch.save(_tiny_torchvision_state_dict(), tmp_path / "tiny.pth")
+    vit_b = str(ROOT / "configs" / "mask_rcnn_ada_vit_b.yaml")
+    args = ["--config-file", vit_b, str(tmp_path / "tiny.pth"), str(tmp_path / "tiny.pkl")]
+    assert load_tool("convert_adn_weights").main(args) == 1
+    err = capsys.readouterr().err
+    assert "the model (config) is" in err and "MODEL.VIT_ADN.EMBED_DIM: 64" in err
+    assert not (tmp_path / "tiny.pkl").exists()

@@ -19,7 +19,7 @@ from adadet.deploy.export import (
     script_model,
 )
 from adadet.deploy.predictor import AdaptiveDepthPredictor, read_model_input
-from adadet.deploy.tracing import DetectorTracingAdapter
+from adadet.utils.tracing import DetectorTracingAdapter
 from adn_testing import ROOT, load_tool
 
 

@@ -3,7 +3,7 @@ whole model with Detectron2's postprocessing (FLOP counting)."""
 import torch
 
 from adadet.deploy.predictor import read_model_input
-from adadet.deploy.tracing import DetectorTracingAdapter
+from adadet.utils.tracing import DetectorTracingAdapter
 
 
 def test_raw_predictions_or_the_whole_model_at_the_original_size(tiny_cfg, tiny_model, shapes_images):

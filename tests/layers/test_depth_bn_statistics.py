@@ -120,7 +120,7 @@ def test_export_at_a_depth_keeps_its_statistics(calibrated, tmp_path):
     report = export_torchscript(model, "TTTF", image, str(tmp_path / "m.ts"), verify=False)
     exported = torch.jit.load(report.path)
     with using_depth(model, "TTTF"), torch.no_grad():
-        from adadet.deploy.tracing import DetectorTracingAdapter
+        from adadet.utils.tracing import DetectorTracingAdapter
 
         eager = DetectorTracingAdapter(model)(image)
         discard_depth_bn_statistics(model)

@@ -5,7 +5,7 @@ import time
 import torch
 import torch.nn as nn
 
-from adadet.evaluation.latency import ForwardTimer, Stopwatch
+from adadet.utils.timing import ForwardTimer, Stopwatch
 
 
 class Sleeper(nn.Module):
