@@ -191,7 +191,7 @@ class AdaptiveDepthModule(nn.Module):
         (``"TTTF"``); returns a handle whose ``remove()`` unregisters it.
 
         Any other state that follows the depth registers here, so that this module knows
-        none of it (per-depth BN statistics: :mod:`adadet.layers.depth_bn_statistics`).
+        none of it (per-depth BN statistics: :mod:`adadet.calibration.depth_bn_statistics`).
         The hooks belong to this module alone: a deep copy or an unpickled model has copies
         of them (so a hook must be picklable: a module-level function or an object of a
         module-level class, no lambda), and tracing never runs them.

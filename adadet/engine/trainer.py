@@ -48,7 +48,7 @@ from ..data import CheckedDatasetMapper
 from ..data.resumable_loader import ResumableTrainLoader, seed_iteration
 from ..depth import adaptive_modules, expand_depth_list, set_depth, using_depth
 from ..env import has_compiled_ops
-from ..layers import calibrate_depth_bn_statistics
+from ..calibration import calibrate_depth_bn_statistics
 from ..evaluation import (
     device_name,
     evaluate_depths,

@@ -52,7 +52,7 @@ from ..depth import (
     parse_depth,
     using_depth,
 )
-from ..layers.depth_bn_statistics import discard_depth_bn_statistics
+from ..calibration.depth_bn_statistics import discard_depth_bn_statistics
 from .distill import POOLINGS, REDUCTIONS, dense_logits_kd_loss, feature_kd_loss, logits_kd_loss
 from .distill_features import (
     capture_backbone_features,
