@@ -22,7 +22,7 @@ SkipFlags = Tuple[bool, ...]
 #: ``hook(module, depth)``, called at the end of :meth:`AdaptiveDepthModule.set_depth`.
 DepthChangeHook = Callable[["AdaptiveDepthModule", str], None]
 DEPTH_ALIASES = {"super": "F", "base": "T"}
-#: The default chain evaluated by the per-depth evaluator: one more stage skips at each step.
+#: The default chain evaluated per depth (``TEST.ADN.DEPTHS``): one more stage skips each step.
 DEFAULT_EVAL_CHAIN = ("FFFF", "TFFF", "TTFF", "TTTF", "TTTT")
 
 
