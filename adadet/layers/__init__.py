@@ -1,4 +1,4 @@
-from .channel_layernorm import ChannelLayerNorm
+from .channel_layernorm import ChannelLayerNorm, ln_as_channel_layernorm
 from .switchable_layernorm import SwitchableLayerNorm
 from .switchable_norm import SkipSwitch, SwitchableNormConv2d
 
@@ -7,4 +7,5 @@ __all__ = [
     "SkipSwitch",
     "SwitchableLayerNorm",
     "SwitchableNormConv2d",
+    "ln_as_channel_layernorm",
 ]
