@@ -7,6 +7,8 @@ from typing import Optional, Sequence
 
 from detectron2.config import CfgNode as CN
 
+from adadet.depth import DEFAULT_EVAL_CHAIN
+
 __all__ = ["add_adn_config", "merge_config", "FLOAT_KEY_RANGES"]
 
 #: Float keys with a range, for the message when one is written as an integer.
@@ -220,7 +222,7 @@ def add_adn_config(cfg) -> None:
     _C.TEST.ADN = CN()
     # Depth settings evaluated at TEST.EVAL_PERIOD, at the end of training and with
     # --eval-only: a list of settings, or ["all"] for every one of the 2^stages.
-    _C.TEST.ADN.DEPTHS = ["FFFF", "TFFF", "TTFF", "TTTF", "TTTT"]
+    _C.TEST.ADN.DEPTHS = list(DEFAULT_EVAL_CHAIN)  # FFFF, TFFF, TTFF, TTTF, TTTT
     # Per-depth BatchNorm statistics: before evaluating, re-estimate the running mean and
     # variance of every BN layer at each depth of TEST.ADN.DEPTHS on NUM_ITER batches of
     # the training loader, weights unchanged (fvcore's PreciseBN, one depth at a time), and

@@ -12,13 +12,17 @@ mandatory blocks use: no rebuild, no weight copy.
 import contextlib
 import itertools
 import weakref
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from collections import OrderedDict
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch.nn as nn
+from torch.utils.hooks import RemovableHandle
 
 SkipFlags = Tuple[bool, ...]
+#: ``hook(module, depth)``, called at the end of :meth:`AdaptiveDepthModule.set_depth`.
+DepthChangeHook = Callable[["AdaptiveDepthModule", str], None]
 DEPTH_ALIASES = {"super": "F", "base": "T"}
-#: The default chain evaluated by the per-depth evaluator: one more stage skips at each step.
+#: The default chain evaluated per depth (``TEST.ADN.DEPTHS``): one more stage skips each step.
 DEFAULT_EVAL_CHAIN = ("FFFF", "TFFF", "TTFF", "TTTF", "TTTT")
 
 
@@ -154,9 +158,6 @@ class AdaptiveDepthModule(nn.Module):
     """
 
     num_adaptive_stages: int = 4
-    # BN layers with per-depth statistics (adadet.layers.depth_bn_statistics); none until
-    # they are re-estimated or loaded.
-    _depth_bn_layers: Sequence[nn.Module] = ()
 
     def stage_outputs(self) -> "Dict[str, nn.Module]":
         """Stage name -> the module whose forward output is that stage's output, an
@@ -180,10 +181,32 @@ class AdaptiveDepthModule(nn.Module):
         flags = parse_depth(setting, self.num_adaptive_stages)
         self._skip_flags = flags
         self._apply_skip_flags(flags)
-        if self._depth_bn_layers:
-            from .layers.depth_bn_statistics import apply_depth_bn_statistics
+        name = depth_name(flags)
+        for hook in self.depth_change_hooks:
+            hook(self, name)
 
-            apply_depth_bn_statistics(self, depth_name(flags))
+    def register_depth_change_hook(self, hook: "DepthChangeHook") -> RemovableHandle:
+        """Call ``hook(module, depth)`` at the end of every :meth:`set_depth` of this module
+        (also one that keeps the current setting), ``depth`` the canonical setting string
+        (``"TTTF"``); returns a handle whose ``remove()`` unregisters it.
+
+        Any other state that follows the depth registers here, so that this module knows
+        none of it (per-depth BN statistics: :mod:`adadet.calibration.depth_bn_statistics`).
+        The hooks belong to this module alone: a deep copy or an unpickled model has copies
+        of them (so a hook must be picklable: a module-level function or an object of a
+        module-level class, no lambda), and tracing never runs them.
+        """
+        hooks = self.__dict__.get("_depth_change_hooks")
+        if hooks is None:
+            hooks = self._depth_change_hooks = OrderedDict()
+        handle = RemovableHandle(hooks)
+        hooks[handle.id] = hook
+        return handle
+
+    @property
+    def depth_change_hooks(self) -> "Tuple[DepthChangeHook, ...]":
+        """The registered depth-change hooks, in the order they are called."""
+        return tuple(self.__dict__.get("_depth_change_hooks", {}).values())
 
     def _apply_skip_flags(self, flags: SkipFlags) -> None:
         raise NotImplementedError

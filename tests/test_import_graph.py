@@ -10,16 +10,9 @@ when there is one.
 
 import ast
 from pathlib import Path
-from typing import Dict, FrozenSet, List, Set
+from typing import Dict, FrozenSet, List, Set, Tuple
 
 PACKAGE = Path(__file__).resolve().parents[1] / "adadet"
-
-#: Cycles being taken apart elsewhere, each the set of its modules. Any other cycle fails,
-#: and so does one of these once it is gone (delete its entry then).
-KNOWN_CYCLES: Set[FrozenSet[str]] = {
-    frozenset({"adadet.depth", "adadet.layers.depth_bn_statistics"}),  # removed on branch depth-structure
-}
-
 
 def module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
@@ -128,7 +121,7 @@ def one_cycle(graph: Dict[str, Set[str]], component: Set[str]) -> List[str]:
     raise AssertionError(f"no cycle in the component {sorted(component)}")
 
 
-def cycles() -> List[List[str]]:
+def cycles() -> List[Tuple[List[str], FrozenSet[str]]]:
     graph = import_graph()
     components = [c for c in strongly_connected_components(graph) if len(c) > 1]
     return sorted(
@@ -144,8 +137,15 @@ def test_the_graph_sees_imports_at_every_level():
     assert "adadet.data" in graph["adadet.deploy.predictor"]
 
 
+def test_a_cycle_is_found_with_its_shortest_path():
+    graph = {"a": {"b", "d"}, "b": {"c"}, "c": {"a"}, "d": {"b"}, "e": {"a"}}
+    components = [c for c in strongly_connected_components(graph) if len(c) > 1]
+    assert components == [{"a", "b", "c", "d"}]
+    assert one_cycle(graph, components[0]) == ["a", "b", "c", "a"]
+
+
 def test_no_import_cycle_in_adadet():
-    found = [(path, members) for path, members in cycles() if members not in KNOWN_CYCLES]
+    found = cycles()
     assert not found, "adadet's modules import each other in a cycle:\n" + "\n".join(
         " -> ".join(path)
         + (f"\n   (all of {', '.join(sorted(members))} import one another)"
@@ -153,10 +153,3 @@ def test_no_import_cycle_in_adadet():
         for path, members in found
     ) + "\nFix: move what both need into a module that neither imports, or let the caller "
     "pass it in."
-
-
-def test_known_cycles_still_exist():
-    # An entry of KNOWN_CYCLES whose cycle is gone would let it come back unnoticed.
-    existing = {members for _, members in cycles()}
-    stale = [sorted(members) for members in KNOWN_CYCLES if members not in existing]
-    assert not stale, f"these cycles are gone, delete them from KNOWN_CYCLES: {stale}"

@@ -21,7 +21,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.checkpoint.c2_model_loading import convert_basic_c2_names
 from detectron2.modeling.backbone.resnet import ResNet
 
-from ..layers.depth_bn_statistics import prepare_depth_bn_buffers, refresh_depth_bn_statistics
+from ..calibration.depth_bn_statistics import prepare_depth_bn_buffers, refresh_depth_bn_statistics
 from ..utils.messages import first_few
 from .errors import (
     CheckpointMismatchError,

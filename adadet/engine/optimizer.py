@@ -24,6 +24,7 @@ __all__ = [
     "OPTIMIZERS",
     "adn_optimizer_param_groups",
     "build_adn_optimizer",
+    "check_lr_decay_rate",
     "clipped_optimizer",
     "vit_adn_param_groups",
 ]
@@ -35,15 +36,23 @@ logger = logging.getLogger(__name__)
 OPTIMIZERS = {"SGD": torch.optim.SGD, "ADAMW": torch.optim.AdamW}
 
 
-def _lr_decay_rate(cfg) -> float:
-    vit_cfg = cfg.MODEL.get("VIT_ADN")
-    rate = 1.0 if vit_cfg is None else float(vit_cfg.LR_DECAY_RATE)
+def check_lr_decay_rate(rate, name: str = "The layer-wise LR decay rate") -> float:
+    """``rate`` as a float, if it is in (0, 1]; else a ValueError that names it ``name``
+    (the config key it came from)."""
+    rate = float(rate)
     if not 0.0 < rate <= 1.0:
         raise ValueError(
-            f"MODEL.VIT_ADN.LR_DECAY_RATE is {rate}: it must be in (0, 1] (1.0 = no layer-wise "
-            "decay; ViTDet uses 0.7 for ViT-B, 0.8 for ViT-L)."
+            f"{name} is {rate}: it must be in (0, 1] (1.0 = no layer-wise decay; ViTDet uses "
+            "0.7 for ViT-B, 0.8 for ViT-L)."
         )
     return rate
+
+
+def _lr_decay_rate(cfg) -> float:
+    vit_cfg = cfg.MODEL.get("VIT_ADN")
+    if vit_cfg is None:
+        return 1.0
+    return check_lr_decay_rate(vit_cfg.LR_DECAY_RATE, "MODEL.VIT_ADN.LR_DECAY_RATE")
 
 
 def _optimizer_name(cfg) -> str:
@@ -90,12 +99,7 @@ def vit_adn_param_groups(
         bias_lr_factor=bias_lr_factor,
         weight_decay_bias=weight_decay_bias,
     )
-    rate = float(lr_decay_rate)
-    if not 0.0 < rate <= 1.0:
-        raise ValueError(
-            f"The layer-wise LR decay rate is {rate}: it must be in (0, 1] (1.0 = no decay; "
-            "ViTDet uses 0.7 for ViT-B, 0.8 for ViT-L)."
-        )
+    rate = check_lr_decay_rate(lr_decay_rate)
     if rate == 1.0:
         return groups
     by_name = vit_layerwise_lr_decay(model, rate)

@@ -41,7 +41,7 @@ from ..data.availability import check_datasets_available
 from ..data.resumable_loader import ResumableTrainLoader, seed_iteration
 from ..depth import set_depth
 from ..env import has_compiled_ops
-from ..layers import calibrate_depth_bn_statistics
+from ..calibration import calibrate_depth_bn_statistics
 from ..evaluation import checked_test_depths, evaluate_depths, verify_depth_results
 from ..modeling.self_distillation import SelfDistillationModel, unwrap_detector
 from .ddp import ddp_kwargs

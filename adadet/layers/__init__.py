@@ -1,10 +1,4 @@
-from .depth_bn_statistics import (
-    calibrate_depth_bn_statistics,
-    calibrated_depths,
-    discard_depth_bn_statistics,
-    prepare_depth_bn_buffers,
-)
-from .channel_layernorm import ChannelLayerNorm
+from .channel_layernorm import ChannelLayerNorm, ln_as_channel_layernorm
 from .switchable_layernorm import SwitchableLayerNorm
 from .switchable_norm import SkipSwitch, SwitchableNormConv2d
 
@@ -13,8 +7,5 @@ __all__ = [
     "SkipSwitch",
     "SwitchableLayerNorm",
     "SwitchableNormConv2d",
-    "calibrate_depth_bn_statistics",
-    "calibrated_depths",
-    "discard_depth_bn_statistics",
-    "prepare_depth_bn_buffers",
+    "ln_as_channel_layernorm",
 ]

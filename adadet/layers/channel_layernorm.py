@@ -5,7 +5,7 @@ names)."""
 import torch
 import torch.nn as nn
 
-__all__ = ["ChannelLayerNorm"]
+__all__ = ["ChannelLayerNorm", "ln_as_channel_layernorm"]
 
 
 class ChannelLayerNorm(nn.Module):
@@ -26,3 +26,11 @@ class ChannelLayerNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.weight.numel()}, eps={self.eps}"
+
+
+def ln_as_channel_layernorm(norm):
+    """A norm for Detectron2's ``get_norm`` (and the ``conv_norm`` of its heads) that works on
+    every Detectron2 version: ``"LN"`` -> :class:`ChannelLayerNorm` (a callable, which
+    ``get_norm`` accepts instead of a name); anything else (``""``, ``"GN"``, ``"BN"``, a
+    callable...) unchanged."""
+    return ChannelLayerNorm if norm == "LN" else norm

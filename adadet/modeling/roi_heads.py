@@ -22,15 +22,9 @@ from detectron2.modeling.roi_heads import (
     MaskRCNNConvUpsampleHead,
 )
 
-from ..layers import ChannelLayerNorm
+from ..layers import ln_as_channel_layernorm
 
-__all__ = ["FastRCNNConvFCHeadLN", "MaskRCNNConvUpsampleHeadLN", "head_norm"]
-
-
-def head_norm(norm):
-    """``"LN"`` -> :class:`ChannelLayerNorm` (a callable ``get_norm`` accepts); anything
-    else (``""``, ``"GN"``, ``"BN"``, a callable...) unchanged."""
-    return ChannelLayerNorm if norm == "LN" else norm
+__all__ = ["FastRCNNConvFCHeadLN", "MaskRCNNConvUpsampleHeadLN"]
 
 
 @ROI_BOX_HEAD_REGISTRY.register()
@@ -40,7 +34,7 @@ class FastRCNNConvFCHeadLN(FastRCNNConvFCHead):
     @classmethod
     def from_config(cls, cfg, input_shape):
         ret = super().from_config(cfg, input_shape)
-        ret["conv_norm"] = head_norm(ret["conv_norm"])
+        ret["conv_norm"] = ln_as_channel_layernorm(ret["conv_norm"])
         return ret
 
 
@@ -52,5 +46,5 @@ class MaskRCNNConvUpsampleHeadLN(MaskRCNNConvUpsampleHead):
     @classmethod
     def from_config(cls, cfg, input_shape):
         ret = super().from_config(cfg, input_shape)
-        ret["conv_norm"] = head_norm(ret["conv_norm"])
+        ret["conv_norm"] = ln_as_channel_layernorm(ret["conv_norm"])
         return ret

@@ -47,8 +47,8 @@ import torch.nn as nn
 from detectron2.utils.events import get_event_storage
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
+from ..calibration.depth_bn_statistics import discard_depth_bn_statistics
 from ..depth import adaptive_modules, normalize_depth, parse_depth, using_depth
-from ..layers.depth_bn_statistics import discard_depth_bn_statistics
 from .distill import dense_logits_kd_loss, feature_kd_loss, logits_kd_loss
 from .distill_options import DistillOptions
 from .distill_features import capture_backbone_features, capture_features

@@ -18,7 +18,7 @@ from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone import Backbone
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool, LastLevelP6P7
 
-from ...layers.channel_layernorm import ChannelLayerNorm
+from ...layers.channel_layernorm import ln_as_channel_layernorm
 from .vit_adn import build_vit_adn_backbone
 
 __all__ = [
@@ -30,11 +30,9 @@ __all__ = [
 
 
 def pyramid_norm(norm: str, channels: int) -> Optional[nn.Module]:
-    """``"LN"``: a channel LayerNorm (not in Detectron2 v0.6's ``get_norm``); anything else
-    goes to ``get_norm`` ("" gives None)."""
-    if norm == "LN":
-        return ChannelLayerNorm(channels)
-    return get_norm(norm, channels)
+    """Detectron2's ``get_norm(norm, channels)`` ("" gives None), ``"LN"`` a channel
+    LayerNorm on every Detectron2 version (:func:`~adadet.layers.ln_as_channel_layernorm`)."""
+    return get_norm(ln_as_channel_layernorm(norm), channels)
 
 
 def _resampling(in_channels: int, scale: float, norm: str) -> Tuple[nn.Sequential, int]:

@@ -9,7 +9,7 @@ from detectron2.modeling import build_model
 from adadet import set_depth, using_depth
 from adadet.checkpoint import ADNCheckpointer
 from adadet.deploy.export import export_torchscript
-from adadet.layers import (
+from adadet.calibration import (
     calibrate_depth_bn_statistics,
     calibrated_depths,
     discard_depth_bn_statistics,

@@ -13,7 +13,9 @@ The statistics of depth ``D`` are buffers of the BN layer itself, ``running_mean
 ``running_mean_trained`` / ``running_var_trained``, the statistics training left. Whenever
 the depth changes (:func:`adadet.set_depth`, ``using_depth``, ``backbone.depth = ...``),
 the statistics of the new depth are copied into ``running_mean`` / ``running_var``, or the
-trained ones where that depth was not re-estimated. Training discards them
+trained ones where that depth was not re-estimated: a depth-change hook of the backbone
+(:meth:`~adadet.depth.AdaptiveDepthModule.register_depth_change_hook`) does it, registered
+when statistics are re-estimated or loaded. Training discards them
 (:func:`discard_depth_bn_statistics`): the weights they were measured for change.
 """
 import itertools
@@ -52,13 +54,33 @@ def _registry_holder(model: nn.Module) -> nn.Module:
     return adaptive_modules(model)[0]
 
 
-def _registry(model: nn.Module) -> List[nn.Module]:
-    """The BN layers that hold per-depth statistics (kept on the first adaptive module,
-    which applies them when its depth changes); none for a model without one."""
+class _PerDepthStatistics:
+    """The depth-change hook of the first adaptive module: holds the BN layers that have
+    per-depth statistics and gives them those of each new depth. A plain object, not a
+    module: the layers stay registered where they are in the model, and a deep copy or
+    pickle of the model maps them to its own layers."""
+
+    def __init__(self, layers: Sequence[nn.Module] = ()):
+        self.layers = list(layers)
+
+    def __call__(self, module: nn.Module, depth: str) -> None:
+        _apply_depth_bn_statistics(self.layers, depth)
+
+
+def _hook(model: nn.Module):
+    """The model's :class:`_PerDepthStatistics` hook, or None (also for a model without
+    an adaptive-depth backbone)."""
     try:
-        return list(_registry_holder(model)._depth_bn_layers)
+        holder = _registry_holder(model)
     except ValueError:  # no adaptive-depth backbone
-        return []
+        return None
+    return next((h for h in holder.depth_change_hooks if isinstance(h, _PerDepthStatistics)), None)
+
+
+def _registry(model: nn.Module) -> List[nn.Module]:
+    """The BN layers that hold per-depth statistics; none for a model without them."""
+    hook = _hook(model)
+    return list(hook.layers) if hook is not None else []
 
 
 def refresh_depth_bn_statistics(model: nn.Module) -> None:
@@ -81,10 +103,10 @@ def calibrated_depths(model: nn.Module) -> List[str]:
     return sorted(slots, key=lambda d: (d.count("T"), d))
 
 
-def apply_depth_bn_statistics(holder: nn.Module, depth: str) -> None:
+def _apply_depth_bn_statistics(layers: Iterable[nn.Module], depth: str) -> None:
     """Copy the statistics of ``depth`` (else the trained ones) into the running ones of
-    every registered BN layer. Called by AdaptiveDepthModule.set_depth."""
-    for bn in getattr(holder, "_depth_bn_layers", []):
+    each of ``layers``."""
+    for bn in layers:
         mean, var = _slot_names(depth)
         if not hasattr(bn, mean):
             mean, var = _slot_names(TRAINED)
@@ -95,9 +117,12 @@ def apply_depth_bn_statistics(holder: nn.Module, depth: str) -> None:
 
 
 def _register(model: nn.Module, layers: Sequence[nn.Module]) -> None:
-    holder = _registry_holder(model)
-    # a plain list attribute: the layers stay registered where they are in the model
-    object.__setattr__(holder, "_depth_bn_layers", list(layers))
+    """Make ``layers`` the ones whose statistics follow the depth (hooked once per model)."""
+    hook = _hook(model)
+    if hook is None:
+        hook = _PerDepthStatistics()
+        _registry_holder(model).register_depth_change_hook(hook)
+    hook.layers = list(layers)
 
 
 def discard_depth_bn_statistics(model: nn.Module) -> None:
@@ -106,8 +131,7 @@ def discard_depth_bn_statistics(model: nn.Module) -> None:
     layers = _registry(model)
     if not layers:
         return
-    holder = _registry_holder(model)
-    apply_depth_bn_statistics(holder, TRAINED)
+    _apply_depth_bn_statistics(layers, TRAINED)
     for bn in layers:
         for name in [n for n, _ in bn.named_buffers(recurse=False) if _SLOT_BUFFER.match(n)]:
             delattr(bn, name)
