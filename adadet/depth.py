@@ -6,6 +6,13 @@ skippable sub-path, ``F`` = it runs every block. ``"FFFF"`` is the full super-ne
 ``"TTTT"`` the smallest base-net, ``"TFFF"`` skips only res2's tail. The aliases
 ``"super"`` and ``"base"`` name the two ends.
 
+A detector whose neck and heads adapt too (e.g. ``SkippableFPN``, ``SkippableRPNHead``)
+has one more letter per adaptive part after the backbone's, in the order of
+:class:`DepthLayout` (the backbone, then the parts as the detector holds them: FPN, RPN
+head, mask head): ``"TTTTFTF"`` = the backbone's base-net, the FPN and the mask head
+skip. A setting of the backbone's letters alone runs every other part in full, so that
+``"TTFF"`` means the same on every detector.
+
 Switching the depth of a built model only changes which blocks run and which norm set the
 mandatory blocks use: no rebuild, no weight copy.
 """
@@ -13,6 +20,7 @@ import contextlib
 import itertools
 import weakref
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch.nn as nn
@@ -22,6 +30,8 @@ SkipFlags = Tuple[bool, ...]
 #: ``hook(module, depth)``, called at the end of :meth:`AdaptiveDepthModule.set_depth`.
 DepthChangeHook = Callable[["AdaptiveDepthModule", str], None]
 DEPTH_ALIASES = {"super": "F", "base": "T"}
+#: The part of a detector whose letters come first in a depth setting.
+BACKBONE_PART = "backbone"
 #: The default chain evaluated per depth (``TEST.ADN.DEPTHS``): one more stage skips each step.
 DEFAULT_EVAL_CHAIN = ("FFFF", "TFFF", "TTFF", "TTTF", "TTTT")
 
@@ -151,13 +161,17 @@ def expand_depth_list(settings: Union[str, Sequence[str]], num_stages: int = 4) 
 
 
 class AdaptiveDepthModule(nn.Module):
-    """Interface of a backbone whose stages can skip their skippable sub-paths.
+    """Interface of a module whose stages (or refinements) can skip their skippable
+    sub-paths.
 
-    Subclasses define ``num_adaptive_stages``, ``_apply_skip_flags(flags)`` and
-    ``stage_outputs()``.
+    Subclasses define ``num_adaptive_stages``, ``_apply_skip_flags(flags)`` and, for a
+    backbone, ``stage_outputs()``. ``depth_part`` names the part of the detector whose
+    letters of a depth setting the module takes (:class:`DepthLayout`): every backbone
+    module takes the backbone's letters; a neck or head part takes its own.
     """
 
     num_adaptive_stages: int = 4
+    depth_part: str = BACKBONE_PART
 
     def stage_outputs(self) -> "Dict[str, nn.Module]":
         """Stage name -> the module whose forward output is that stage's output, an
@@ -219,6 +233,98 @@ class AdaptiveDepthModule(nn.Module):
         return None
 
 
+def _num_entries(setting) -> Optional[int]:
+    """How many letters or flags ``setting`` spells (None for an alias or a non-sequence)."""
+    if isinstance(setting, str):
+        text = setting.strip()
+        return None if text.lower() in DEPTH_ALIASES else len(text)
+    try:
+        return len(setting)
+    except TypeError:
+        return None
+
+
+@dataclass(frozen=True)
+class DepthLayout:
+    """Which letters of a depth setting belong to which part of a detector.
+
+    ``parts`` holds ``(part name, number of letters)``: the backbone first, then each
+    adaptive neck or head part in the order the detector holds it. A setting gives every
+    letter, or only the backbone's (every other part then runs in full); the aliases
+    ``"super"`` / ``"base"`` give all letters ``F`` / ``T``. Canonical settings have every
+    letter, so a backbone-only detector's settings are what they always were.
+    """
+
+    parts: Tuple[Tuple[str, int], ...]
+
+    @property
+    def num_flags(self) -> int:
+        return sum(count for _, count in self.parts)
+
+    @property
+    def num_backbone_flags(self) -> int:
+        return self.parts[0][1]
+
+    def describe(self) -> str:
+        """The layout in words, for messages: "4 letters: backbone (4), fpn (1)"."""
+        return f"{self.num_flags} letters: " + ", ".join(f"{n} ({c})" for n, c in self.parts)
+
+    def parse(self, setting: Union[str, Sequence[bool]]) -> SkipFlags:
+        """The skip flags of every letter (True = skip); a backbone-only setting runs the
+        other parts in full. Raises like :func:`parse_depth`, naming this layout."""
+        if len(self.parts) == 1:
+            return parse_depth(setting, self.num_flags)
+        backbone = self.num_backbone_flags
+        if _num_entries(setting) == backbone:
+            return parse_depth(setting, backbone) + (False,) * (self.num_flags - backbone)
+        try:
+            return parse_depth(setting, self.num_flags)
+        except ValueError as e:
+            raise ValueError(
+                f"{e} This detector's settings have {self.describe()}; a setting of the "
+                f"backbone's {backbone} letters alone runs every other part in full."
+            ) from None
+
+    def normalize(self, setting: Union[str, Sequence[bool]]) -> str:
+        return depth_name(self.parse(setting))
+
+    def split(self, flags: SkipFlags) -> Dict[str, SkipFlags]:
+        """Part name -> its flags."""
+        out, start = {}, 0
+        for name, count in self.parts:
+            out[name] = tuple(flags[start : start + count])
+            start += count
+        return out
+
+    def part_setting(self, setting: Union[str, Sequence[bool]], part: str) -> str:
+        """The letters of ``part`` in ``setting``: "TTFF" of "TTFFTFT" for the backbone."""
+        return depth_name(self.split(self.parse(setting))[part])
+
+    def all(self) -> List[str]:
+        return all_depths(self.num_flags)
+
+    def expand(self, settings: Union[str, Sequence[str]]) -> List[str]:
+        """:func:`expand_depth_list` for this layout: "all" gives every setting of every
+        letter; each entry is made canonical."""
+        if isinstance(settings, str):
+            settings = [settings]
+        if [str(s).lower() for s in settings] == ["all"]:
+            return self.all()
+        if not settings:
+            raise ValueError(
+                "The list of depth settings is empty: give at least one, e.g. ['super']."
+            )
+        names = [self.normalize(s) for s in settings]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(
+                f"Depth settings {list(settings)} name {duplicates} more than once (aliases "
+                f"and backbone-only settings included: 'super' = {'F' * self.num_flags!r}, "
+                f"'base' = {'T' * self.num_flags!r}); list each setting once."
+            )
+        return names
+
+
 # model -> its adaptive-depth modules: found once, so that switching the depth of a whole
 # detector costs the same whatever its size (weak keys: no model is kept alive by this).
 _ADAPTIVE_MODULES: "weakref.WeakKeyDictionary[nn.Module, List[AdaptiveDepthModule]]" = (
@@ -227,7 +333,8 @@ _ADAPTIVE_MODULES: "weakref.WeakKeyDictionary[nn.Module, List[AdaptiveDepthModul
 
 
 def adaptive_modules(model: nn.Module) -> List[AdaptiveDepthModule]:
-    """The adaptive-depth backbones inside ``model`` (unwrapping DistributedDataParallel).
+    """The adaptive-depth modules inside ``model`` (unwrapping DistributedDataParallel):
+    the backbone's first, then those of the neck and heads, in the model's order.
 
     Looked up once per model; a model whose backbone is replaced after its first depth
     switch keeps the modules found then.
@@ -236,26 +343,59 @@ def adaptive_modules(model: nn.Module) -> List[AdaptiveDepthModule]:
     found = _ADAPTIVE_MODULES.get(model)
     if found is None:
         found = [m for m in model.modules() if isinstance(m, AdaptiveDepthModule)]
-        if not found:
+        backbones = [m for m in found if m.depth_part == BACKBONE_PART]
+        if not backbones:
             raise ValueError(
                 f"{type(model).__name__} has no adaptive-depth backbone: build it with an ADN "
                 "backbone (e.g. MODEL.BACKBONE.NAME: build_resnet_adn_fpn_backbone)."
             )
+        found = backbones + [m for m in found if m.depth_part != BACKBONE_PART]
         _ADAPTIVE_MODULES[model] = found
     return found
 
 
+def backbone_modules(model: nn.Module) -> List[AdaptiveDepthModule]:
+    """The adaptive-depth backbones inside ``model`` (the modules with stages whose
+    outputs can be distilled)."""
+    return [m for m in adaptive_modules(model) if m.depth_part == BACKBONE_PART]
+
+
+def depth_layout(model: nn.Module) -> DepthLayout:
+    """The letters of ``model``'s depth settings: :class:`DepthLayout`."""
+    parts: "OrderedDict[str, int]" = OrderedDict()
+    for module in adaptive_modules(model):
+        count = parts.setdefault(module.depth_part, module.num_adaptive_stages)
+        if count != module.num_adaptive_stages:
+            raise ValueError(
+                f"Two adaptive modules of the part {module.depth_part!r} have "
+                f"{count} and {module.num_adaptive_stages} stages: the modules of one part "
+                "take the same letters, so they need the same number of stages."
+            )
+    return DepthLayout(tuple(parts.items()))
+
+
+def _part_flags(model: nn.Module, setting) -> "Tuple[str, List[Tuple[AdaptiveDepthModule, SkipFlags]]]":
+    """The canonical setting and each adaptive module's flags of it."""
+    layout = depth_layout(model)
+    flags = layout.parse(setting)
+    by_part = layout.split(flags)
+    return depth_name(flags), [(m, by_part[m.depth_part]) for m in adaptive_modules(model)]
+
+
 def set_depth(model: nn.Module, setting: Union[str, Sequence[bool]]) -> str:
     """Run ``model`` at ``setting`` from now on; returns the canonical setting string."""
-    name = None
-    for module in adaptive_modules(model):
-        module.set_depth(setting)
-        name = module.depth
+    name, assignments = _part_flags(model, setting)
+    for module, flags in assignments:
+        module.set_depth(flags)
     return name
 
 
 def get_depth(model: nn.Module) -> str:
-    return adaptive_modules(model)[0].depth
+    """The canonical setting ``model`` runs at: every part's letters."""
+    parts: "OrderedDict[str, str]" = OrderedDict()
+    for module in adaptive_modules(model):
+        parts.setdefault(module.depth_part, module.depth)
+    return "".join(parts.values())
 
 
 @contextlib.contextmanager
@@ -265,12 +405,12 @@ def using_depth(model: nn.Module, setting: Union[str, Sequence[bool]]) -> Iterat
     >>> with using_depth(model, "TTTT"):
     ...     outputs = model(inputs)
     """
-    modules = adaptive_modules(model)
-    previous = [m.skip_flags for m in modules]
+    name, assignments = _part_flags(model, setting)
+    previous = [(m, m.skip_flags) for m, _ in assignments]
     try:
-        for module in modules:
-            module.set_depth(setting)
-        yield modules[0].depth
+        for module, flags in assignments:
+            module.set_depth(flags)
+        yield name
     finally:
-        for module, flags in zip(modules, previous):
+        for module, flags in previous:
             module.set_depth(flags)

@@ -452,7 +452,7 @@ def _distillation_step(cfg, args, device, batch, scheme):
 
     def loss():
         calls["n"] += 1  # a new iteration: random schemes draw other students
-        return distill(batch, iteration=calls["n"])["total_loss"]
+        return sum(distill(batch, iteration=calls["n"]).values())  # the weighted terms
 
     return detector, distill, _train_step(loss, detector, device, args.amp)
 

@@ -17,6 +17,11 @@ trained ones where that depth was not re-estimated: a depth-change hook of the b
 (:meth:`~adadet.depth.AdaptiveDepthModule.register_depth_change_hook`) does it, registered
 when statistics are re-estimated or loaded. Training discards them
 (:func:`discard_depth_bn_statistics`): the weights they were measured for change.
+
+The statistics follow the backbone's letters of a setting. In a detector whose neck and
+heads adapt too, only the backbone's BN layers get per-depth statistics (their inputs
+depend on the backbone's letters alone); BN layers after the backbone keep the trained
+ones.
 """
 import itertools
 import logging
@@ -27,7 +32,7 @@ import torch
 import torch.nn as nn
 from fvcore.nn.precise_bn import BN_MODULE_TYPES, update_bn_stats
 
-from ..depth import adaptive_modules, normalize_depth, using_depth
+from ..depth import BACKBONE_PART, adaptive_modules, backbone_modules, depth_layout, using_depth
 
 __all__ = [
     "calibrate_depth_bn_statistics",
@@ -205,13 +210,15 @@ def calibrate_depth_bn_statistics(
     batches (Detectron2 inputs, e.g. from the training loader) and store them per depth.
 
     The weights and the trained statistics are unchanged; afterwards the model's current
-    depth uses its new statistics. Returns the depths calibrated (none if the model has no
+    depth uses its new statistics. Returns the backbone settings calibrated (none if the model has no
     BatchNorm layer, e.g. FrozenBN or GroupNorm: their statistics do not depend on data).
     """
     if num_iter < 1:
         raise ValueError(f"TEST.ADN.PRECISE_BN.NUM_ITER must be >= 1, got {num_iter}.")
-    num_stages = adaptive_modules(detector)[0].num_adaptive_stages
-    depths = [normalize_depth(d, num_stages) for d in depths]
+    layout = depth_layout(detector)
+    # the backbone's letters of each setting, once each: the slots the statistics go to
+    depths = list(dict.fromkeys(layout.part_setting(d, BACKBONE_PART) for d in depths))
+    in_backbone = {m for b in backbone_modules(detector) for m in b.modules()}
     if not any(isinstance(m, BN_MODULE_TYPES) for m in detector.modules()):
         logger.info("No BatchNorm layer: per-depth BN statistics are not needed.")
         return []
@@ -230,6 +237,8 @@ def calibrate_depth_bn_statistics(
         for depth in depths:
             with using_depth(detector, depth):
                 layers = _bn_layers_run(detector, forward, batches[0])
+                if len(layout.parts) > 1:
+                    layers = [bn for bn in layers if bn in in_backbone]
                 for bn in layers:
                     bn.train()
                 update_bn_stats(forward, batches, num_iter)

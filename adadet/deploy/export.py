@@ -21,7 +21,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import torch
 import torch.nn as nn
 
-from ..depth import normalize_depth, using_depth
+from ..depth import depth_layout, using_depth
+from ..modeling.adaptive_parts import config_depth_layout
 from ..utils.tracing import BackboneTracingAdapter, DetectorTracingAdapter, tracing_mode
 
 logger = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ def export_metadata(cfg, depth: str, output_names: Sequence[str]) -> Dict[str, A
     thing_classes = list(dataset_metadata(cfg).get("thing_classes", []))
     return {
         "format_version": 1,
-        "depth": normalize_depth(depth),
+        "depth": config_depth_layout(cfg).normalize(depth),
         "meta_architecture": cfg.MODEL.META_ARCHITECTURE,
         "input": {
             "format": cfg.INPUT.FORMAT,
@@ -254,7 +255,7 @@ def export_torchscript(
     """Trace ``model`` at ``depth`` on ``image`` (the model's input tensor), save it to
     ``path`` with ``metadata`` inside, load it back and check it on ``image`` and
     ``check_images`` (``verify=False``: count the layers only)."""
-    depth = normalize_depth(depth)
+    depth = depth_layout(model).normalize(depth)
     adapter = DetectorTracingAdapter(model)
     exported = trace_at_depth(adapter, depth, image)
     metadata = {**(metadata or {}), "requires_ops": graph_op_libraries(exported.graph)}
@@ -346,7 +347,7 @@ def export_onnx(
             "is not installed: pip install onnx (and onnxscript for the dynamo exporter, "
             "onnxruntime to check the exported file)."
         ) from None
-    depth = normalize_depth(depth)
+    depth = depth_layout(model).normalize(depth)
     failures: List[str] = []
     for part, adapter in (("model", DetectorTracingAdapter(model)),
                           ("backbone", BackboneTracingAdapter(model))):

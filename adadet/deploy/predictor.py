@@ -21,7 +21,8 @@ from detectron2.structures import Instances
 
 from ..checkpoint import ADNCheckpointer
 from ..config import add_adn_config, merge_config
-from ..depth import get_depth, normalize_depth, using_depth
+from ..depth import depth_layout, get_depth, using_depth
+from ..modeling.adaptive_parts import config_depth_layout
 from ..utils.timing import ForwardTimer
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ def setup_deploy_cfg(config_file: str, opts: Sequence[str] = (), depth: Optional
     add_adn_config(cfg)
     merge_config(cfg, config_file, opts)  # clear errors for ints in float keys
     if depth is not None:
-        cfg.MODEL.ADN.DEPTH = normalize_depth(depth)
+        cfg.MODEL.ADN.DEPTH = config_depth_layout(cfg).normalize(depth)
     if not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
@@ -117,7 +118,7 @@ class AdaptiveDepthPredictor(DefaultPredictor):
 
     def __call__(self, original_image: np.ndarray, depth: Optional[str] = None) -> DepthPrediction:
         """``original_image``: (H, W, C) uint8 in BGR order (as ``cv2.imread`` gives)."""
-        depth = normalize_depth(depth) if depth is not None else get_depth(self.model)
+        depth = depth_layout(self.model).normalize(depth) if depth is not None else get_depth(self.model)
         with using_depth(self.model, depth):
             for _ in range(self._warmup_left):
                 super().__call__(original_image)

@@ -19,7 +19,7 @@ import torch.nn as nn
 from detectron2.evaluation import DatasetEvaluator, inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 
-from ..depth import adaptive_modules, expand_depth_list, using_depth
+from ..depth import depth_layout, using_depth
 from ..utils.timing import ForwardTimer
 from .cost import backbone_flops, model_cost
 from .depth_report import report_depth_results
@@ -35,9 +35,8 @@ def checked_test_depths(model: nn.Module, depths: Sequence[str], key: str) -> Li
     """The depth settings ``depths`` (the config key ``key``: ``TEST.ADN.DEPTHS``,
     ``adn.test_depths``) canonical for ``model``; a bad entry raises ValueError naming the
     key, so that a bad list fails before training, not after it."""
-    num_stages = adaptive_modules(model)[0].num_adaptive_stages
     try:
-        return expand_depth_list(list(depths), num_stages)
+        return depth_layout(model).expand(list(depths))
     except ValueError as e:
         raise ValueError(f"{key} {list(depths)}: {e}") from None
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..depth import adaptive_modules, depth_name, using_depth
+from ..depth import backbone_modules, depth_name, using_depth
 from ..modeling.distill_features import capture_features
 
 __all__ = ["stage_refinement", "format_refinement_table"]
@@ -41,7 +41,7 @@ def stage_refinement(detector: nn.Module, batches: Sequence[List[Dict[str, Any]]
     """One row per stage: the stage, the depth that skips it alone, and the mean over
     ``batches`` of :func:`_compare` between its output in the super-net and in that depth;
     plus the same against the base-net (every stage skips: inputs differ too)."""
-    adaptive = adaptive_modules(detector)[0]
+    adaptive = backbone_modules(detector)[0]
     stages = list(adaptive.stage_outputs())
     num_stages = adaptive.num_adaptive_stages
     was_training = detector.training

@@ -13,19 +13,20 @@ import sys
 from collections.abc import Mapping
 from typing import List, Optional, Tuple
 
-from ..depth import normalize_depth
+from ..depth import DepthLayout
+from ..modeling.adaptive_parts import config_depth_layout
 
 __all__ = ["verify_depth_results"]
 
 logger = logging.getLogger(__name__)
 
 
-def _split_depth(task: str, num_stages: int) -> Tuple[Optional[str], List[str]]:
+def _split_depth(task: str, layout: DepthLayout) -> Tuple[Optional[str], List[str]]:
     """(depth named at the start of ``task`` or None, the task's path after it)."""
     parts = task.split("/")
     if len(parts) > 1:
         try:
-            return normalize_depth(parts[0], num_stages), parts[1:]
+            return layout.normalize(parts[0]), parts[1:]
         except (ValueError, TypeError):
             pass
     return None, parts
@@ -50,8 +51,8 @@ def verify_depth_results(cfg, results, *, exit_on_failure: bool = True) -> bool:
             "(DATASETS.TEST is empty?). Fix: give DATASETS.TEST, or TEST.EXPECTED_RESULTS []."
         )
     evaluated = list(results)
-    num_stages = len(evaluated[0])
-    default_depth = normalize_depth(cfg.MODEL.ADN.DEPTH, num_stages)
+    layout = config_depth_layout(cfg)
+    default_depth = layout.normalize(cfg.MODEL.ADN.DEPTH)
     failures = []
     for entry in expected_results:
         if len(entry) != 4:
@@ -60,7 +61,7 @@ def verify_depth_results(cfg, results, *, exit_on_failure: bool = True) -> bool:
                 "tolerance], e.g. ['TTTT/bbox', 'AP', 38.5, 0.2]."
             )
         task, metric, expected, tolerance = entry
-        depth, path = _split_depth(str(task), num_stages)
+        depth, path = _split_depth(str(task), layout)
         if depth is None:
             depth = default_depth
             how = f"MODEL.ADN.DEPTH ({cfg.MODEL.ADN.DEPTH!r}), as the task names no depth"

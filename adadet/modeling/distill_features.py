@@ -16,7 +16,7 @@ from typing import Dict, Iterator, List, Sequence
 import torch
 import torch.nn as nn
 
-from ..depth import adaptive_modules
+from ..depth import backbone_modules
 
 __all__ = [
     "capture_backbone_features",
@@ -28,7 +28,7 @@ __all__ = [
 
 def _stage_modules(detector: nn.Module) -> Dict[str, nn.Module]:
     modules: Dict[str, nn.Module] = {}
-    for adaptive in adaptive_modules(detector):
+    for adaptive in backbone_modules(detector):
         modules.update(adaptive.stage_outputs())
     return modules
 

@@ -12,7 +12,7 @@ from typing import Optional, Tuple
 
 import torch.nn as nn
 
-from ..depth import adaptive_modules, expand_depth_list, normalize_depth
+from ..depth import depth_layout
 from .distill import check_kd_options
 from .distill_features import distillable_features, stage_output_names
 
@@ -114,15 +114,15 @@ class DistillOptions:
         """These options for ``detector``: the defaults that depend on it filled in, the
         depth settings spelled out (``"base"`` -> ``"TTTT"``), the students and the
         distilled maps checked against it."""
-        num_stages = adaptive_modules(detector)[0].num_adaptive_stages
+        layout = depth_layout(detector)
         subnets = self.subnets
         if subnets is None:
-            subnets = [normalize_depth("base", num_stages)]
+            subnets = ["base"]
         resolved = dataclasses.replace(
             self,
-            subnets=tuple(expand_depth_list(list(subnets), num_stages)),
+            subnets=tuple(layout.expand(list(subnets))),
             always_students=(
-                tuple(expand_depth_list(list(self.always_students), num_stages))
+                tuple(layout.expand(list(self.always_students)))
                 if self.always_students
                 else ()
             ),

@@ -48,7 +48,7 @@ from detectron2.utils.events import get_event_storage
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from ..calibration.depth_bn_statistics import discard_depth_bn_statistics
-from ..depth import adaptive_modules, normalize_depth, parse_depth, using_depth
+from ..depth import BACKBONE_PART, depth_layout, using_depth
 from .distill import dense_logits_kd_loss, feature_kd_loss, logits_kd_loss
 from .distill_options import DistillOptions
 from .distill_features import capture_backbone_features, capture_features
@@ -133,8 +133,7 @@ class SelfDistillationModel(nn.Module):
             )
         self.detector = detector
         self.options = (options or DistillOptions(**settings)).for_detector(detector)
-        num_stages = adaptive_modules(detector)[0].num_adaptive_stages
-        self.super_depth = normalize_depth("super", num_stages)
+        self.super_depth = depth_layout(detector).normalize("super")
         # Preprocessing and the backbone's stem run once per iteration for all passes
         # (.shared_work). False runs every pass from the raw batch: the reference the
         # tests compare with. Besides time and memory, sharing changes one thing: a
@@ -168,9 +167,14 @@ class SelfDistillationModel(nn.Module):
         that is always there, is the base-net."""
         if not self.options.distill:
             return False
-        num_stages = len(parse_depth(self.super_depth))
-        skips_all = [all(parse_depth(s, num_stages)) for s in self.options.always_students]
-        return any(skips_all) or all(all(parse_depth(s, num_stages)) for s in self.options.subnets)
+        layout = depth_layout(self.detector)
+
+        def skips_every_stage(setting: str) -> bool:  # skip norms live in the backbone only
+            return set(layout.part_setting(setting, BACKBONE_PART)) == {"T"}
+
+        return any(map(skips_every_stage, self.options.always_students)) or all(
+            map(skips_every_stage, self.options.subnets)
+        )
 
     def students_for_iteration(self, iteration: int) -> List[str]:
         """The students of an iteration: ``always_students``, then ``num_students`` of

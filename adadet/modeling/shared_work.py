@@ -27,7 +27,7 @@ from typing import Callable, Iterator, List, Tuple
 
 import torch.nn as nn
 
-from ..depth import adaptive_modules
+from ..depth import backbone_modules
 
 __all__ = ["share_depth_independent_work"]
 
@@ -75,7 +75,7 @@ def share_depth_independent_work(detector: nn.Module) -> Iterator[None]:
     with contextlib.ExitStack() as stack:
         if callable(getattr(detector, "preprocess_image", None)):
             stack.enter_context(reuse_results(detector, "preprocess_image"))
-        for module in adaptive_modules(detector):
+        for module in backbone_modules(detector):
             stem = module.depth_independent_stem()
             if stem is not None:
                 stack.enter_context(reuse_results(*stem))

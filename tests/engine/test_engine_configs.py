@@ -8,7 +8,7 @@ from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
 from adadet import add_adn_config, get_depth
-from adadet.depth import adaptive_modules
+from adadet.depth import adaptive_modules, depth_layout
 from adadet.engine import SelfDistillationModel
 from adn_testing import load_tool
 from engine_tiny_data import HERE
@@ -41,7 +41,7 @@ def test_config_builds_an_adn_model(name):
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.RESNETS.NORM = cfg.MODEL.RESNETS.NORM.replace("SyncBN", "BN")
     model = build_model(cfg)
-    assert get_depth(model) == cfg.MODEL.ADN.DEPTH
+    assert get_depth(model) == depth_layout(model).normalize(cfg.MODEL.ADN.DEPTH)
     assert adaptive_modules(model)
     SelfDistillationModel.from_config(cfg, model)  # checks DISTILL.FEATURES exist
 
@@ -84,7 +84,12 @@ SANDWICH_CONFIGS = {
     "mask_rcnn_ada_r18_textures_cpu.yaml",
     "mask_rcnn_ada_r50_sandwich.yaml",
 }
-PAPER_CONFIGS = [n for n in CONFIGS if not n.endswith("_cpu.yaml") and n not in SANDWICH_CONFIGS]
+#: Configs of adadet's architectures whose neck and heads adapt too (not the paper's).
+WHOLE_DETECTOR_CONFIGS = {"mask_rcnn_ada_r50_whole.yaml"}
+PAPER_CONFIGS = [
+    n for n in CONFIGS
+    if not n.endswith("_cpu.yaml") and n not in SANDWICH_CONFIGS | WHOLE_DETECTOR_CONFIGS
+]
 
 
 def _students(cfg, detector, iterations=20):
@@ -108,6 +113,17 @@ def test_the_papers_configs_train_the_super_net_and_the_base_net_only():
         drawn = _students(_load(name), detector)
         assert all(s[0] == "TTTT" and len(s) == 2 for s in drawn), name
         assert len({s[1] for s in drawn}) > 3, name  # a mixed setting drawn anew
+
+
+def test_the_whole_detector_configs_distill_into_the_whole_base_net():
+    for name in WHOLE_DETECTOR_CONFIGS:
+        cfg = _cpu(_load(name))
+        cfg.MODEL.RESNETS.NORM = "BN"
+        cfg.MODEL.RESNETS.DEPTH = 18
+        cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+        detector = build_model(cfg)
+        assert len(depth_layout(detector).parts) > 1, name  # something besides the backbone
+        assert _students(cfg, detector) == {("T" * depth_layout(detector).num_flags,)}, name
 
 
 def test_the_lazy_paper_configs_train_the_papers_students():

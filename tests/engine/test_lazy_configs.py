@@ -62,7 +62,9 @@ def _shapes(model):
 
 
 @pytest.mark.parametrize(
-    "name", ["mask_rcnn_ada_r18_embedded_cpu", "mask_rcnn_ada_r50", "mask_rcnn_ada_vit_b"]
+    "name",
+    ["mask_rcnn_ada_r18_embedded_cpu", "mask_rcnn_ada_r50", "mask_rcnn_ada_r50_whole",
+     "mask_rcnn_ada_vit_b"],
 )
 def test_lazy_and_yacs_configs_build_the_same_detector(name):
     torch.manual_seed(0)

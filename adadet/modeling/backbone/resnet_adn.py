@@ -24,8 +24,9 @@ from detectron2.modeling.backbone.resnet import (
     build_resnet_backbone,
 )
 
-from ...depth import AdaptiveDepthModule, SkipFlags
+from ...depth import BACKBONE_PART, AdaptiveDepthModule, SkipFlags
 from ...layers import SkipSwitch, SwitchableNormConv2d
+from ..adaptive_parts import config_part_setting
 
 __all__ = ["num_mandatory_blocks", "AdaptiveStage", "ResNetADN", "build_resnet_adn_backbone"]
 
@@ -210,5 +211,5 @@ def build_resnet_adn_backbone(cfg, input_shape):
         num_mandatory_per_stage=list(cfg.MODEL.ADN.NUM_MANDATORY_BLOCKS) or None,
         switch_shortcut_norm=cfg.MODEL.ADN.SWITCH_SHORTCUT_NORM,
         switchable_norms=cfg.MODEL.ADN.SWITCHABLE_NORMS,
-        depth=cfg.MODEL.ADN.DEPTH,
+        depth=config_part_setting(cfg, BACKBONE_PART, len(resnet.stages)),
     )

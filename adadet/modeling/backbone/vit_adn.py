@@ -30,9 +30,10 @@ from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone import Backbone
 from torchvision.ops import StochasticDepth
 
-from ...depth import AdaptiveDepthModule, SkipFlags
+from ...depth import BACKBONE_PART, AdaptiveDepthModule, SkipFlags
 from ...layers import SkipSwitch
 from ...layers.switchable_layernorm import SwitchableLayerNorm
+from ..adaptive_parts import config_part_setting
 
 __all__ = [
     "VIT_SIZES",
@@ -446,7 +447,7 @@ def _vit_kwargs(cfg) -> dict:
         pretrain_img_size=v.PRETRAIN_IMG_SIZE,
         num_mandatory_per_group=list(cfg.MODEL.ADN.NUM_MANDATORY_BLOCKS) or None,
         switchable_norms=cfg.MODEL.ADN.SWITCHABLE_NORMS,
-        depth=cfg.MODEL.ADN.DEPTH,
+        depth=config_part_setting(cfg, BACKBONE_PART, NUM_GROUPS),
     )
 
 
