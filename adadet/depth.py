@@ -304,12 +304,15 @@ class DepthLayout:
         return all_depths(self.num_flags)
 
     def expand(self, settings: Union[str, Sequence[str]]) -> List[str]:
-        """:func:`expand_depth_list` for this layout: "all" gives every setting of every
-        letter; each entry is made canonical."""
+        """:func:`expand_depth_list` for this layout: ``"all"`` gives every setting of
+        every letter, ``"mixed"`` all but the super-net and the base-net (the sandwich
+        rule's draws); each entry is made canonical."""
         if isinstance(settings, str):
             settings = [settings]
         if [str(s).lower() for s in settings] == ["all"]:
             return self.all()
+        if [str(s).lower() for s in settings] == ["mixed"]:
+            return self.all()[1:-1]
         if not settings:
             raise ValueError(
                 "The list of depth settings is empty: give at least one, e.g. ['super']."

@@ -26,7 +26,7 @@ import numpy as np
 from detectron2.data.detection_utils import read_image
 from detectron2.utils.logger import setup_logger
 
-from adadet import expand_depth_list
+from adadet.depth import depth_layout
 from adadet.deploy.cli_checks import ArgumentChecks
 from adadet.deploy.predictor import AdaptiveDepthPredictor, setup_deploy_cfg
 from adadet.deploy.visualize import compare_depths, draw_prediction
@@ -120,8 +120,13 @@ def main(argv=None) -> int:
     paths = expand_inputs(args.input)
     check_outputs(args, paths)
     cfg = setup_cfg(args)
-    depths = expand_depth_list(args.compare_depths) if args.compare_depths else None
     predictor = AdaptiveDepthPredictor(cfg, repeat=args.repeat, warmup=args.warmup)
+    depths = None
+    try:  # the model's own settings: 7 letters where its neck and heads adapt too
+        if args.compare_depths:
+            depths = depth_layout(predictor.model).expand(args.compare_depths)
+    except ValueError as e:
+        CHECKS.fail(f"--compare-depths: {e}")
 
     for path in paths:
         try:

@@ -1,5 +1,6 @@
 """The per-depth evaluation report: a table in the log, ``depth_eval.json`` / ``.csv`` and a
-Pareto plot (AP against GFLOPs and against latency, one labelled point per setting)."""
+Pareto plot (AP against GFLOPs and against latency, one point per setting; every point
+labelled up to 16 settings, the Pareto front's beyond)."""
 import csv
 import json
 import logging
@@ -84,6 +85,19 @@ def pareto_front(points: List[tuple]) -> List[int]:
     return front
 
 
+#: Up to this many settings, every point of the plot is labelled; beyond, the front only.
+MAX_LABELLED_POINTS = 16
+
+
+def labelled_points(points: List[tuple]) -> List[int]:
+    """Indices of the points to name in the plot: all of them, or the Pareto front when
+    there are more than :data:`MAX_LABELLED_POINTS` (128 whole-detector settings would
+    be unreadable)."""
+    if len(points) <= MAX_LABELLED_POINTS:
+        return list(range(len(points)))
+    return sorted(pareto_front(points))
+
+
 def plot_pareto(rows: List[Dict[str, Any]], path: str, title: str = "") -> None:
     # Figure + Agg canvas: no global pyplot state, no display needed.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -100,8 +114,9 @@ def plot_pareto(rows: List[Dict[str, Any]], path: str, title: str = "") -> None:
             axis.scatter(*zip(*points), marker=marker, label=metric.replace("_", " "))
             front = pareto_front(points)
             axis.plot([points[i][0] for i in front], [points[i][1] for i in front], alpha=0.5)
-            for row, (x, y) in zip(rows, points):
-                axis.annotate(row["depth"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            for index in labelled_points(points):
+                axis.annotate(rows[index]["depth"], points[index], textcoords="offset points",
+                              xytext=(4, 4), fontsize=8)
         axis.set_xlabel(label)
         axis.set_ylabel("AP")
         axis.grid(alpha=0.3)

@@ -149,3 +149,27 @@ def test_training_discards_them_and_models_without_batchnorm_need_none(calibrate
         calibrate_depth_bn_statistics(model, batches, DEPTHS, num_iter=0)
     with pytest.raises(ValueError, match="batches"):
         calibrate_depth_bn_statistics(model, batches, DEPTHS, num_iter=5)
+
+
+def test_a_whole_detector_keys_its_statistics_by_the_backbones_letters():
+    """Where the neck and heads adapt too, the backbone's BN layers (whose inputs depend on
+    the backbone's letters alone) get one slot per backbone setting; BN layers after the
+    backbone keep the trained statistics."""
+    cfg = make_project_cfg(
+        "mask_rcnn_ada_r18_textures_whole_cpu.yaml", MODEL__ROI_MASK_HEAD__NORM="BN"
+    )
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    batches = [synthetic_batch(2, seed=s) for s in range(2)]
+    got = calibrate_depth_bn_statistics(
+        model, batches, ["TTTFTFT", "TTTFFFF", "FFFF"], num_iter=2
+    )
+    assert got == ["TTTF", "FFFF"]
+    assert calibrated_depths(model) == ["FFFF", "TTTF"]
+    mask_norms = [m for m in model.roi_heads.mask_head.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert mask_norms and not any(hasattr(bn, "running_mean_TTTF") for bn in mask_norms)
+    norm = _res5_main_norm(model)
+    with using_depth(model, "TTTFTTT"):  # any neck/head letters: the backbone's statistics
+        assert torch.equal(norm.running_mean, norm.running_mean_TTTF)
+    with using_depth(model, "FFFFTFT"):
+        assert torch.equal(norm.running_mean, norm.running_mean_FFFF)
