@@ -37,16 +37,18 @@ class SkippableRefinement(nn.Module):
 
 
 def zero_init_refinement(refinement: SkippableRefinement) -> None:
-    """Make the branch's output zero: the weight of its last norm when it has one (the
-    branch's statistics still flow), else the weight and bias of its last conv."""
+    """Make the branch's output zero: the weights of the norms after its last conv when it
+    has any (zero-gamma: the conv's gradient stays well scaled), else the weight and bias
+    of its last conv."""
     modules = list(refinement.branch.modules())
-    norms = [m for m in modules if isinstance(m, _NORMS)]
-    convs = [m for m in modules if isinstance(m, nn.Conv2d)]
-    if norms and getattr(norms[-1], "weight", None) is not None:
-        nn.init.zeros_(norms[-1].weight)
-        return
+    convs = [i for i, m in enumerate(modules) if isinstance(m, nn.Conv2d)]
     if not convs:
-        raise ValueError(f"{type(refinement.branch).__name__} has no conv or norm to zero.")
-    nn.init.zeros_(convs[-1].weight)
-    if convs[-1].bias is not None:
-        nn.init.zeros_(convs[-1].bias)
+        raise ValueError(f"{type(refinement.branch).__name__} has no conv to zero.")
+    last = modules[convs[-1]]
+    norms = [m for m in modules[convs[-1] + 1 :] if isinstance(m, _NORMS) and m.weight is not None]
+    for norm in norms:  # several for a per-level norm list (RetinaNet's CycleBatchNormList)
+        nn.init.zeros_(norm.weight)
+    if not norms:
+        nn.init.zeros_(last.weight)
+        if last.bias is not None:
+            nn.init.zeros_(last.bias)

@@ -14,6 +14,7 @@ __all__ = [
     "ADAPTIVE_PARTS",
     "FPN_PART",
     "MASK_HEAD_PART",
+    "RETINANET_HEAD_PART",
     "RPN_HEAD_PART",
     "config_adaptive_parts",
     "config_depth_layout",
@@ -23,6 +24,7 @@ __all__ = [
 FPN_PART = "fpn"
 RPN_HEAD_PART = "rpn_head"
 MASK_HEAD_PART = "mask_head"
+RETINANET_HEAD_PART = "retinanet_head"
 
 #: part -> (the config key that selects its module, the registered names that adapt)
 ADAPTIVE_PARTS = {
@@ -33,6 +35,7 @@ ADAPTIVE_PARTS = {
     ),
     RPN_HEAD_PART: ("MODEL.RPN.HEAD_NAME", ("SkippableRPNHead",)),
     MASK_HEAD_PART: ("MODEL.ROI_MASK_HEAD.NAME", ("SkippableMaskRCNNConvUpsampleHead",)),
+    RETINANET_HEAD_PART: ("MODEL.META_ARCHITECTURE", ("SkippableRetinaNet",)),
 }
 
 

@@ -85,7 +85,7 @@ SANDWICH_CONFIGS = {
     "mask_rcnn_ada_r50_sandwich.yaml",
 }
 #: Configs of adadet's architectures whose neck and heads adapt too (not the paper's).
-WHOLE_DETECTOR_CONFIGS = {"mask_rcnn_ada_r50_whole.yaml"}
+WHOLE_DETECTOR_CONFIGS = {"mask_rcnn_ada_r50_whole.yaml", "retinanet_ada_r50_whole.yaml"}
 PAPER_CONFIGS = [
     n for n in CONFIGS
     if not n.endswith("_cpu.yaml") and n not in SANDWICH_CONFIGS | WHOLE_DETECTOR_CONFIGS

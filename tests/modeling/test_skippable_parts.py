@@ -173,3 +173,32 @@ def test_self_distillation_trains_the_whole_base_net_as_the_student():
     assert ran == ["FFFFFFF", "TTTTTTT"]
     # the refinements learn from the super-net's pass
     assert detector.backbone.output_convs[0].branch.weight.grad.abs().sum() > 0
+
+
+def test_retinanet_whole_skips_half_of_each_subnet_and_trains():
+    cfg = make_project_cfg(
+        "retinanet_ada_r50_whole.yaml",
+        MODEL__RESNETS__DEPTH=18,
+        MODEL__RESNETS__RES2_OUT_CHANNELS=64,
+        MODEL__RESNETS__NORM="BN",
+        MODEL__RETINANET__NUM_CLASSES=3,
+    )
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    assert depth_layout(model).parts == (("backbone", 4), ("fpn", 1), ("retinanet_head", 1))
+    head = model.head
+    # 2 of 4 convs per subnet refine (ADN's rule: min(L-1, (L+1)//2) mandatory)
+    assert len(head.refinements) == 4
+    assert sum(isinstance(m, SkippableRefinement) for m in head.cls_subnet) == 2
+    calls = []
+    for r in head.refinements:
+        r.branch.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad(), using_depth(model.eval(), "FFFFFT"):
+        model(synthetic_batch(num_images=1))
+    assert not calls
+    model.train()
+    with EventStorage(0):
+        terms = SelfDistillationModel.from_config(cfg, model)(synthetic_batch(num_images=2))
+    sum(terms.values()).backward()
+    assert calls  # the super-net ran the refinements
+    assert all(torch.isfinite(p.grad).all() for p in head.parameters() if p.grad is not None)
