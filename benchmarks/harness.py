@@ -92,10 +92,12 @@ def detector_cfg(
     stock: bool = False,
     detections: int = 100,
     overrides: Sequence = (),
+    config_file=None,
 ):
     """Mask R-CNN R<depth>-FPN, random init, on ``device``.
 
-    ``stock=False``: the project's ADN config (``build_resnet_adn_fpn_backbone``).
+    ``stock=False``: the project's ADN config ``config_file`` (default ``ADN_CONFIG``,
+    ``build_resnet_adn_fpn_backbone``).
     ``stock=True``: Detectron2's own mask_rcnn_R_50_FPN_1x.yaml (``build_resnet_fpn_backbone``)
     with the keys where the ADN config differs (norm, stride placement, pixel statistics,
     input format) set to the ADN values, so both compute the same maths on the same shapes.
@@ -109,7 +111,7 @@ def detector_cfg(
     """
     cfg = get_cfg()
     adadet.add_adn_config(cfg)
-    cfg.merge_from_file(str(stock_config_path() if stock else ADN_CONFIG))
+    cfg.merge_from_file(str(stock_config_path() if stock else (config_file or ADN_CONFIG)))
     if stock:
         adn = detector_cfg(resnet_depth, device, stock=False, detections=detections,
                            overrides=overrides)

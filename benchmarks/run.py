@@ -41,6 +41,7 @@ import adadet  # noqa: E402
 from adadet.depth import mixed_depths  # noqa: E402
 from adadet.engine import SelfDistillationModel  # noqa: E402
 from adadet.evaluation import backbone_cost, model_cost  # noqa: E402
+from adadet.modeling.adaptive_parts import config_depth_layout  # noqa: E402
 
 import harness as H  # noqa: E402
 
@@ -73,9 +74,14 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="seed of the inputs and weights")
     parser.add_argument("--depth", type=int, default=50, choices=(18, 34, 50, 101),
                         help="ResNet depth of the detector (default 50)")
-    parser.add_argument("--depths", nargs="+", default=list(adadet.DEFAULT_EVAL_CHAIN),
-                        help="depth settings of the latency table, or 'all' "
-                             "(default: the chain FFFF TFFF TTFF TTTF TTTT)")
+    parser.add_argument("--config-file", default=str(H.ADN_CONFIG), metavar="FILE",
+                        help="the latency section's Mask R-CNN config (default "
+                             "configs/mask_rcnn_ada_r50.yaml; e.g. mask_rcnn_ada_r50_whole.yaml, "
+                             "whose neck and heads adapt too); the other sections compare the "
+                             "backbone-only detector with Detectron2's")
+    parser.add_argument("--depths", nargs="+", default=None,
+                        help="depth settings of the latency table, or 'all' (default: the "
+                             "config's TEST.ADN.DEPTHS, e.g. FFFF TFFF TTFF TTTF TTTT)")
     parser.add_argument("--detections", type=int, default=100,
                         help="boxes kept per image (score threshold 0; default 100)")
     parser.add_argument("--detector-flops", choices=("trace", "derive"), default="trace",
@@ -118,15 +124,24 @@ def parse_args(argv=None):
     args.warmup = (3 if cuda else 1) if args.warmup is None else args.warmup
     args.train_repeats = args.train_repeats or (20 if cuda else 5)
     args.cfg_overrides = QUICK_OVERRIDES if args.quick else ()
-    args.depths = adadet.expand_depth_list(args.depths)
-    if SUPER not in args.depths:  # every ratio is to the super-net
-        args.depths.insert(0, SUPER)
+    cfg = H.detector_cfg(args.depth, torch.device("cpu"), config_file=args.config_file)
+    layout = config_depth_layout(cfg)
+    try:
+        args.depths = layout.expand(args.depths or list(cfg.TEST.ADN.DEPTHS))
+    except ValueError as e:
+        parser.error(f"--depths: {e}")
+    args.super = layout.normalize("super")
+    if args.super not in args.depths:  # every ratio is to the super-net
+        args.depths.insert(0, args.super)
+    if len(layout.parts) > 1:  # the neck and heads change too: nothing to derive from
+        args.detector_flops = "trace"
     return args
 
 
-def _cfg(args, device, stock=False, resnet_depth=None):
+def _cfg(args, device, stock=False, resnet_depth=None, config_file=None):
     return H.detector_cfg(resnet_depth or args.depth, device, stock=stock,
-                          detections=args.detections, overrides=args.cfg_overrides)
+                          detections=args.detections, overrides=args.cfg_overrides,
+                          config_file=config_file)
 
 
 def _build(cfg, seed: int, train: bool = False):
@@ -150,7 +165,7 @@ def _count_hooks(model):
 
 def bench_latency(args, device) -> Dict:
     """Latency of each depth setting (whole detector and bottom-up backbone), FLOPs."""
-    cfg = _cfg(args, device)
+    cfg = _cfg(args, device, config_file=args.config_file)
     model = _build(cfg, args.seed)
     bottom_up = model.backbone.bottom_up
     inputs, _ = H.make_inputs(args.images, args.size, args.seed, device)
@@ -159,7 +174,7 @@ def bench_latency(args, device) -> Dict:
     rows = {}
     seen, handle = _count_hooks(model)
     for setting in args.depths:
-        trace = args.detector_flops == "trace" or setting == SUPER
+        trace = args.detector_flops == "trace" or setting == args.super
         log(f"latency: FLOPs of {setting}" + (" (fvcore trace of the detector)" if trace else ""))
         with adadet.using_depth(model, setting):
             with torch.no_grad(), H.autocast(device, args.amp):
@@ -174,7 +189,7 @@ def bench_latency(args, device) -> Dict:
                 "detector": model_cost(model, inputs[:1]) if trace else None,
             }
     handle.remove()
-    ref = rows[SUPER]
+    ref = rows[args.super]
     for row in rows.values():
         if row["detector"] is None:  # --detector-flops derive: only the bottom-up changes
             row["detector"] = {
@@ -201,7 +216,8 @@ def bench_latency(args, device) -> Dict:
                         backbone_s[setting].append(t_backbone)
             progress.step("(warm-up)" if round_index < args.warmup else "")
 
-    ref_detector, ref_backbone = H.summarize(detector_s[SUPER]), H.summarize(backbone_s[SUPER])
+    ref_detector = H.summarize(detector_s[args.super])
+    ref_backbone = H.summarize(backbone_s[args.super])
     for setting, row in rows.items():
         row["detector_latency"] = H.summarize(detector_s[setting])
         row["backbone_latency"] = H.summarize(backbone_s[setting])
@@ -212,7 +228,7 @@ def bench_latency(args, device) -> Dict:
         row["detector_flops_ratio"] = H.ratio(row["detector"]["flops"], ref["detector"]["flops"])
         row["backbone_flops_ratio"] = H.ratio(row["backbone"]["flops"], ref["backbone"]["flops"])
     return {
-        "model": f"Mask R-CNN R{args.depth}-FPN (ADN), random init, eval",
+        "model": f"Mask R-CNN R{args.depth}-FPN (ADN, {Path(args.config_file).name}), random init, eval",
         "input_size": list(args.size),
         "backbone_input_size": backbone_size,
         "score_thresh_test": cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
@@ -573,7 +589,7 @@ def main(argv=None) -> Dict:
         "device": info,
         "settings": {
             "input_size": list(args.size), "images": args.images, "seed": args.seed,
-            "resnet_depth": args.depth, "depths": args.depths, "detections": args.detections,
+            "config_file": args.config_file, "resnet_depth": args.depth, "depths": args.depths, "detections": args.detections,
             "detector_flops": args.detector_flops,
             "cfg_overrides": list(args.cfg_overrides), "repeats": args.repeats,
             "warmup": args.warmup, "amp": args.amp, "quick": args.quick,

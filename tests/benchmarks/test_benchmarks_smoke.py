@@ -55,3 +55,23 @@ def test_quick_run_writes_every_section_with_the_device_named(tmp_path):
     assert all(ratio > 0 for ratio in train["scheme_time_ratios"].values())
     for scheme in ("three_students", "sandwich"):  # more than one student
         assert train[scheme]["saved_activations_mib"] > train["adn"]["saved_activations_mib"]
+
+
+def test_the_latency_section_times_a_whole_detectors_chain(tmp_path):
+    output = tmp_path / "whole.json"
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--device", "cpu",
+         "--threads", "1", "--sections", "latency", "--config-file",
+         str(REPO / "configs" / "mask_rcnn_ada_r50_whole.yaml"), "--output", str(output)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    rows = json.loads(output.read_text())["latency"]["rows"]
+    # the config's chain: the backbone's settings, then the neck and heads skip
+    assert [row["depth"] for row in rows] == [
+        "FFFFFFF", "TFFFFFF", "TTFFFFF", "TTTFFFF", "TTTTFFF", "TTTTTFF", "TTTTTTF", "TTTTTTT"]
+    # every setting traced (nothing derived), and the neck and heads save where they skip
+    assert not any(row["detector"].get("derived") for row in rows)
+    flops = {row["depth"]: row["detector"]["flops"] for row in rows}
+    assert flops["TTTTTTT"] < flops["TTTTTTF"] < flops["TTTTTFF"] < flops["TTTTFFF"]
+    assert len({row["detections_per_image"] for row in rows}) == 1
