@@ -54,6 +54,30 @@ def test_graph_holds_only_the_blocks_of_its_depth(exports, tiny_model):
     assert adadet.get_depth(tiny_model) == "FFFF"  # the export restored the model's depth
 
 
+def test_a_whole_detector_setting_exports_only_its_neck_and_head_blocks(tiny_cfg, inputs, tmp_path):
+    """Where the neck and heads adapt, the exported graph of a setting holds only the
+    refinements it runs: the FPN's skipped output convs (P2-P5) and the RPN head's conv (run
+    on each of P2-P6) are not in it."""
+    from adadet.deploy.predictor import build_inference_model, setup_deploy_cfg
+
+    cfg = setup_deploy_cfg(
+        str(ROOT / "configs" / "mask_rcnn_ada_r18_textures_whole_cpu.yaml"),
+        ["MODEL.ROI_HEADS.NUM_CLASSES", "3", "DATASETS.TEST", str(tuple(tiny_cfg.DATASETS.TEST))],
+    )
+    torch.manual_seed(0)
+    model = build_inference_model(cfg)
+    reports = {
+        depth: export_torchscript(model, depth, inputs[0], str(tmp_path / f"{depth}.ts"),
+                                  verify=False)
+        for depth in ("TTTT", "TTTTTTF")
+    }
+    for report in reports.values():
+        assert report.graph_layers == report.eager_layer_calls and report.graph_matches_depth
+    # with the backbone's letters alone the neck runs in full: 4 FPN + 5 RPN conv calls more
+    convs = {depth: r.graph_layers["conv"] for depth, r in reports.items()}
+    assert convs["TTTT"] - convs["TTTTTTF"] == 4 + 5
+
+
 def test_checks_pass_on_images_with_other_sizes_and_detection_counts(exports):
     checks = exports["TTTT"].checks
     assert exports["TTTT"].ok and all(check["ok"] for check in checks)
