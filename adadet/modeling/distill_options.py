@@ -7,6 +7,7 @@ that depend on the detector (the default students and distilled maps, the depth 
 spelled out) are filled in by :meth:`DistillOptions.for_detector`.
 """
 import dataclasses
+import logging
 import numbers
 from typing import Optional, Tuple
 
@@ -19,6 +20,37 @@ from .distill_features import distillable_features, stage_output_names
 __all__ = ["DistillOptions"]
 
 KEY = "MODEL.ADN.DISTILL."
+#: Temperatures outside this range are legal but almost surely a mistake (the authors: 1).
+PLAUSIBLE_TEMPERATURES = (0.1, 20.0)
+
+logger = logging.getLogger(__name__)
+_WARNED = set()  # (key, value): each doubtful value is named once per process
+
+
+def _warn_once(key: str, value, what: str) -> None:
+    if (key, value) not in _WARNED:
+        _WARNED.add((key, value))
+        logger.warning("%s%s %s: %s", KEY, key, value, what)
+
+
+def _doubtful_values(options: "DistillOptions") -> None:
+    """Warn of values that are legal but almost surely wrong, saying what they do."""
+    if not options.distill:
+        return
+    if options.alpha == 1.0:
+        _warn_once("ALPHA", 1.0, "the students' terms have weight 0, so they run every "
+                   "iteration (the cost of self-distillation) and learn nothing; their skip "
+                   "norms never train. The authors use 0.5; ENABLED False trains the super-net "
+                   "alone without the students' cost.")
+    elif options.alpha == 0.0:
+        _warn_once("ALPHA", 0.0, "the super-net's task loss has weight 0: the teacher never "
+                   "learns the task, and the students learn from an untrained teacher. The "
+                   "authors use 0.5.")
+    low, high = PLAUSIBLE_TEMPERATURES
+    if not low <= options.temperature <= high:
+        _warn_once("TEMPERATURE", options.temperature, "the distillation loss is scaled by "
+                   f"T^2 = {options.temperature ** 2:g}, which swamps (or silences) the task "
+                   "losses. The authors use 1.")
 
 
 def _number(name: str, value) -> float:
@@ -88,6 +120,7 @@ class DistillOptions:
         check_kd_options(
             temperature=self.temperature, pooling=self.pooling, reduction=self.reduction
         )
+        _doubtful_values(self)
 
     @classmethod
     def from_config(cls, cfg) -> "DistillOptions":

@@ -147,3 +147,28 @@ def test_python_defaults_are_the_config_defaults_for_resnet_and_vit(setup):
     vit_cfg = set_cfg_keys(cfg.clone(), **TINY_VIT_ADN_KEYS, MODEL__FPN__OUT_CHANNELS=32)
     vit = SelfDistillationModel(build_model(vit_cfg))
     assert vit.options.features == ("group1", "group2", "group3", "group4")  # the groups' outputs
+
+
+def test_legal_but_doubtful_values_are_named_once_with_what_they_do(monkeypatch):
+    import logging
+
+    from adadet.modeling import DistillOptions, distill_options
+
+    monkeypatch.setattr(distill_options, "_WARNED", set())
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    distill_options.logger.addHandler(handler)
+    try:
+        for _ in range(2):  # a second model with the same value says nothing new
+            DistillOptions(alpha=1.0)
+        DistillOptions(alpha=0.0, temperature=1e6)
+        DistillOptions(alpha=1.0, distill=False)  # no students: nothing is doubtful
+        DistillOptions(alpha=0.5, temperature=2.0)  # plausible values: silent
+    finally:
+        distill_options.logger.removeHandler(handler)
+    messages = [r.getMessage() for r in records]
+    assert len(messages) == 3, messages
+    assert "ALPHA 1.0" in messages[0] and "learn nothing" in messages[0]
+    assert "ALPHA 0.0" in messages[1] and "never learns" in messages[1]
+    assert "TEMPERATURE 1000000.0" in messages[2] and "The authors use 1" in messages[2]
