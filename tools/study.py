@@ -28,6 +28,7 @@ from adadet.evaluation.study_report import (
     aggregate_runs,
     claim_checks,
     depth_gap_by_seed,
+    inversions_in_every_seed,
     paired_differences,
     refinement_summary,
     runs_from_report,
@@ -239,7 +240,7 @@ def main(argv=None):
         train(args.task, run_dir, recipe, seed, args.opts)
     if args.train_only:
         return
-    rows, paired, depth_gap = [], {}, {}
+    rows, paired, depth_gap, inversions = [], {}, {}, {}
     reference = args.reference if args.reference in recipes else recipes[0]
     if reference != args.reference and len(recipes) > 1:
         print(f"[study] --reference {args.reference} is not among --recipes: the others are "
@@ -254,6 +255,8 @@ def main(argv=None):
         rows += aggregate_runs(per_recipe)
         paired.update(paired_differences(per_recipe, f"{reference}/{bn}"))
         depth_gap.update(depth_gap_by_seed(per_recipe))
+        for key, seeds in per_recipe.items():
+            inversions[key] = {m: inversions_in_every_seed(seeds, m) for m in ("box_AP", "mask_AP")}
     timing = {r: stored[r]["info"]["recipes"][r]["seconds_per_iteration"] if r in stored else
               statistics.fmean(seconds_per_iteration(runs[r, s]) for s in args.seeds)
               for r in recipes}
@@ -269,6 +272,7 @@ def main(argv=None):
         "minutes": (time.perf_counter() - start) / 60,
         "paired": paired,
         "depth_gap": depth_gap,
+        "inversions": inversions,
     }
     info["refinement"] = {
         r: stored[r]["info"].get("refinement", {}).get(r, []) if r in stored else
@@ -285,6 +289,10 @@ def main(argv=None):
               f"{len(check['chain_rises'])}, dominance violations "
               f"{len(check['dominance_violations'])}/{check['dominance_pairs']}: "
               f"{'HOLDS' if check['holds'] else 'does not hold'}")
+    for key, by_metric in inversions.items():
+        print(f"[study] {key}: strictly cheaper setting ahead in every seed: " + ", ".join(
+            f"{len(i['inversions'])}/{i['pairs']} {m.replace('_', ' ')} pairs"
+            for m, i in by_metric.items()))
     for key, g in depth_gap.items():
         print(f"[study] {key}: FFFF - TTTT box AP per seed {g['mean']:+.2f} ± {g['std']:.2f} "
               f"({' / '.join(f'{d:+.2f}' for d in g['per_seed'])})")

@@ -13,6 +13,10 @@ the super-net and the base-net:
 
 "One standard deviation" of a difference is the larger of the two settings' spreads.
 
+The dominance check is also made **paired by seed** (:func:`inversions_in_every_seed`):
+both settings of a pair are the same model, so a cheaper setting ahead of a dearer one in
+every seed is an inversion however small it is next to the spread between seeds.
+
 Recipes are also compared **paired by seed** (:func:`paired_differences`): a seed fixes
 the initial weights and the order of the training images for every recipe, so the
 difference of two recipes' runs of one seed is free of the spread between seeds, which
@@ -34,6 +38,7 @@ __all__ = [
     "format_refinement_table",
     "format_paired_table",
     "format_study_table",
+    "inversions_in_every_seed",
     "paired_differences",
     "plot_study",
     "refinement_summary",
@@ -116,6 +121,26 @@ def claim_checks(rows: Sequence[Mapping[str, Any]], metric: str = "box_AP") -> D
         result["super_minus_base"] = mean["FFFF"] - mean["TTTT"]
         result["super_minus_base_std"] = max(std["FFFF"], std["TTTT"])
     return result
+
+
+def inversions_in_every_seed(
+    seeds: Sequence[Sequence[Mapping[str, Any]]], metric: str = "box_AP"
+) -> Dict[str, Any]:
+    """The pairs of one recipe's settings where the strictly cheaper one (it skips every
+    part the other skips, and more) is ahead in every seed: ``seeds`` holds each seed's
+    rows (one per setting). Returns the number of pairs compared and the inversions, each
+    with its gain per seed and their mean, the largest mean first."""
+    per_seed = [{r["depth"]: float(r[metric]) for r in rows if metric in r} for rows in seeds]
+    common = [d for d in per_seed[0] if all(d in ap for ap in per_seed)] if per_seed else []
+    pairs = [(a, b) for a in common for b in common if _skips_superset(a, b)]
+    inversions = []
+    for cheaper, dearer in pairs:
+        gains = [ap[cheaper] - ap[dearer] for ap in per_seed]
+        if all(g > 0 for g in gains):
+            inversions.append({"cheaper": cheaper, "dearer": dearer, "per_seed": gains,
+                               "mean": statistics.fmean(gains)})
+    return {"metric": metric, "seeds": len(per_seed), "pairs": len(pairs),
+            "inversions": sorted(inversions, key=lambda v: -v["mean"])}
 
 
 def paired_differences(
@@ -336,6 +361,17 @@ def write_study(
                 seeds = " / ".join(f"{d:+.2f}" for d in g["per_seed"])
                 f.write(f"* {recipe}: {g['dearer']} - {g['cheaper']} {g['mean']:+.2f} ± "
                         f"{g['std']:.2f} {g['metric'].replace('_', ' ')} (per seed {seeds})\n")
+        if info.get("inversions"):
+            f.write("\nStrictly cheaper settings ahead of dearer ones in every seed "
+                    "(the same model at both):\n\n")
+            for recipe, by_metric in info["inversions"].items():
+                for metric, inv in by_metric.items():
+                    listed = ", ".join(
+                        f"{v['cheaper']} over {v['dearer']} {v['mean']:+.2f}"
+                        for v in inv["inversions"]
+                    )
+                    f.write(f"* {recipe}, {metric.replace('_', ' ')}: {len(inv['inversions'])} "
+                            f"of {inv['pairs']} pairs" + (f" ({listed})" if listed else "") + "\n")
         if info.get("refinement"):
             f.write("\nWhen a stage alone skips its skippable sub-path, its output moves by:\n\n")
             f.write(format_refinement_table(info["refinement"]) + "\n")

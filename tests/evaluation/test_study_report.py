@@ -161,3 +161,21 @@ def test_the_study_pairs_new_runs_with_a_stored_recipe_without_training_it(tmp_p
             study.main(["--recipes", "sandwich", *stored, "--seeds", "0", "1", "--bn", "trained",
                         "--output", str(out), *bad])
         assert reason in capsys.readouterr().err
+
+
+def test_an_inversion_is_a_cheaper_setting_ahead_in_every_seed():
+    from adadet.evaluation.study_report import inversions_in_every_seed
+
+    def seed(ap):
+        return [{"depth": d, "box_AP": v} for d, v in ap.items()]
+
+    # TTTT over TTTF by a little in both seeds: an inversion, however small the gain next
+    # to the spread between seeds; TFFF over FFFF in one seed only: none
+    seeds = [
+        seed({"FFFF": 40.0, "TFFF": 40.5, "TTTF": 35.0, "TTTT": 35.2}),
+        seed({"FFFF": 44.0, "TFFF": 43.0, "TTTF": 38.0, "TTTT": 38.1}),
+    ]
+    result = inversions_in_every_seed(seeds)
+    assert result["pairs"] == 6 and result["seeds"] == 2  # every strict skip-superset pair
+    assert [(v["cheaper"], v["dearer"]) for v in result["inversions"]] == [("TTTT", "TTTF")]
+    assert result["inversions"][0]["per_seed"] == pytest.approx([0.2, 0.1])
