@@ -18,6 +18,7 @@ from detectron2.structures import Boxes, Instances, PolygonMasks
 import adadet
 from adadet.data.synthesis import shapes_samples
 from adadet.utils.timing import Stopwatch, synchronize
+from adadet.utils.environment import cpu_model_name
 
 REPO = Path(__file__).resolve().parents[1]
 ADN_CONFIG = REPO / "configs" / "mask_rcnn_ada_r50.yaml"
@@ -34,17 +35,6 @@ def stock_config_path() -> Path:
 
 
 # --------------------------------------------------------------------------- device
-
-
-def cpu_model_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def describe_device(device: torch.device) -> Dict[str, object]:

@@ -23,6 +23,8 @@ import subprocess
 import sys
 import time
 
+import torch
+
 from adadet.depth import all_depths, mixed_depths
 from adadet.evaluation.study_report import (
     aggregate_runs,
@@ -34,6 +36,7 @@ from adadet.evaluation.study_report import (
     runs_from_report,
     write_study,
 )
+from adadet.utils.environment import environment_differences, run_environment
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -110,6 +113,23 @@ RECIPES = {
 }
 
 BN_MODES = {"trained": "False", "per_depth": "True"}
+
+
+def environment(task, split):
+    """What the study's figures depend on besides config and seed (adadet.utils.environment):
+    the commit, CPU, threads, library versions and the files of the training and the
+    evaluated split (generated now if they are not yet)."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    import adadet.data  # noqa: F401  (registers the embedded data sets)
+
+    files = []
+    for name in (f"adadet_{task}_train", f"adadet_{task}_{split}"):
+        DatasetCatalog.get(name)  # generates the split on first use
+        meta = MetadataCatalog.get(name)
+        files += [meta.json_file] + [
+            os.path.join(meta.image_root, f) for f in sorted(os.listdir(meta.image_root))]
+    return run_environment(ROOT, files, torch.get_num_threads())
 
 
 def _run(command, log_path, what):
@@ -212,6 +232,7 @@ def main(argv=None):
     if len(args.seeds) < 2:
         parser.error("give at least 2 seeds (--seeds): a spread needs several runs")
 
+    here = environment(args.task, args.split)
     stored, stored_paths, stored_runs = {}, {}, {}
     for item in args.stored:
         recipe, _, path = item.partition("=")
@@ -225,6 +246,12 @@ def main(argv=None):
         if stored[recipe]["info"]["split"] != f"adadet_{args.task}_{args.split}":
             parser.error(f"--stored {item}: that report is of {stored[recipe]['info']['split']}, "
                          f"this study of adadet_{args.task}_{args.split}")
+        differences = environment_differences(stored[recipe]["info"].get("environment", {}), here)
+        if differences:
+            parser.error(
+                f"--stored {item}: its runs were made elsewhere ({'; '.join(differences)}). "
+                "Runs repeat to the bit only on one machine with one code and data, so pairing "
+                f"new runs with them by seed is unsound: train {recipe} here instead.")
         for bn in args.bn:  # read once, here, so that a bad report stops before any training
             try:
                 stored_runs[f"{recipe}/{bn}"] = runs_from_report(
@@ -270,6 +297,7 @@ def main(argv=None):
         "stored": stored_paths,
         "opts": args.opts,
         "minutes": (time.perf_counter() - start) / 60,
+        "environment": here,
         "paired": paired,
         "depth_gap": depth_gap,
         "inversions": inversions,

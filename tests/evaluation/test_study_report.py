@@ -133,15 +133,19 @@ def test_a_stored_report_gives_back_each_seeds_runs(tmp_path):
         runs_from_report(report, "sandwich/trained", [0, 5])
 
 
-def test_the_study_pairs_new_runs_with_a_stored_recipe_without_training_it(tmp_path, capsys):
+def test_the_study_pairs_new_runs_with_a_stored_recipe_without_training_it(
+    tmp_path, capsys, monkeypatch
+):
     from adn_testing import load_tool
 
     study = load_tool("study")
+    here = {"commit": "abc", "cpu": "CPU A", "threads": 1, "torch": "t", "numpy": "n", "data": "d"}
+    monkeypatch.setattr(study, "environment", lambda task, split: here)
     old = [_rows(_monotone, -3.0), _rows(_monotone, 3.0)]
     new = [[dict(r, box_AP=r["box_AP"] + 0.5) for r in seed] for seed in old]
     for recipe, runs in (("stages", old), ("sandwich", new)):
         write_study(aggregate_runs({f"{recipe}/trained": runs}), str(tmp_path), recipe,
-                    {"seeds": [0, 1], "split": "adadet_textures_tune",
+                    {"seeds": [0, 1], "split": "adadet_textures_tune", "environment": here,
                      "recipes": {recipe: {"seconds_per_iteration": 1.0}}})
     stored = ["--stored", f"stages={tmp_path / 'stages.json'}",
               "--stored", f"sandwich={tmp_path / 'sandwich.json'}"]
@@ -153,6 +157,7 @@ def test_the_study_pairs_new_runs_with_a_stored_recipe_without_training_it(tmp_p
     assert paired["reference"] == "stages/trained"
     assert paired["per_seed"] == pytest.approx([0.5, 0.5]) and paired["settings_ahead"] == 16
     assert not (out / "sandwich").exists()  # nothing was trained or evaluated
+    assert report["info"]["environment"] == here
     missing = ["--stored", f"sandwich={tmp_path / 'missing.json'}"]
     for bad, reason in ((["--split", "test"], "this study of adadet_textures_test"),
                         (["--seeds", "0", "7"], "not [7]"),
@@ -161,6 +166,28 @@ def test_the_study_pairs_new_runs_with_a_stored_recipe_without_training_it(tmp_p
             study.main(["--recipes", "sandwich", *stored, "--seeds", "0", "1", "--bn", "trained",
                         "--output", str(out), *bad])
         assert reason in capsys.readouterr().err
+    # runs of another machine (or of no recorded one) do not pair by seed with these
+    monkeypatch.setattr(study, "environment", lambda task, split: dict(here, cpu="CPU B"))
+    with pytest.raises(SystemExit):
+        study.main(["--recipes", "sandwich", *stored, "--seeds", "0", "1", "--bn", "trained",
+                    "--output", str(out)])
+    assert "cpu: 'CPU B' here, 'CPU A' in the report" in capsys.readouterr().err
+
+
+def test_an_environment_record_names_what_differs(tmp_path):
+    from adadet.utils.environment import environment_differences, files_digest, run_environment
+
+    (tmp_path / "a.json").write_text("{}")
+    (tmp_path / "b.jpg").write_bytes(b"x")
+    files = [str(tmp_path / "a.json"), str(tmp_path / "b.jpg")]
+    record = run_environment(str(tmp_path), files, threads=1)
+    assert record["commit"] is None and record["threads"] == 1  # no git checkout there
+    assert environment_differences(record, dict(record)) == []
+    (tmp_path / "b.jpg").write_bytes(b"y")
+    changed = dict(record, data=files_digest(files))
+    assert environment_differences(record, changed) == [
+        f"data: {changed['data']!r} here, {record['data']!r} in the report"]
+    assert len(environment_differences({}, record)) == 6  # nothing recorded: all differ
 
 
 def test_an_inversion_is_a_cheaper_setting_ahead_in_every_seed():
