@@ -140,24 +140,12 @@ def mixed_depths(num_stages: int = 4) -> List[str]:
 
 
 def expand_depth_list(settings: Union[str, Sequence[str]], num_stages: int = 4) -> List[str]:
-    """Validate a list of depth settings from a config; ``"all"`` (or ``["all"]``) gives all.
+    """Validate a list of depth settings from a config; ``"all"`` (or ``["all"]``) gives all,
+    ``"mixed"`` all but the two ends. A backbone's alone: :meth:`DepthLayout.expand`.
 
     Raises ValueError naming the bad or duplicated entries.
     """
-    if isinstance(settings, str):
-        settings = [settings]
-    if [s.lower() for s in settings] == ["all"]:
-        return all_depths(num_stages)
-    if not settings:
-        raise ValueError("The list of depth settings is empty: give at least one, e.g. ['FFFF'].")
-    names = [normalize_depth(s, num_stages) for s in settings]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(
-            f"Depth settings {list(settings)} name {duplicates} more than once "
-            "(aliases included: 'super' = 'FFFF', 'base' = 'TTTT'); list each setting once."
-        )
-    return names
+    return DepthLayout(((BACKBONE_PART, num_stages),)).expand(settings)
 
 
 class AdaptiveDepthModule(nn.Module):
@@ -315,15 +303,22 @@ class DepthLayout:
             return self.all()[1:-1]
         if not settings:
             raise ValueError(
-                "The list of depth settings is empty: give at least one, e.g. ['super']."
+                f"The list of depth settings is empty: give at least one, e.g. "
+                f"[{'F' * self.num_flags!r}]."
             )
         names = [self.normalize(s) for s in settings]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
+            backbone = self.num_backbone_flags
+            backbone_only = (
+                f"; a backbone-only setting runs the rest in full, {'T' * backbone!r} = "
+                f"{'T' * backbone + 'F' * (self.num_flags - backbone)!r}"
+                if len(self.parts) > 1 else ""
+            )
             raise ValueError(
                 f"Depth settings {list(settings)} name {duplicates} more than once (aliases "
-                f"and backbone-only settings included: 'super' = {'F' * self.num_flags!r}, "
-                f"'base' = {'T' * self.num_flags!r}); list each setting once."
+                f"included: 'super' = {'F' * self.num_flags!r}, 'base' = "
+                f"{'T' * self.num_flags!r}{backbone_only}); list each setting once."
             )
         return names
 

@@ -56,6 +56,12 @@ DRAWN_FROM_ALL = ["MODEL.ADN.DISTILL.ALWAYS_STUDENTS", "[]", "MODEL.ADN.DISTILL.
 SANDWICH = ["MODEL.ADN.DISTILL.FEATURES", STAGES, "MODEL.ADN.DISTILL.ALWAYS_STUDENTS", '["TTTT"]',
             "MODEL.ADN.DISTILL.SUBNETS", "[" + ",".join(f'"{d}"' for d in mixed_depths(4)) + "]"]
 
+#: adadet's whole-detector architecture (configs/mask_rcnn_ada_r18_textures_whole_cpu.yaml):
+#: the FPN's output convs, the RPN head's conv and the mask head's last conv adapt too.
+WHOLE_DETECTOR = ["MODEL.BACKBONE.NAME", "build_resnet_adn_skippable_fpn_backbone",
+                  "MODEL.RPN.HEAD_NAME", "SkippableRPNHead",
+                  "MODEL.ROI_MASK_HEAD.NAME", "SkippableMaskRCNNConvUpsampleHead"]
+
 #: Recipe name -> (what it is, config overrides). Each names its students, so a recipe
 #: means the same whatever the defaults are. The ablations are the paper's, on its student.
 RECIPES = {
@@ -96,6 +102,13 @@ RECIPES = {
         "the base-net every iteration plus one of the 14 mixed settings drawn (the sandwich "
         "rule; the students of adadet's CPU configs, chosen by the study)",
         SANDWICH,
+    ),
+    "whole": (
+        "the whole-detector architecture (backbone, FPN, RPN head and mask head adapt), the "
+        "sandwich rule over its 128 settings: the whole base-net every iteration plus one of "
+        "the 126 mixed settings drawn (mask_rcnn_ada_r18_textures_whole_cpu.yaml)",
+        [*WHOLE_DETECTOR, "MODEL.ADN.DISTILL.FEATURES", STAGES,
+         "MODEL.ADN.DISTILL.ALWAYS_STUDENTS", '["base"]', "MODEL.ADN.DISTILL.SUBNETS", '["mixed"]'],
     ),
     "sandwich_pooled": (
         "as 'sandwich', KL of globally pooled stage outputs, batchmean (the authors' ImageNet)",
