@@ -4,15 +4,24 @@
     python tools/analyze_depths.py --config-file configs/mask_rcnn_ada_r50.yaml
     python tools/analyze_depths.py --config-file ... --depths FFFF TTTT --input-size 800 1333 --json
     python tools/analyze_depths.py --config-file ... --depths FFFF TTTT --opts MODEL.WEIGHTS m.pth
+    python tools/analyze_depths.py --config-file configs/mask_rcnn_ada_r50_whole.yaml \
+        --depths super TTTT base --input-size 800 1216 --detections 100
 
 Config overrides (KEY VALUE pairs) go after --opts or after --, or last with no option
 list before them; after --depths they would be read as depth settings, so each --depths
-entry is checked when the arguments are read (exit status 2 for a bad one).
+entry is checked when the arguments are read, and against the model's letters once the
+config is read (exit status 2 for a bad one).
 
 Backbone: the bottom-up network alone on a 224x224 image (the protocol of ImageNet tables).
 Detector: the whole model in inference on one image of --input-size (default: the config's
-test size). FLOPs are counted by fvcore (1 multiply-add = 1 FLOP); "params" counts the
-parameters that take part in the forward pass at that depth.
+test size), split into its parts: backbone (the bottom-up network), FPN, RPN, box head,
+mask head (RetinaNet: head), other (postprocessing: pasting masks into the image, which
+follows the boxes' sizes). What the ROI heads cost follows how many boxes the
+model keeps, so with random weights give --detections N: every image then keeps exactly N
+(score threshold 0, no NMS; the RPN keeps MODEL.RPN.POST_NMS_TOPK_TEST proposals). FLOPs
+are counted by fvcore (1 multiply-add = 1 FLOP); "params" counts the parameters that take
+part in the forward pass at that depth. Settings name every adaptive part of the model
+(docs/configuration.md): a backbone's 4 letters alone run the neck and heads in full.
 """
 import argparse
 import json
@@ -24,26 +33,54 @@ from detectron2.modeling import build_model
 from detectron2.utils.file_io import PathManager
 from tabulate import tabulate
 
-from adadet import add_adn_config, expand_depth_list, normalize_depth, using_depth
+from adadet import add_adn_config, using_depth
 from adadet.config import merge_config
 from adadet.checkpoint import ADNCheckpointer
 from adadet.evaluation import backbone_cost, model_cost
+from adadet.modeling.adaptive_parts import config_depth_layout
+
+#: --depths entries that stand for a list of settings.
+LIST_WORDS = ("all", "mixed")
+ALIASES = ("super", "base")
 
 
 def depth_argument(text: str) -> str:
-    """A --depths entry: a depth setting or 'all'; anything else is refused at parse time."""
-    if text.lower() == "all":
-        return "all"
+    """A --depths entry: letters T/F, 'super', 'base', 'all' or 'mixed'; anything else is
+    refused at parse time (the number of letters is checked against the model's layout)."""
+    if text.lower() in LIST_WORDS + ALIASES:
+        return text.lower()
+    if text and set(text.upper()) <= set("TF"):
+        return text.upper()
+    hint = ""
+    if not text.upper().startswith(("T", "F")) or "." in text:
+        hint = (f" If {text!r} is a config override, put the overrides after --opts (or --): "
+                f"--depths FFFF TTTT --opts {text} VALUE.")
+    raise argparse.ArgumentTypeError(
+        f"Invalid depth setting {text!r}: give one letter per adaptive part, 'T' (skip) or "
+        f"'F' (run), e.g. TTFF, or 'super', 'base', 'all', 'mixed'.{hint}")
+
+
+def count_argument(text: str) -> int:
     try:
-        return normalize_depth(text)
-    except ValueError as e:
-        hint = ""
-        if not set(text.upper()) <= set("TF"):
-            hint = (
-                f" If {text!r} is a config override, put the overrides after --opts (or --): "
-                f"--depths FFFF TTTT --opts {text} VALUE."
-            )
-        raise argparse.ArgumentTypeError(f"{e}{hint}") from None
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a positive number of detections: give e.g. --detections 100.")
+    return value
+
+
+def fixed_detections(cfg, count: int) -> None:
+    """Make every image keep exactly ``count`` detections, whatever the weights: score
+    threshold 0, NMS that removes nothing (IoU 1.0), ``count`` per image; the RPN keeps
+    its POST_NMS_TOPK_TEST proposals."""
+    cfg.TEST.DETECTIONS_PER_IMAGE = count
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
+    cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST = 1.0
+    cfg.MODEL.RETINANET.SCORE_THRESH_TEST = 0.0
+    cfg.MODEL.RETINANET.NMS_THRESH_TEST = 1.0
+    cfg.MODEL.RPN.NMS_THRESH = 1.0
 
 
 def pixels_argument(text: str) -> int:
@@ -67,10 +104,13 @@ def parse_args(argv=None):
     )
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument("--depths", nargs="+", default=None, type=depth_argument,
-                        help="depth settings, or 'all' (default: TEST.ADN.DEPTHS)")
+                        help="depth settings, or 'all' / 'mixed' (default: TEST.ADN.DEPTHS)")
     parser.add_argument("--input-size", nargs=2, type=pixels_argument, metavar=("H", "W"),
                         help="detector input size (default: INPUT.MIN_SIZE_TEST x MAX_SIZE_TEST)")
-    parser.add_argument("--backbone-only", action="store_true", help="skip the detector column")
+    parser.add_argument("--detections", type=count_argument, metavar="N",
+                        help="count the detector with exactly N detections per image (score "
+                             "threshold 0, no NMS), so that its cost does not follow the weights")
+    parser.add_argument("--backbone-only", action="store_true", help="skip the detector columns")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--opts", dest="flag_opts", nargs=argparse.REMAINDER, default=[],
                         metavar="KEY VALUE", help="config overrides, KEY VALUE pairs")
@@ -82,8 +122,11 @@ def parse_args(argv=None):
     if len(args.opts) % 2:
         parser.error(f"config overrides come in KEY VALUE pairs; got {len(args.opts)} words: "
                      f"{args.opts}")
-    if args.depths and "all" in args.depths and len(args.depths) > 1:
-        parser.error("--depths all stands alone: give 'all' or a list of settings")
+    for word in LIST_WORDS:
+        if args.depths and word in args.depths and len(args.depths) > 1:
+            parser.error(f"--depths {word} stands alone: give {word!r} or a list of settings")
+    if args.detections and args.backbone_only:
+        parser.error("--detections counts the detector: leave out --backbone-only")
     return args
 
 
@@ -94,8 +137,14 @@ def main(argv=None):
     merge_config(cfg, args.config_file, args.opts)  # clear errors for ints in float keys
     if not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
+    if args.detections:
+        fixed_detections(cfg, args.detections)
     cfg.freeze()
-    depths = expand_depth_list(args.depths or list(cfg.TEST.ADN.DEPTHS))
+    try:
+        depths = config_depth_layout(cfg).expand(args.depths or list(cfg.TEST.ADN.DEPTHS))
+    except ValueError as e:  # a bad argument, as argparse reports one (exit status 2)
+        print(f"analyze_depths.py: error: argument --depths: {e}", file=sys.stderr)
+        sys.exit(2)
 
     model = build_model(cfg).eval()
     if cfg.MODEL.WEIGHTS and PathManager.exists(cfg.MODEL.WEIGHTS):
@@ -114,22 +163,45 @@ def main(argv=None):
             row = {"depth": setting, **backbone_cost(bottom_up, (224, 224))}
             if not args.backbone_only:
                 detector = model_cost(model, inputs)
-                row.update(detector_flops=detector["flops"], detector_params=detector["params"],
-                           detector_input=[height, width])
+                row.update(detector_flops=detector["flops"], detector_parts=detector["parts"],
+                           detector_params=detector["params"], detector_input=[height, width])
+                if args.detections:
+                    row["detections"] = check_detections(model, inputs, args.detections, cfg)
         rows.append(row)
 
     if args.json:
         print(json.dumps(rows, indent=2))
         return
     headers = ["depth", "backbone GFLOPs (224x224)", "backbone params (M)"]
-    if not args.backbone_only:
-        headers += [f"detector GFLOPs ({height}x{width})", "detector params (M)"]
+    parts = list(rows[0]["detector_parts"]) if not args.backbone_only else []
+    if parts:
+        at = f"{height}x{width}" + (f", {args.detections} det." if args.detections else "")
+        headers += [f"{p} GF" for p in parts] + [f"detector GFLOPs ({at})", "detector params (M)"]
     table = [
         [row["depth"], row["flops"] / 1e9, row["params"] / 1e6]
-        + ([row["detector_flops"] / 1e9, row["detector_params"] / 1e6] if not args.backbone_only else [])
+        + ([row["detector_parts"][p] / 1e9 for p in parts]
+           + [row["detector_flops"] / 1e9, row["detector_params"] / 1e6] if parts else [])
         for row in rows
     ]
     print(tabulate(table, headers=headers, tablefmt="pipe", floatfmt=".2f"))
+    if len(rows) > 1 and parts:
+        ratio = rows[0]["detector_flops"] / rows[-1]["detector_flops"]
+        print(f"[analyze_depths] detector GFLOPs {rows[0]['depth']} / {rows[-1]['depth']}: "
+              f"{ratio:.2f}x")
+
+
+@torch.no_grad()
+def check_detections(model, inputs, count, cfg) -> int:
+    """The detections the model keeps per image, which --detections fixes; exit 1 naming
+    the limit if the model cannot keep that many."""
+    kept = [len(out["instances"]) for out in model(inputs)]
+    if any(k != count for k in kept):
+        sys.exit(
+            f"analyze_depths.py: --detections {count}: the model kept {min(kept)} detections "
+            f"per image; with {cfg.MODEL.RPN.POST_NMS_TOPK_TEST} proposals "
+            f"(MODEL.RPN.POST_NMS_TOPK_TEST) x the classes it cannot keep more: give a smaller "
+            f"--detections or raise MODEL.RPN.POST_NMS_TOPK_TEST.")
+    return count
 
 
 if __name__ == "__main__":

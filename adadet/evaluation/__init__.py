@@ -1,4 +1,12 @@
-from .cost import backbone_cost, backbone_flops, model_cost, model_flops, used_parameter_count
+from .cost import (
+    backbone_cost,
+    backbone_flops,
+    detector_parts,
+    model_cost,
+    model_flops,
+    model_flops_by_part,
+    used_parameter_count,
+)
 from .depth_evaluation import checked_test_depths, device_name, evaluate_depths
 from .depth_report import (
     format_table,

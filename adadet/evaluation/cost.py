@@ -25,25 +25,71 @@ def backbone_flops(backbone: nn.Module, image_size: Sequence[int] = (224, 224)) 
         backbone.train(was_training)
 
 
+def detector_parts(model: nn.Module) -> Dict[str, List[str]]:
+    """Part name -> the module paths (inside ``model``) that make it, in the order a
+    detector runs them: ``backbone`` (the bottom-up network), ``fpn`` (the rest of
+    ``model.backbone``), ``rpn``, ``box_head`` (ROI heads but the mask's), ``mask_head``
+    (its pooler too), and RetinaNet's ``head``. Parts the model lacks are left out."""
+    model = getattr(model, "module", model)  # DistributedDataParallel
+    parts: Dict[str, List[str]] = {}
+    backbone = getattr(model, "backbone", None)
+    if backbone is not None:
+        inner = next((n for n in ("bottom_up", "net") if isinstance(getattr(backbone, n, None),
+                                                                    nn.Module)), None)
+        parts["backbone"] = [f"backbone.{inner}" if inner else "backbone"]
+        if inner:
+            parts["fpn"] = ["backbone"]  # minus the bottom-up, see model_flops_by_part
+    if isinstance(getattr(model, "proposal_generator", None), nn.Module):
+        parts["rpn"] = ["proposal_generator"]
+    roi_heads = getattr(model, "roi_heads", None)
+    if roi_heads is not None:
+        parts["box_head"] = ["roi_heads"]  # minus the mask head
+        mask = [f"roi_heads.{n}" for n in ("mask_pooler", "mask_head")
+                if isinstance(getattr(roi_heads, n, None), nn.Module)]
+        if mask:
+            parts["mask_head"] = mask
+    if isinstance(getattr(model, "head", None), nn.Module):
+        parts["head"] = ["head"]
+    return parts
+
+
 @torch.no_grad()
-def model_flops(model: nn.Module, inputs: List[Dict[str, Any]]) -> int:
+def model_flops_by_part(model: nn.Module, inputs: List[Dict[str, Any]]) -> Dict[str, int]:
     """FLOPs of a whole Detectron2 model in inference on ``inputs`` (its usual list of dicts,
-    counted one image at a time).
+    counted one image at a time), split into :func:`detector_parts` and ``other`` (what runs
+    outside them: postprocessing, e.g. pasting masks into the image); the values sum to the whole model's FLOPs.
 
     The ROI heads' share depends on how many boxes the model keeps for the given image.
     """
+    parts = detector_parts(model)
     was_training = model.training
     model.eval()
     try:
-        total = 0
+        split = {name: 0 for name in [*parts, "other"]}
         for one in inputs:
             # the model whole, postprocessing to the image's evaluated size included
             extra = {key: value for key, value in one.items() if key != "image"}
             adapter = DetectorTracingAdapter(model, extra_inputs=extra)
-            total += int(_quiet(FlopCountAnalysis(adapter, (one["image"],))).total())
-        return total
+            by_module = _quiet(FlopCountAnalysis(adapter, (one["image"],))).by_module()
+            counted = {name: sum(int(by_module.get(f"model.{path}", 0)) for path in paths)
+                       for name, paths in parts.items()}
+            # the containers hold their sub-parts: count each FLOP once
+            if "fpn" in counted:
+                counted["fpn"] -= counted["backbone"]
+            if "mask_head" in counted:
+                counted["box_head"] -= counted["mask_head"]
+            counted["other"] = int(by_module[""]) - sum(counted.values())
+            for name, flops in counted.items():
+                split[name] += flops
+        return split
     finally:
         model.train(was_training)
+
+
+def model_flops(model: nn.Module, inputs: List[Dict[str, Any]]) -> int:
+    """FLOPs of a whole Detectron2 model in inference on ``inputs`` (:func:`model_flops_by_part`
+    summed)."""
+    return sum(model_flops_by_part(model, inputs).values())
 
 
 @torch.no_grad()
@@ -76,7 +122,10 @@ def backbone_cost(backbone: nn.Module, image_size: Sequence[int] = (224, 224)) -
         }
 
 
-def model_cost(model: nn.Module, inputs: List[Dict[str, Any]]) -> Dict[str, int]:
-    """FLOPs and used parameters of a whole detector at its current depth on ``inputs``."""
+def model_cost(model: nn.Module, inputs: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """FLOPs (in all, and ``parts``: :func:`model_flops_by_part`) and used parameters of a
+    whole detector at its current depth on ``inputs``."""
     with torch.no_grad():
-        return {"flops": model_flops(model, inputs), "params": used_parameter_count(model, inputs)}
+        parts = model_flops_by_part(model, inputs)
+        return {"flops": sum(parts.values()), "parts": parts,
+                "params": used_parameter_count(model, inputs)}
