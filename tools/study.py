@@ -325,7 +325,7 @@ def main(argv=None):
     print(open(paths["md"]).read())
     for key in dict.fromkeys(r["recipe"] for r in rows):
         check = claim_checks([r for r in rows if r["recipe"] == key], "box_AP")
-        print(f"[study] {key}: FFFF - TTTT box AP {check.get('super_minus_base', float('nan')):+.1f} "
+        print(f"[study] {key}: super - base box AP {check.get('super_minus_base', float('nan')):+.1f} "
               f"(± {check.get('super_minus_base_std', float('nan')):.1f}); chain rises "
               f"{len(check['chain_rises'])}, dominance violations "
               f"{len(check['dominance_violations'])}/{check['dominance_pairs']}: "
@@ -335,7 +335,7 @@ def main(argv=None):
             f"{len(i['inversions'])}/{i['pairs']} {m.replace('_', ' ')} pairs"
             for m, i in by_metric.items()))
     for key, g in depth_gap.items():
-        print(f"[study] {key}: FFFF - TTTT box AP per seed {g['mean']:+.2f} ± {g['std']:.2f} "
+        print(f"[study] {key}: {g['dearer']} - {g['cheaper']} box AP per seed {g['mean']:+.2f} ± {g['std']:.2f} "
               f"({' / '.join(f'{d:+.2f}' for d in g['per_seed'])})")
     for key, p in paired.items():
         print(f"[study] {key} - {p['reference']}: {p['mean_difference']:+.2f} ± {p['std']:.2f} "

@@ -95,6 +95,7 @@ def evaluate_depths(
         results[depth] = OrderedDict(accuracy[names[0]] if len(names) == 1 else accuracy)
         results[depth]["cost"] = {
             "gflops": cost["flops"] / 1e9,
+            "gflops_by_part": {part: flops / 1e9 for part, flops in cost["parts"].items()},
             "backbone_gflops": backbone / 1e9,
             "params_m": cost["params"] / 1e6,
             "latency_ms": timer.median_ms(),

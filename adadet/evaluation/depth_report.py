@@ -14,12 +14,15 @@ TASKS = {"bbox": "box", "segm": "mask"}
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 COST_COLUMNS = ("gflops", "backbone_gflops", "params_m", "latency_ms")
 REPORT_NAME = "depth_eval"
+#: report_rows' columns of the detector's GFLOPs per part: "gflops_in_fpn", ...
+PART_PREFIX = "gflops_in_"
 
 logger = logging.getLogger(__name__)
 
 
 def report_rows(results: Mapping[str, Mapping[str, Any]]) -> List[Dict[str, Any]]:
-    """One flat row per depth setting: depth, box_AP..., mask_AP..., gflops, params_m, latency_ms."""
+    """One flat row per depth setting: depth, box_AP..., mask_AP..., gflops, params_m,
+    latency_ms, then the detector's GFLOPs per part (``gflops_in_backbone``, ...)."""
     rows = []
     for depth, per_depth in results.items():
         row: Dict[str, Any] = {"depth": depth}
@@ -30,12 +33,15 @@ def report_rows(results: Mapping[str, Mapping[str, Any]]) -> List[Dict[str, Any]
         for column in COST_COLUMNS:
             if column in per_depth["cost"]:
                 row[column] = float(per_depth["cost"][column])
+        # the whole detector's GFLOPs per part (backbone, fpn, rpn, ...): JSON and CSV only
+        for part, gflops in per_depth["cost"].get("gflops_by_part", {}).items():
+            row[f"{PART_PREFIX}{part}"] = float(gflops)
         rows.append(row)
     return rows
 
 
 def format_table(rows: List[Dict[str, Any]]) -> str:
-    columns = list(rows[0].keys())
+    columns = [c for c in rows[0] if not c.startswith(PART_PREFIX)]
     headers = [c.replace("_", " ").replace("backbone gflops", "backbone GFLOPs (224)").replace("gflops", "GFLOPs").replace("params m", "params (M)")
                .replace("latency ms", "latency (ms)") for c in columns]
     return tabulate([[row.get(c) for c in columns] for row in rows], headers=headers,

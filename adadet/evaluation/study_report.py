@@ -6,8 +6,9 @@ setting, as :func:`adadet.evaluation.report_rows` writes them). Output: one row 
 over seeds) and the checks of the paper's claim that every mixed setting lies between
 the super-net and the base-net:
 
-* **chain**: along FFFF -> TFFF -> TTFF -> TTTF -> TTTT (one more stage skips at each step)
-  the mean AP never rises by more than one standard deviation;
+* **chain**: along FFFF -> TFFF -> TTFF -> TTTF -> TTTT (one more stage skips at each step;
+  a whole detector's settings continue with its neck and head letters, FFFFFFF -> ... ->
+  TTTTTTT) the mean AP never rises by more than one standard deviation;
 * **dominance**: no setting that skips a strict superset of another's stages (so costs
   less) beats it by more than one standard deviation.
 
@@ -20,7 +21,9 @@ every seed is an inversion however small it is next to the spread between seeds.
 Recipes are also compared **paired by seed** (:func:`paired_differences`): a seed fixes
 the initial weights and the order of the training images for every recipe, so the
 difference of two recipes' runs of one seed is free of the spread between seeds, which
-is as large as the differences a recipe makes.
+is as large as the differences a recipe makes. A whole-detector model (7 letters) is
+compared with a backbone-only one (4) at the backbone-only settings, where its neck and
+heads run in full (``TTFF`` = ``TTFFFFF``).
 """
 import csv
 import json
@@ -29,11 +32,12 @@ import os
 import statistics
 from typing import Any, Dict, List, Mapping, Sequence
 
-from ..depth import DEFAULT_EVAL_CHAIN
 
 __all__ = [
     "aggregate_runs",
+    "backbone_only",
     "claim_checks",
+    "depth_chain",
     "depth_gap_by_seed",
     "format_refinement_table",
     "format_paired_table",
@@ -81,6 +85,24 @@ def aggregate_runs(runs: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]]) ->
     return out
 
 
+def depth_chain(num_flags: int) -> List[str]:
+    """FFFF -> TFFF -> ... -> TTTT for settings of ``num_flags`` letters: one more part skips
+    at each step, the backbone's stages first, then the neck and heads in their order."""
+    return ["T" * i + "F" * (num_flags - i) for i in range(num_flags + 1)]
+
+
+def _letters(depths) -> int:
+    """The number of letters of a recipe's settings."""
+    return len(next(iter(depths)))
+
+
+def backbone_only(ap: Mapping[str, float], num_backbone_flags: int = 4) -> Dict[str, float]:
+    """The backbone-only settings of a whole detector's ``{setting: value}`` (its neck and
+    heads run in full: ``TTFFFFF``), named by their backbone letters (``TTFF``)."""
+    return {d[:num_backbone_flags]: v for d, v in ap.items()
+            if set(d[num_backbone_flags:]) <= {"F"}}
+
+
 def _skips_superset(cheaper: str, dearer: str) -> bool:
     """Whether ``cheaper`` skips every stage ``dearer`` skips, and more."""
     return cheaper != dearer and all(a == "T" or b == "F" for a, b in zip(cheaper, dearer))
@@ -91,7 +113,9 @@ def claim_checks(rows: Sequence[Mapping[str, Any]], metric: str = "box_AP") -> D
     by_depth = {r["depth"]: r for r in rows}
     mean = {d: r[f"{metric}_mean"] for d, r in by_depth.items()}
     std = {d: r[f"{metric}_std"] for d, r in by_depth.items()}
-    chain = [d for d in DEFAULT_EVAL_CHAIN if d in by_depth]
+    letters = _letters(by_depth)
+    chain = [d for d in depth_chain(letters) if d in by_depth]
+    top, bottom = "F" * letters, "T" * letters
 
     def gain_beyond_noise(cheaper: str, dearer: str):
         """How far ``cheaper`` is ahead of ``dearer`` when by more than one std, else None."""
@@ -117,9 +141,9 @@ def claim_checks(rows: Sequence[Mapping[str, Any]], metric: str = "box_AP") -> D
         "dominance_violations": sorted(violations, key=lambda v: -v["gain"]),
         "holds": not rises and not violations,
     }
-    if "FFFF" in mean and "TTTT" in mean:
-        result["super_minus_base"] = mean["FFFF"] - mean["TTTT"]
-        result["super_minus_base_std"] = max(std["FFFF"], std["TTTT"])
+    if top in mean and bottom in mean:
+        result["super_minus_base"] = mean[top] - mean[bottom]
+        result["super_minus_base_std"] = max(std[top], std[bottom])
     return result
 
 
@@ -163,6 +187,8 @@ def paired_differences(
         for rows, base_rows in zip(seeds, base):
             ours = {r["depth"]: float(r[metric]) for r in rows}
             theirs = {r["depth"]: float(r[metric]) for r in base_rows}
+            if _letters(ours) != _letters(theirs):  # a whole detector and a backbone-only one
+                ours, theirs = backbone_only(ours), backbone_only(theirs)
             common = [d for d in ours if d in theirs]
             for d in common:
                 per_setting.setdefault(d, []).append(ours[d] - theirs[d])
@@ -176,11 +202,12 @@ def paired_differences(
 
 
 def depth_gap_by_seed(
-    runs: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], dearer: str = "FFFF",
-    cheaper: str = "TTTT", metric: str = "box_AP",
+    runs: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], dearer: str = "super",
+    cheaper: str = "base", metric: str = "box_AP",
 ) -> Dict[str, Dict[str, Any]]:
     """What depth buys, per recipe and seed: ``dearer`` - ``cheaper`` of the same model
-    (the super-net's lead over the base-net), then the mean and sample std over seeds.
+    (by default the super-net's lead over the base-net, each of its own number of letters),
+    then the mean and sample std over seeds.
     Both settings share one model's weights, so this spread is that of the gap itself,
     smaller than the spread of either setting across seeds."""
     out = {}
@@ -188,11 +215,13 @@ def depth_gap_by_seed(
         per_seed = []
         for rows in seeds:
             ap = {r["depth"]: float(r[metric]) for r in rows}
-            if dearer in ap and cheaper in ap:
-                per_seed.append(ap[dearer] - ap[cheaper])
+            ends = {"super": "F" * _letters(ap), "base": "T" * _letters(ap)} if ap else {}
+            high, low = ends.get(dearer, dearer), ends.get(cheaper, cheaper)
+            if high in ap and low in ap:
+                per_seed.append(ap[high] - ap[low])
         if per_seed:
             mean, std = _mean_std(per_seed)
-            out[recipe] = {"dearer": dearer, "cheaper": cheaper, "metric": metric,
+            out[recipe] = {"dearer": high, "cheaper": low, "metric": metric,
                            "mean": mean, "std": std, "per_seed": per_seed}
     return out
 
@@ -239,8 +268,9 @@ def format_refinement_table(summaries: Mapping[str, Sequence[Mapping[str, Any]]]
 def format_study_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """A markdown table: recipe | depth | box AP | mask AP (mean ± std) | costs."""
     lines = [
-        "| recipe | depth | box AP | mask AP | backbone GFLOPs (224) | latency (ms) | seeds |",
-        "|---|---|---|---|---|---|---|",
+        "| recipe | depth | box AP | mask AP | backbone GFLOPs (224) | detector GFLOPs | "
+        "latency (ms) | seeds |",
+        "|---|---|---|---|---|---|---|---|",
     ]
 
     def pm(row, key):
@@ -252,6 +282,7 @@ def format_study_table(rows: Sequence[Mapping[str, Any]]) -> str:
         lines.append(
             f"| {row['recipe']} | {row['depth']} | {pm(row, 'box_AP')} | {pm(row, 'mask_AP')} | "
             f"{row.get('backbone_gflops_mean', float('nan')):.2f} | "
+            f"{row.get('gflops_mean', float('nan')):.2f} | "
             f"{row.get('latency_ms_mean', float('nan')):.1f} | {row['seeds']} |"
         )
     return "\n".join(lines)
@@ -281,8 +312,9 @@ def plot_study(rows: Sequence[Mapping[str, Any]], path: str, title: str = "") ->
             y = [r[f"{metric}_mean"] for r in own]
             e = [r[f"{metric}_std"] for r in own]
             axis.errorbar(x, y, yerr=e, fmt="o", ms=3, color=colour, alpha=0.45, capsize=2)
-            chain = [next(r for r in own if r["depth"] == d) for d in DEFAULT_EVAL_CHAIN
-                     if any(r["depth"] == d for r in own)]
+            chain = [next(r for r in own if r["depth"] == d)
+                     for d in depth_chain(_letters(r["depth"] for r in own))
+                     if any(r["depth"] == d for r in own)] if own else []
             axis.plot([r["backbone_gflops_mean"] + shift for r in chain],
                       [r[f"{metric}_mean"] for r in chain], "-o", color=colour, label=recipe)
             for r in chain:

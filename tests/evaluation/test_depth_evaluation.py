@@ -54,6 +54,10 @@ def test_every_setting_is_evaluated_with_metrics_cost_and_report(cfg, tmp_path):
         assert row["box_AP"] == results[row["depth"]]["bbox"]["AP"]
         assert row["mask_AP75"] == results[row["depth"]]["segm"]["AP75"]
         assert row["gflops"] == results[row["depth"]]["cost"]["gflops"]
+        # the detector's GFLOPs per part, summing to the whole
+        parts = {k: v for k, v in row.items() if k.startswith("gflops_in_")}
+        assert {"gflops_in_backbone", "gflops_in_fpn", "gflops_in_rpn", "gflops_in_mask_head"} <= set(parts)
+        assert sum(parts.values()) == pytest.approx(row["gflops"], rel=1e-9)
     csv_lines = (tmp_path / "depth_eval.csv").read_text().splitlines()
     assert csv_lines[0].startswith("depth,box_AP") and len(csv_lines) == 4
     assert (tmp_path / "depth_eval_pareto.png").stat().st_size > 10_000

@@ -4,7 +4,14 @@ import json
 import pytest
 
 from adadet.depth import all_depths
-from adadet.evaluation.study_report import aggregate_runs, claim_checks, write_study
+from adadet.evaluation.study_report import (
+    aggregate_runs,
+    backbone_only,
+    claim_checks,
+    depth_gap_by_seed,
+    paired_differences,
+    write_study,
+)
 
 
 def _rows(ap_of, seed_offset=0.0):
@@ -106,7 +113,6 @@ def test_recipes_compared_paired_by_seed():
 
 
 def test_depth_gap_per_seed_is_free_of_the_spread_between_seeds():
-    from adadet.evaluation.study_report import depth_gap_by_seed
 
     seeds = [_rows(_monotone, -3.0), _rows(_monotone, 3.0)]  # FFFF 4 AP above TTTT in each
     gap = depth_gap_by_seed({"r": seeds})["r"]
@@ -206,3 +212,44 @@ def test_an_inversion_is_a_cheaper_setting_ahead_in_every_seed():
     assert result["pairs"] == 6 and result["seeds"] == 2  # every strict skip-superset pair
     assert [(v["cheaper"], v["dearer"]) for v in result["inversions"]] == [("TTTT", "TTTF")]
     assert result["inversions"][0]["per_seed"] == pytest.approx([0.2, 0.1])
+
+
+def _whole_rows(ap_of, seed_offset=0.0):
+    return [
+        {"depth": d, "box_AP": ap_of(d) + seed_offset, "mask_AP": ap_of(d), "gflops": 7.0 - d.count("T"),
+         "backbone_gflops": 4.0 - d[:4].count("T"), "latency_ms": 10.0 - d.count("T")}
+        for d in all_depths(7)
+    ]
+
+
+def test_a_whole_detectors_chain_and_ends_run_over_all_its_letters():
+    # each skipped part costs 1 AP, except that skipping the mask head (the last letter)
+    # raises AP by 2 when everything else skips too: a rise at the chain's last step
+    def ap(d):
+        return 40.0 - d.count("T") + (3.0 if d == "TTTTTTT" else 0.0)
+
+    rows = aggregate_runs({"whole": [_whole_rows(ap, s) for s in (0.0, 0.5, 1.0)]})
+    check = claim_checks(rows)
+    assert check["chain"] == ["T" * i + "F" * (7 - i) for i in range(8)]
+    assert [(r["from"], r["to"]) for r in check["chain_rises"]] == [("TTTTTTF", "TTTTTTT")]
+    assert check["super_minus_base"] == pytest.approx(40.0 - 36.0)
+    gap = depth_gap_by_seed({"whole": [_whole_rows(ap, s) for s in (0.0, 0.5)]})["whole"]
+    assert (gap["dearer"], gap["cheaper"]) == ("FFFFFFF", "TTTTTTT")
+    assert gap["per_seed"] == pytest.approx([4.0, 4.0])
+
+
+def test_a_whole_detector_is_paired_with_a_backbone_only_one_at_its_backbone_settings():
+    # the whole model is 1 AP behind at every backbone-only setting and far ahead (+10)
+    # wherever its neck or heads skip: only the backbone-only settings may be compared
+    def whole(d):
+        return _monotone(d[:4]) - (1.0 if set(d[4:]) == {"F"} else -10.0)
+
+    seeds = (0.0, 2.0)
+    paired = paired_differences({
+        "sandwich": [_rows(_monotone, s) for s in seeds],
+        "whole": [_whole_rows(whole, s) for s in seeds],
+    }, "sandwich")["whole"]
+    assert paired["settings"] == 16
+    assert paired["per_seed"] == pytest.approx([-1.0, -1.0])
+    assert paired["settings_ahead"] == 0
+    assert backbone_only({"TTFFFFF": 1.0, "TTFFFTF": 2.0}) == {"TTFF": 1.0}
