@@ -1,14 +1,18 @@
 #!/usr/bin/env python
-"""The study: train recipes with several seeds, evaluate all 16 depth settings, compare.
+"""The study: train recipes with several seeds, evaluate every depth setting, compare.
 
     tools/study.py                                         # stages vs sandwich, textures, seeds 0-2
     tools/study.py --recipes sandwich --split test         # the final figures
     tools/study.py --task polygons --recipes fpn stages    # the 6-class task, earlier recipes
+    tools/study.py --recipes sandwich whole --reference sandwich --bn trained
+                                                           # the whole detector beside the backbone-only one
 
 Each run is ``tools/train_net.py`` (so every Detectron2 convention applies) with the
 study's config (``configs/mask_rcnn_ada_r18_<task>_cpu.yaml``, ``--task`` polygons or
 textures), ``SEED <seed>`` and the recipe's overrides, in ``<output>/<recipe>/seed<seed>``.
-Then ``--eval-only`` evaluates its ``model_final.pth`` at every setting on ``--split`` (``tune``: where recipes are compared;
+Then ``--eval-only`` evaluates its ``model_final.pth`` at every setting (the 16; the
+``whole`` recipe, whose neck and heads adapt too, at 39 of its 128: ``EVALUATED``) on
+``--split`` (``tune``: where recipes are compared;
 ``test``: the final figures, looked at by no choice), with the training BN statistics and
 with per-depth BN statistics (``--bn`` both). A finished run or evaluation is not redone, so
 an interrupted study continues where it stopped. The report (``study_<split>.{json,csv,md}``
@@ -128,6 +132,21 @@ RECIPES = {
 BN_MODES = {"trained": "False", "per_depth": "True"}
 
 
+def whole_detector_settings():
+    """The settings a whole-detector recipe is evaluated at (39 of its 128: all 128 take
+    8x a backbone-only evaluation): the backbone's 16 with the neck and heads in full
+    (the settings a backbone-only model has) and with all three skipped, each of the three
+    skipped alone at both ends of the backbone, and the chain's last steps."""
+    settings = [b + "FFF" for b in all_depths(4)] + [b + "TTT" for b in all_depths(4)]
+    settings += [b + part for b in ("FFFF", "TTTT") for part in ("TFF", "FTF", "FFT")]
+    settings.append("TTTTTTF")
+    return list(dict.fromkeys(settings))
+
+
+#: recipe -> the depth settings it is evaluated at (default: all 16 of a backbone-only model)
+EVALUATED = {"whole": whole_detector_settings()}
+
+
 def environment(task, split):
     """What the study's figures depend on besides config and seed (adadet.utils.environment):
     the commit, CPU, threads, library versions and the files of the training and the
@@ -186,7 +205,8 @@ def evaluate(task, run_dir, recipe, split, bn, extra_opts):
         command = [sys.executable, os.path.join(HERE, "train_net.py"), "--eval-only",
                    "--config-file", TASKS[task], *RECIPES[recipe][1], *extra_opts,
                    "MODEL.WEIGHTS", os.path.join(run_dir, "model_final.pth"),
-                   "OUTPUT_DIR", out_dir, "TEST.ADN.DEPTHS", '["all"]',
+                   "OUTPUT_DIR", out_dir,
+                   "TEST.ADN.DEPTHS", json.dumps(EVALUATED.get(recipe, ["all"])),
                    "DATASETS.TEST", f'("adadet_{task}_{split}",)',
                    "TEST.ADN.PRECISE_BN.ENABLED", BN_MODES[bn]]
         _run(command, os.path.join(out_dir, "eval.log"),

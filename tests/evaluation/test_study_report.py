@@ -253,3 +253,36 @@ def test_a_whole_detector_is_paired_with_a_backbone_only_one_at_its_backbone_set
     assert paired["per_seed"] == pytest.approx([-1.0, -1.0])
     assert paired["settings_ahead"] == 0
     assert backbone_only({"TTFFFFF": 1.0, "TTFFFTF": 2.0}) == {"TTFF": 1.0}
+
+
+def test_the_whole_recipe_is_the_whole_detector_config_and_its_settings_are_its_own():
+    """tools/study.py's 'whole' recipe on the textures config builds the detector of
+    configs/mask_rcnn_ada_r18_textures_whole_cpu.yaml (7 letters) with its students, and
+    is evaluated at settings of that layout, the 16 backbone-only ones among them."""
+    from detectron2.config import get_cfg
+
+    from adadet import add_adn_config
+    from adadet.config import merge_config
+    from adadet.modeling.adaptive_parts import config_depth_layout
+    from adn_testing import ROOT, load_tool
+
+    study = load_tool("study")
+
+    def cfg_of(path, opts=()):
+        cfg = get_cfg()
+        add_adn_config(cfg)
+        merge_config(cfg, str(path), list(opts))
+        return cfg
+
+    recipe = cfg_of(study.TASKS["textures"], study.RECIPES["whole"][1])
+    config = cfg_of(ROOT / "configs" / "mask_rcnn_ada_r18_textures_whole_cpu.yaml")
+    layout = config_depth_layout(recipe)
+    assert layout == config_depth_layout(config) and layout.num_flags == 7
+    for key in ("BACKBONE.NAME", "RPN.HEAD_NAME", "ROI_MASK_HEAD.NAME"):
+        first, second = key.split(".")
+        assert recipe.MODEL[first][second] == config.MODEL[first][second]
+    for key in ("ALWAYS_STUDENTS", "SUBNETS"):
+        assert list(recipe.MODEL.ADN.DISTILL[key]) == list(config.MODEL.ADN.DISTILL[key])
+    evaluated = layout.expand(study.EVALUATED["whole"])  # each valid, none twice
+    assert {d[:4] for d in evaluated if d.endswith("FFF")} == set(all_depths(4))
+    assert {"FFFFFFF", "TTTTTTT"} <= set(evaluated)
