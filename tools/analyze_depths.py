@@ -38,6 +38,7 @@ from adadet.config import merge_config
 from adadet.checkpoint import ADNCheckpointer
 from adadet.evaluation import backbone_cost, model_cost
 from adadet.modeling.adaptive_parts import config_depth_layout
+from adadet.utils.command_line import check_overrides
 
 #: --depths entries that stand for a list of settings.
 LIST_WORDS = ("all", "mixed")
@@ -119,9 +120,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     positional = args.opts[1:] if args.opts[:1] == ["--"] else args.opts
     args.opts = positional + args.flag_opts
-    if len(args.opts) % 2:
-        parser.error(f"config overrides come in KEY VALUE pairs; got {len(args.opts)} words: "
-                     f"{args.opts}")
+    check_overrides(parser, args.opts)
     for word in LIST_WORDS:
         if args.depths and word in args.depths and len(args.depths) > 1:
             parser.error(f"--depths {word} stands alone: give {word!r} or a list of settings")

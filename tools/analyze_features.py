@@ -19,6 +19,7 @@ import adadet  # noqa: F401  (registers the ADN backbones)
 import adadet.data  # noqa: F401  (registers the embedded datasets)
 from adadet.deploy.predictor import build_inference_model, setup_deploy_cfg
 from adadet.evaluation.feature_analysis import format_refinement_table, stage_refinement
+from adadet.utils.command_line import check_overrides
 
 
 def plot(rows, path, title):
@@ -48,6 +49,7 @@ def main(argv=None):
     parser.add_argument("--output", default="output/features")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
+    check_overrides(parser, args.opts)
     if args.images < 1:
         parser.error(f"--images must be >= 1, got {args.images}")
     cfg = setup_deploy_cfg(args.config_file, args.opts)

@@ -30,6 +30,7 @@ from adadet.depth import depth_layout
 from adadet.deploy.cli_checks import ArgumentChecks
 from adadet.deploy.predictor import AdaptiveDepthPredictor, setup_deploy_cfg
 from adadet.deploy.visualize import compare_depths, draw_prediction
+from adadet.utils.command_line import check_overrides
 
 
 def get_parser():
@@ -113,7 +114,9 @@ def output_path(args, path, count, create=True):
 
 
 def main(argv=None) -> int:
-    args = get_parser().parse_args(argv)
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    check_overrides(parser, args.opts)
     setup_logger(name="fvcore")
     logger = setup_logger(name="adadet")
     logger.info("Arguments: %s", args)

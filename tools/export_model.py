@@ -43,6 +43,7 @@ from adadet.deploy.export import (
 )
 from adadet.deploy.predictor import build_inference_model, read_model_input, setup_deploy_cfg
 from adadet.utils.tracing import DetectorTracingAdapter, output_names_of
+from adadet.utils.command_line import check_overrides
 
 
 # Exit status 2 with "error:" for a bad argument; 1 stays the status of a failed check.
@@ -76,7 +77,9 @@ def parse_args(argv=None):
     parser.add_argument("--output", required=True, metavar="DIR", help="output directory")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
                         help="config overrides, KEY VALUE pairs, e.g. MODEL.WEIGHTS model.pth")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    check_overrides(parser, args.opts)
+    return args
 
 
 def sample_image_path(cfg, given):

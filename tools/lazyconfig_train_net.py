@@ -22,6 +22,7 @@ import adadet  # noqa: F401  (registers the ADN backbones and heads)
 import adadet.data  # noqa: F401  (registers the embedded datasets)
 from adadet.engine.devices import launch_on_devices
 from adadet.engine.lazy_training import check_override_keys, lazy_eval_only, lazy_train
+from adadet.utils.command_line import check_overrides
 
 
 def load_config(args):
@@ -64,6 +65,7 @@ def invoke_main() -> None:
         help="with --eval-only: evaluate even without train.init_checkpoint (random init)",
     )
     args = parser.parse_args()
+    check_overrides(parser, args.opts, pairs=False)  # key=value words
     print("Command Line Args:", args)
     launch_on_devices(main, args, load_config(args).train.device, set_device="train.device={}")
 

@@ -41,6 +41,7 @@ from adadet.evaluation.study_report import (
     write_study,
 )
 from adadet.utils.environment import environment_differences, run_environment
+from adadet.utils.command_line import check_overrides
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -262,6 +263,7 @@ def main(argv=None):
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
                         help="config overrides for every run (KEY VALUE ...), e.g. SOLVER.MAX_ITER 300")
     args = parser.parse_args(argv)
+    check_overrides(parser, args.opts)
     if len(args.seeds) < 2:
         parser.error("give at least 2 seeds (--seeds): a spread needs several runs")
 

@@ -28,6 +28,7 @@ from adadet.checkpoint import ADNCheckpointer
 from adadet.engine import ADNTrainer
 from adadet.engine.devices import launch_on_devices
 from adadet.evaluation import verify_depth_results
+from adadet.utils.command_line import check_overrides
 
 
 class Trainer(ADNTrainer):
@@ -99,6 +100,7 @@ def invoke_main() -> None:
         help="with --eval-only: evaluate even without MODEL.WEIGHTS (random init)",
     )
     args = parser.parse_args()
+    check_overrides(parser, args.opts)
     print("Command Line Args:", args)
     launch_on_devices(main, args, load_config(args).MODEL.DEVICE)
 

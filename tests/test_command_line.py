@@ -1,0 +1,53 @@
+"""Every tool that ends its command line with config overrides refuses a flag given after
+them, naming it and where it goes, and (YAML configs) an odd number of override words,
+while the arguments are read (exit status 2), before any model or data is touched."""
+import sys
+
+import pytest
+
+from adn_testing import load_tool
+
+YAML = "configs/mask_rcnn_ada_r18_embedded_cpu.yaml"
+LAZY = "configs/lazy/mask_rcnn_ada_r18_embedded_cpu.py"
+
+#: tool -> (how its arguments are read, the words before the overrides, an override, a flag)
+TOOLS = {
+    "train_net": ("invoke_main", ["--config-file", YAML], ["SOLVER.MAX_ITER", "4"], "--resume"),
+    "lazyconfig_train_net": ("invoke_main", ["--config-file", LAZY], ["train.max_iter=4"], "--eval-only"),
+    "analyze_depths": ("parse_args", ["--config-file", YAML], ["MODEL.WEIGHTS", "m.pth"], "--json"),
+    "analyze_features": ("main", ["--config-file", YAML, "--output", "out"],
+                         ["MODEL.WEIGHTS", "m.pth"], "--images"),
+    "export_model": ("parse_args", ["--config-file", YAML, "--output", "out"],
+                     ["MODEL.WEIGHTS", "m.pth"], "--depth"),
+    "demo": ("main", ["--config-file", YAML, "--input", "a.jpg", "--output", "o.jpg", "--opts"],
+             ["MODEL.WEIGHTS", "m.pth"], "--depth"),
+    "study": ("main", ["--seeds", "0", "1", "--opts"], ["SOLVER.MAX_ITER", "4"], "--train-only"),
+}
+
+
+def _refusal(capsys, monkeypatch, name, argv):
+    entry, *_ = TOOLS[name]
+    tool = load_tool(name)
+    with pytest.raises(SystemExit) as raised:
+        if entry == "invoke_main":
+            monkeypatch.setattr(sys, "argv", [f"{name}.py", *argv])
+            tool.invoke_main()
+        else:
+            getattr(tool, entry)(argv)
+    assert raised.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(TOOLS))
+def test_a_flag_after_the_overrides_is_refused_naming_where_it_goes(capsys, monkeypatch, name):
+    _, before, override, flag = TOOLS[name]
+    err = _refusal(capsys, monkeypatch, name, [*before, *override, flag])
+    assert f"{flag} comes after the config overrides" in err, err
+    assert f"put {flag} before the first override" in err
+
+
+@pytest.mark.parametrize("name", sorted(n for n in TOOLS if n != "lazyconfig_train_net"))
+def test_an_odd_number_of_override_words_is_refused(capsys, monkeypatch, name):
+    _, before, override, _ = TOOLS[name]
+    err = _refusal(capsys, monkeypatch, name, [*before, *override, "MODEL.DEVICE"])
+    assert "config overrides come in KEY VALUE pairs; got 3 words" in err, err
