@@ -23,6 +23,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
+import torch
 import torch.nn as nn
 from torch.utils.hooks import RemovableHandle
 
@@ -338,6 +339,18 @@ def adaptive_modules(model: nn.Module) -> List[AdaptiveDepthModule]:
     switch keeps the modules found then.
     """
     model = getattr(model, "module", model)
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"A depth is set on a model (a torch.nn.Module built with an ADN backbone), not "
+            f"on {type(model).__name__} {model!r:.60}: pass the detector itself."
+        )
+    if isinstance(model, torch.jit.ScriptModule):
+        raise ValueError(
+            "An exported model (TorchScript) holds only the blocks of the depth it was "
+            "exported at, so its depth cannot change: export the setting you want "
+            "(tools/export_model.py --depth ...), or set the depth of the model built from "
+            "its config and checkpoint."
+        )
     found = _ADAPTIVE_MODULES.get(model)
     if found is None:
         found = [m for m in model.modules() if isinstance(m, AdaptiveDepthModule)]

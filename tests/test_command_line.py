@@ -51,3 +51,46 @@ def test_an_odd_number_of_override_words_is_refused(capsys, monkeypatch, name):
     _, before, override, _ = TOOLS[name]
     err = _refusal(capsys, monkeypatch, name, [*before, *override, "MODEL.DEVICE"])
     assert "config overrides come in KEY VALUE pairs; got 3 words" in err, err
+
+
+@pytest.mark.parametrize("name", ["export_model", "demo"])
+@pytest.mark.parametrize("depth, message", [
+    ("TXFF", "Invalid depth setting 'TXFF': give one letter per adaptive part"),
+    ("all", "'all' names several settings; this option takes one"),
+])
+def test_a_depth_option_of_a_bad_form_is_refused_while_the_arguments_are_read(
+        capsys, monkeypatch, name, depth, message):
+    _, before, _, _ = TOOLS[name]
+    before = [w for w in before if w != "--opts"]
+    err = _refusal(capsys, monkeypatch, name, [*before, "--depth", depth])
+    assert f"argument --depth: {message}" in err, err
+
+
+def test_a_depth_of_the_wrong_number_of_letters_is_a_bad_argument_too(capsys, tmp_path):
+    # refused once the config says how many letters the model's settings have, before
+    # any model is built: exit 2, as argparse's own refusals
+    with pytest.raises(SystemExit) as raised:
+        load_tool("export_model").main(["--config-file", YAML, "--output", str(tmp_path / "e"),
+                                        "--depth", "TTF"])
+    assert raised.value.code == 2
+    assert "depth 'TTF': Invalid depth setting 'TTF': expected 4 letters" in capsys.readouterr().err
+
+
+def test_demo_compare_depths_words_stand_alone(capsys, monkeypatch):
+    _, before, _, _ = TOOLS["demo"]
+    before = [w for w in before if w != "--opts"]
+    err = _refusal(capsys, monkeypatch, "demo", [*before, "--compare-depths", "all", "TTTT"])
+    assert "--compare-depths all stands alone" in err
+
+
+def test_set_depth_names_what_it_was_given_instead_of_a_model():
+    import torch
+
+    import adadet
+
+    for wrong in (None, "model.ts"):
+        with pytest.raises(TypeError, match="A depth is set on a model .* pass the detector itself"):
+            adadet.set_depth(wrong, "FFFF")
+    exported = torch.jit.script(torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="exported at, so its depth cannot change: export the setting"):
+        adadet.set_depth(exported, "TTTT")

@@ -38,28 +38,7 @@ from adadet.config import merge_config
 from adadet.checkpoint import ADNCheckpointer
 from adadet.evaluation import backbone_cost, model_cost
 from adadet.modeling.adaptive_parts import config_depth_layout
-from adadet.utils.command_line import check_overrides
-
-#: --depths entries that stand for a list of settings.
-LIST_WORDS = ("all", "mixed")
-ALIASES = ("super", "base")
-
-
-def depth_argument(text: str) -> str:
-    """A --depths entry: letters T/F, 'super', 'base', 'all' or 'mixed'; anything else is
-    refused at parse time (the number of letters is checked against the model's layout)."""
-    if text.lower() in LIST_WORDS + ALIASES:
-        return text.lower()
-    if text and set(text.upper()) <= set("TF"):
-        return text.upper()
-    hint = ""
-    if not text.upper().startswith(("T", "F")) or "." in text:
-        hint = (f" If {text!r} is a config override, put the overrides after --opts (or --): "
-                f"--depths FFFF TTTT --opts {text} VALUE.")
-    raise argparse.ArgumentTypeError(
-        f"Invalid depth setting {text!r}: give one letter per adaptive part, 'T' (skip) or "
-        f"'F' (run), e.g. TTFF, or 'super', 'base', 'all', 'mixed'.{hint}")
-
+from adadet.utils.command_line import check_depth_list, check_overrides, depth_list_argument
 
 def count_argument(text: str) -> int:
     try:
@@ -104,7 +83,7 @@ def parse_args(argv=None):
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config-file", required=True, metavar="FILE")
-    parser.add_argument("--depths", nargs="+", default=None, type=depth_argument,
+    parser.add_argument("--depths", nargs="+", default=None, type=depth_list_argument,
                         help="depth settings, or 'all' / 'mixed' (default: TEST.ADN.DEPTHS)")
     parser.add_argument("--input-size", nargs=2, type=pixels_argument, metavar=("H", "W"),
                         help="detector input size (default: INPUT.MIN_SIZE_TEST x MAX_SIZE_TEST)")
@@ -121,9 +100,7 @@ def parse_args(argv=None):
     positional = args.opts[1:] if args.opts[:1] == ["--"] else args.opts
     args.opts = positional + args.flag_opts
     check_overrides(parser, args.opts)
-    for word in LIST_WORDS:
-        if args.depths and word in args.depths and len(args.depths) > 1:
-            parser.error(f"--depths {word} stands alone: give {word!r} or a list of settings")
+    check_depth_list(parser, "--depths", args.depths)
     if args.detections and args.backbone_only:
         parser.error("--detections counts the detector: leave out --backbone-only")
     return args

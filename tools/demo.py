@@ -30,7 +30,12 @@ from adadet.depth import depth_layout
 from adadet.deploy.cli_checks import ArgumentChecks
 from adadet.deploy.predictor import AdaptiveDepthPredictor, setup_deploy_cfg
 from adadet.deploy.visualize import compare_depths, draw_prediction
-from adadet.utils.command_line import check_overrides
+from adadet.utils.command_line import (
+    check_depth_list,
+    check_overrides,
+    depth_argument,
+    depth_list_argument,
+)
 
 
 def get_parser():
@@ -43,9 +48,10 @@ def get_parser():
                              "(a directory when there are several inputs)")
     parser.add_argument("--confidence-threshold", type=float, default=0.5,
                         help="minimum score for instances to be shown")
-    parser.add_argument("--depth", default=None,
+    parser.add_argument("--depth", default=None, type=depth_argument,
                         help="depth setting to run, e.g. TTFF (default: MODEL.ADN.DEPTH)")
     parser.add_argument("--compare-depths", nargs="+", default=None, metavar="DEPTH",
+                        type=depth_list_argument,
                         help="draw each image at these settings side by side, e.g. FFFF TTTT "
                              "('all' for the 16)")
     parser.add_argument("--repeat", type=int, default=1,
@@ -58,7 +64,10 @@ def get_parser():
 
 
 def setup_cfg(args):
-    cfg = setup_deploy_cfg(args.config_file, args.opts, depth=args.depth)
+    try:
+        cfg = setup_deploy_cfg(args.config_file, args.opts, depth=args.depth)
+    except (TypeError, ValueError) as e:  # a bad setting or override: a bad argument (exit 2)
+        CHECKS.fail(str(e))
     cfg.defrost()
     # As Detectron2's demo: one threshold for every kind of model.
     cfg.MODEL.RETINANET.SCORE_THRESH_TEST = args.confidence_threshold
@@ -117,6 +126,7 @@ def main(argv=None) -> int:
     parser = get_parser()
     args = parser.parse_args(argv)
     check_overrides(parser, args.opts)
+    check_depth_list(parser, "--compare-depths", args.compare_depths)
     setup_logger(name="fvcore")
     logger = setup_logger(name="adadet")
     logger.info("Arguments: %s", args)

@@ -14,7 +14,8 @@ the sample images).
 
 Exit status: 0 exported and checked; 1 the exported model failed a check, and nothing
 else; 2 a bad argument or input (an --output that cannot be written, a --sample-image that
-is missing, empty or no image, a bad checkpoint or no sample image in the config). The
+is missing, empty or no image, a --depth that is not one of the model's settings, a bad
+override, a bad checkpoint or no sample image in the config). The
 arguments are checked before the model is built.
 
 --export-method scripting is refused with the reason (adadet.deploy.export.script_model).
@@ -43,7 +44,7 @@ from adadet.deploy.export import (
 )
 from adadet.deploy.predictor import build_inference_model, read_model_input, setup_deploy_cfg
 from adadet.utils.tracing import DetectorTracingAdapter, output_names_of
-from adadet.utils.command_line import check_overrides
+from adadet.utils.command_line import check_overrides, depth_argument
 
 
 # Exit status 2 with "error:" for a bad argument; 1 stays the status of a failed check.
@@ -70,7 +71,7 @@ def parse_args(argv=None):
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript")
     parser.add_argument("--export-method", choices=["tracing", "scripting"], default="tracing")
-    parser.add_argument("--depth", default=None,
+    parser.add_argument("--depth", default=None, type=depth_argument,
                         help="depth setting to export, e.g. TTFF (default: MODEL.ADN.DEPTH)")
     parser.add_argument("--sample-image", default=None, metavar="FILE",
                         help="image to trace and check on (default: first of DATASETS.TEST[0])")
@@ -144,7 +145,10 @@ def main(argv=None) -> int:
         CHECKS.image_file(args.sample_image, "--sample-image", SAMPLE_IMAGE_FIX)
     setup_logger(name="adadet")
     logger = logging.getLogger("adadet")
-    cfg = setup_deploy_cfg(args.config_file, args.opts, depth=args.depth)
+    try:
+        cfg = setup_deploy_cfg(args.config_file, args.opts, depth=args.depth)
+    except (TypeError, ValueError) as e:  # a bad setting or override: a bad argument (exit 2)
+        CHECKS.fail(str(e))
     try:
         model = build_inference_model(cfg)
     except CheckpointError as e:

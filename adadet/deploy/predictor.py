@@ -38,7 +38,10 @@ def setup_deploy_cfg(config_file: str, opts: Sequence[str] = (), depth: Optional
     add_adn_config(cfg)
     merge_config(cfg, config_file, opts)  # clear errors for ints in float keys
     if depth is not None:
-        cfg.MODEL.ADN.DEPTH = config_depth_layout(cfg).normalize(depth)
+        try:
+            cfg.MODEL.ADN.DEPTH = config_depth_layout(cfg).normalize(depth)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"depth {depth!r}: {e}") from None
     if not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()

@@ -4,6 +4,8 @@ configs, ``key=value`` for LazyConfigs), checked when the arguments are read.
 argparse puts every word after the first override into the override list, so a flag
 given after them (``SOLVER.MAX_ITER 4 --resume``) would be read as a key or a value and
 fail later, far from its cause (yacs' "Override list has odd length"), or not at all.
+Depth settings given as arguments (``--depth``, ``--depths``) are checked here too, for
+their form; their number of letters is the model's (checked once its config is read).
 """
 import argparse
 from typing import Sequence
@@ -26,3 +28,45 @@ def check_overrides(parser: argparse.ArgumentParser, opts: Sequence[str], pairs:
         parser.error(
             f"config overrides come in KEY VALUE pairs; got {len(opts)} word{'' if len(opts) == 1 else 's'}: "
             f"{list(opts)}")
+
+
+#: depth-argument words that stand for a list of settings
+LIST_WORDS = ("all", "mixed")
+ALIASES = ("super", "base")
+
+
+def _depth_word(text: str, lists: bool) -> str:
+    if text.lower() in ALIASES or (lists and text.lower() in LIST_WORDS):
+        return text.lower()
+    if text and set(text.upper()) <= set("TF"):
+        return text.upper()
+    if text.lower() in LIST_WORDS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} names several settings; this option takes one, e.g. TTFF or 'base' "
+            f"(run once per setting for several)")
+    hint = ""
+    if "." in text or not text[:1].upper() in ("T", "F"):
+        hint = (f" If {text!r} is a config override, put the overrides after --opts, which "
+                f"ends the list of settings: ... --opts {text} VALUE.")
+    words = "'super', 'base', 'all', 'mixed'" if lists else "'super', 'base'"
+    raise argparse.ArgumentTypeError(
+        f"Invalid depth setting {text!r}: give one letter per adaptive part, 'T' (skip) or "
+        f"'F' (run), e.g. TTFF, or {words}.{hint}")
+
+
+def depth_argument(text: str) -> str:
+    """An argparse type for one depth setting: T/F letters or 'super' / 'base'."""
+    return _depth_word(text, lists=False)
+
+
+def depth_list_argument(text: str) -> str:
+    """An argparse type for an entry of a list of depth settings: also 'all' or 'mixed'
+    (which stand alone: :func:`check_depth_list`)."""
+    return _depth_word(text, lists=True)
+
+
+def check_depth_list(parser: argparse.ArgumentParser, option: str, depths) -> None:
+    """'all' and 'mixed' stand alone in a list of depth settings."""
+    for word in LIST_WORDS:
+        if depths and word in depths and len(depths) > 1:
+            parser.error(f"{option} {word} stands alone: give {word!r} or a list of settings")

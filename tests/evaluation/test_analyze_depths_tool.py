@@ -60,7 +60,7 @@ def test_overrides_after_depths_are_not_taken_for_depths(capsys):
     # '--depths FFFF TTTT KEY VALUE' read KEY and VALUE as depth settings.
     err = _refused(capsys, ["--depths", "FFFF", "TTTT", "MODEL.WEIGHTS", "m.pth"])
     assert "Invalid depth setting 'MODEL.WEIGHTS'" in err
-    assert "put the overrides after --opts (or --): --depths FFFF TTTT --opts MODEL.WEIGHTS" in err
+    assert "put the overrides after --opts, which ends the list of settings: ... --opts MODEL.WEIGHTS VALUE" in err
     tool = load_tool("analyze_depths")
     for argv in (["--depths", "FFFF", "base", "--opts", "MODEL.WEIGHTS", "m.pth"],
                  ["--depths", "FFFF", "base", "--", "MODEL.WEIGHTS", "m.pth"],
