@@ -24,6 +24,7 @@ from ..checkpoint import ADNCheckpointer
 from ..depth import adaptive_modules
 from ..evaluation import checked_test_depths, evaluate_depths
 from .ddp import ddp_kwargs
+from .preflight import check_run_needs
 from .train_step import ADNAMPTrainStep, ADNTrainStep
 
 __all__ = [
@@ -85,6 +86,18 @@ def lazy_test(cfg, model):
     )
 
 
+def _dataset_names(cfg):
+    """The registered datasets the train and test loaders of ``cfg`` read (names may be
+    one string or a list)."""
+    names = []
+    for split in ("train", "test"):
+        loader = cfg.dataloader.get(split)
+        given = loader.get("dataset", {}).get("names") if loader is not None else None
+        if given is not None:
+            names += [given] if isinstance(given, str) else list(given)
+    return names
+
+
 def _test_depths(cfg, model):
     return checked_test_depths(model, _section(cfg, "adn").test_depths, "adn.test_depths")
 
@@ -97,7 +110,8 @@ def lazy_train(cfg, resume: bool = False):
     the end; returns the last evaluation's results."""
     model = build_lazy_model(cfg)
     logger.info("Model:\n%s", model)
-    _test_depths(cfg, model)  # a bad list must not wait for the end of training
+    _test_depths(cfg, model)  # a bad list, dataset or folder must not wait for the end
+    check_run_needs(model, _dataset_names(cfg), cfg.train.output_dir, "train.output_dir")
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
     train_loader = instantiate(cfg.dataloader.train)

@@ -38,6 +38,7 @@ from detectron2.utils.logger import setup_logger
 from ..checkpoint import ADNCheckpointer
 from ..data import CheckedDatasetMapper
 from ..data.availability import check_datasets_available
+from .preflight import check_run_needs
 from ..data.resumable_loader import ResumableTrainLoader, seed_iteration
 from ..depth import set_depth
 from ..env import has_compiled_ops
@@ -70,8 +71,11 @@ class ADNTrainer(DefaultTrainer):
         check_datasets_available(cfg.DATASETS.TRAIN)  # before the slow parts
 
         detector = self.build_model(cfg)
-        # evaluated during and after training: a bad list must not wait for the end
+        # evaluated during and after training: a bad list, dataset or folder must not wait
+        # for the end
         checked_test_depths(detector, cfg.TEST.ADN.DEPTHS, "TEST.ADN.DEPTHS")
+        check_run_needs(detector, [*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST], cfg.OUTPUT_DIR,
+                        "OUTPUT_DIR")
         optimizer = self.build_optimizer(cfg, detector)
         data_loader = self.build_train_loader(cfg)
 
