@@ -24,6 +24,7 @@ from detectron2.modeling.backbone.resnet import ResNet
 from ..calibration.depth_bn_statistics import prepare_depth_bn_buffers, refresh_depth_bn_statistics
 from ..utils.messages import first_few
 from .errors import (
+    CheckpointError,
     CheckpointMismatchError,
     CheckpointNotFoundError,
     SkipNormsMissingError,
@@ -183,6 +184,16 @@ class ADNCheckpointer(DetectionCheckpointer):
         self._source = path
         try:
             loaded = super().load(path, *args, **kwargs)
+        except OSError as e:  # urllib's URLError included: a download that failed
+            if not path or not urlparse(path).scheme or isinstance(e, CheckpointError):
+                raise
+            raise CheckpointError(
+                f"The weights {path} could not be downloaded ({e}). Nothing can be fetched "
+                "from a machine without internet access: fetch the file where there is "
+                "(python -c \"from detectron2.utils.file_io import PathManager; print("
+                f"PathManager.get_local_path('{path}'))\"), copy it here and give its local "
+                "path as MODEL.WEIGHTS (LazyConfig: train.init_checkpoint); docs/weights.md."
+            ) from None
         finally:
             self._source = None
         if self.needs_torchvision_config and self._cfg is not None:
@@ -202,6 +213,18 @@ class ADNCheckpointer(DetectionCheckpointer):
             finally:
                 self._resuming = False
         return self.load(path, checkpointables=[])
+
+    def get_checkpoint_file(self) -> str:
+        """fvcore's, with a ``last_checkpoint`` that is not text named with the fix."""
+        try:
+            return super().get_checkpoint_file()
+        except UnicodeDecodeError:
+            tag = os.path.join(self.save_dir, "last_checkpoint")
+            raise CheckpointError(
+                f"--resume: {tag} is not text: it should hold the name of this run's latest "
+                "checkpoint (e.g. model_0000599.pth). Fix: write that name into it, delete "
+                "it, or start without --resume; the checkpoints themselves are untouched."
+            ) from None
 
     def _check_last_checkpoint(self, last: str) -> None:
         """``last_checkpoint`` must name a file that exists (a local save_dir)."""

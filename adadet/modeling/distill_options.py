@@ -151,12 +151,25 @@ class DistillOptions:
         subnets = self.subnets
         if subnets is None:
             subnets = ["base"]
+        if not subnets:
+            raise ValueError(
+                f"{KEY}SUBNETS is empty: the students are drawn from it. Fix: give the "
+                "settings to draw from, e.g. ['base'] (the paper's student, the default), or "
+                "the sandwich recipe's ['mixed'] with ALWAYS_STUDENTS ['base']; the super-net "
+                f"({'F' * layout.num_flags}) is the teacher, not a student."
+            )
+
+        def expanded(key, settings):  # a bad entry names its key
+            try:
+                return tuple(layout.expand(list(settings)))
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"{KEY}{key} {list(settings)}: {e}") from None
+
         resolved = dataclasses.replace(
             self,
-            subnets=tuple(layout.expand(list(subnets))),
+            subnets=expanded("SUBNETS", subnets),
             always_students=(
-                tuple(layout.expand(list(self.always_students)))
-                if self.always_students
+                expanded("ALWAYS_STUDENTS", self.always_students) if self.always_students
                 else ()
             ),
             features=(

@@ -310,6 +310,17 @@ def test_the_sandwich_recipe_trains_the_base_net_and_one_drawn_mixed_setting(bn_
     with pytest.raises(ValueError, match="ALWAYS_STUDENTS .*'TTTT'.* also in SUBNETS") as error:
         SelfDistillationModel.from_config(bad, detector)
     assert "SUBNETS ['TTTT'] with ALWAYS_STUDENTS []" in str(error.value)  # the fix
+    for key, value, message in (
+        ("SUBNETS", [], r"MODEL.ADN.DISTILL.SUBNETS is empty: the students are drawn from it. "
+                        r"Fix: give the settings to draw from, e.g. \['base'\]"),
+        ("SUBNETS", ["TTF"], r"MODEL.ADN.DISTILL.SUBNETS \['TTF'\]: Invalid depth setting 'TTF'"),
+        ("ALWAYS_STUDENTS", ["TTTT", "base"],
+         r"MODEL.ADN.DISTILL.ALWAYS_STUDENTS \['TTTT', 'base'\]: .* more than once"),
+    ):
+        bad = cfg.clone()
+        bad.MODEL.ADN.DISTILL[key] = value
+        with pytest.raises(ValueError, match=message):
+            SelfDistillationModel.from_config(bad, detector)
     drawn_only = cfg.clone()
     drawn_only.MODEL.ADN.DISTILL.ALWAYS_STUDENTS = ["TFFF"]
     drawn_only.MODEL.ADN.DISTILL.SUBNETS = ["TTFF", "FTTT"]
