@@ -23,6 +23,7 @@ def checkpoint_bytes(model: nn.Module) -> int:
 
 def check_output_dir(output_dir: str, key: str, model: nn.Module) -> None:
     """``output_dir`` can be created and written, and has room for one checkpoint."""
+    output_dir = output_dir or "."  # Detectron2 then writes into the working directory
     try:
         os.makedirs(output_dir, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=output_dir, prefix=".write_check_"):
