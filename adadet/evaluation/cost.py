@@ -57,7 +57,8 @@ def detector_parts(model: nn.Module) -> Dict[str, List[str]]:
 def model_flops_by_part(model: nn.Module, inputs: List[Dict[str, Any]]) -> Dict[str, int]:
     """FLOPs of a whole Detectron2 model in inference on ``inputs`` (its usual list of dicts,
     counted one image at a time), split into :func:`detector_parts` and ``other`` (what runs
-    outside them: postprocessing, e.g. pasting masks into the image); the values sum to the whole model's FLOPs.
+    outside them: postprocessing, e.g. pasting masks into the image); the values sum to
+    the whole model's FLOPs.
 
     The ROI heads' share depends on how many boxes the model keeps for the given image.
     """
