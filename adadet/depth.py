@@ -31,10 +31,10 @@ SkipFlags = Tuple[bool, ...]
 #: ``hook(module, depth)``, called at the end of :meth:`AdaptiveDepthModule.set_depth`.
 DepthChangeHook = Callable[["AdaptiveDepthModule", str], None]
 DEPTH_ALIASES = {"super": "F", "base": "T"}
+#: words that stand for a list of settings: every one, or all but the two ends
+DEPTH_LIST_WORDS = ("all", "mixed")
 #: The part of a detector whose letters come first in a depth setting.
 BACKBONE_PART = "backbone"
-#: The default chain evaluated per depth (``TEST.ADN.DEPTHS``): one more stage skips each step.
-DEFAULT_EVAL_CHAIN = ("FFFF", "TFFF", "TTFF", "TTTF", "TTTT")
 
 
 def _depth_format(num_stages: int) -> str:
@@ -138,6 +138,16 @@ def all_depths(num_stages: int = 4) -> List[str]:
 def mixed_depths(num_stages: int = 4) -> List[str]:
     """Every setting but the super-net and the base-net (the 14 mixed ones of 4 stages)."""
     return all_depths(num_stages)[1:-1]
+
+
+def depth_chain(num_flags: int = 4) -> List[str]:
+    """FFFF -> TFFF -> ... -> TTTT for settings of ``num_flags`` letters: one more part skips
+    at each step, the backbone's stages first, then the neck and heads in their order."""
+    return ["T" * i + "F" * (num_flags - i) for i in range(num_flags + 1)]
+
+
+#: The default chain evaluated per depth (``TEST.ADN.DEPTHS``): FFFF, TFFF, TTFF, TTTF, TTTT.
+DEFAULT_EVAL_CHAIN = tuple(depth_chain(4))
 
 
 def expand_depth_list(settings: Union[str, Sequence[str]], num_stages: int = 4) -> List[str]:
@@ -298,9 +308,10 @@ class DepthLayout:
         rule's draws); each entry is made canonical."""
         if isinstance(settings, str):
             settings = [settings]
-        if [str(s).lower() for s in settings] == ["all"]:
+        words = [str(s).lower() for s in settings]
+        if words == ["all"]:
             return self.all()
-        if [str(s).lower() for s in settings] == ["mixed"]:
+        if words == ["mixed"]:
             return self.all()[1:-1]
         if not settings:
             raise ValueError(

@@ -17,6 +17,7 @@ from detectron2.structures import Boxes, Instances, PolygonMasks
 
 import adadet
 from adadet.data.synthesis import shapes_samples
+from adadet.evaluation import fixed_detections
 from adadet.utils.timing import Stopwatch, synchronize
 from adadet.utils.environment import cpu_model_name
 
@@ -93,9 +94,10 @@ def detector_cfg(
     input format) set to the ADN values, so both compute the same maths on the same shapes.
 
     Detection count: random weights give near-uniform class scores (~1/81), so the usual
-    SCORE_THRESH_TEST of 0.05 would keep no box and skip the mask head. With a threshold of
-    0 every image keeps exactly ``detections`` boxes (default 100, COCO evaluation's
-    maximum): the ROI heads do the same, realistic, worst-case work at every depth.
+    SCORE_THRESH_TEST of 0.05 would keep no box and skip the mask head.
+    :func:`adadet.evaluation.fixed_detections` makes every image keep exactly
+    ``detections`` boxes (default 100, COCO evaluation's maximum): the ROI heads do the
+    same, realistic, worst-case work at every depth.
     ``overrides``: a flat KEY, VALUE list applied to both detectors (``--quick`` shrinks the
     heads with it).
     """
@@ -114,8 +116,7 @@ def detector_cfg(
     # One process, no SyncBN group: plain BN (the ADN config uses SyncBN for 8 GPUs).
     cfg.MODEL.RESNETS.NORM = "BN"
     _resnet_overrides(cfg, resnet_depth)
-    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
-    cfg.TEST.DETECTIONS_PER_IMAGE = detections
+    fixed_detections(cfg, detections)
     cfg.merge_from_list(list(overrides))
     return cfg
 

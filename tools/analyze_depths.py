@@ -36,44 +36,19 @@ from tabulate import tabulate
 from adadet import add_adn_config, using_depth
 from adadet.config import merge_config
 from adadet.checkpoint import ADNCheckpointer
-from adadet.evaluation import backbone_cost, model_cost
+from adadet.evaluation import backbone_cost, fixed_detections, model_cost
 from adadet.modeling.adaptive_parts import config_depth_layout
-from adadet.utils.command_line import check_depth_list, check_overrides, depth_list_argument
-
-def count_argument(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or value <= 0:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a positive number of detections: give e.g. --detections 100.")
-    return value
+from adadet.utils.command_line import (
+    check_depth_list,
+    check_overrides,
+    depth_list_argument,
+    positive_int_argument,
+)
 
 
-def fixed_detections(cfg, count: int) -> None:
-    """Make every image keep exactly ``count`` detections, whatever the weights: score
-    threshold 0, NMS that removes nothing (IoU 1.0), ``count`` per image; the RPN keeps
-    its POST_NMS_TOPK_TEST proposals."""
-    cfg.TEST.DETECTIONS_PER_IMAGE = count
-    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
-    cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST = 1.0
-    cfg.MODEL.RETINANET.SCORE_THRESH_TEST = 0.0
-    cfg.MODEL.RETINANET.NMS_THRESH_TEST = 1.0
-    cfg.MODEL.RPN.NMS_THRESH = 1.0
-
-
-def pixels_argument(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or value <= 0:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a positive number of pixels: give the detector input as H W, "
-            "e.g. --input-size 800 1333."
-        )
-    return value
+count_argument = positive_int_argument("number of detections", "--detections 100")
+pixels_argument = positive_int_argument(
+    "number of pixels", "--input-size 800 1333", "give the detector input as H W")
 
 
 def parse_args(argv=None):

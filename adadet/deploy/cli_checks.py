@@ -6,8 +6,9 @@ with status 2, as argparse does for a bad argument.
 """
 import os
 import sys
-import tempfile
 from typing import Mapping, NoReturn, Optional
+
+from ..utils.writable import unwritable_reason
 
 
 class ArgumentChecks:
@@ -50,9 +51,6 @@ class ArgumentChecks:
         """Creates ``path`` if needed and stops unless a file can be created in it (a
         read-only or virtual file system fails only there). ``message`` may name
         ``{path}`` and ``{reason}`` (the system's)."""
-        try:
-            os.makedirs(path, exist_ok=True)
-            with tempfile.TemporaryFile(dir=path):
-                pass
-        except OSError as e:
-            self.fail(message.format(path=path, reason=e.strerror or e))
+        reason = unwritable_reason(path)
+        if reason is not None:
+            self.fail(message.format(path=path, reason=reason))

@@ -1,14 +1,13 @@
 """What a training run will need, checked before its first iteration: a mistake in any
 of it (a misspelt evaluation dataset, an output folder that cannot be written, no room for
 a checkpoint) would otherwise surface only after the training it wasted, or at a save."""
-import os
 import shutil
-import tempfile
 from typing import Iterable
 
 import torch.nn as nn
 
 from ..data.availability import check_datasets_available
+from ..utils.writable import unwritable_reason
 
 #: A checkpoint holds the weights and the optimizer's state (SGD momentum or Adam's two
 #: moments: up to 2 more copies of the weights), plus a margin.
@@ -24,15 +23,12 @@ def checkpoint_bytes(model: nn.Module) -> int:
 def check_output_dir(output_dir: str, key: str, model: nn.Module) -> None:
     """``output_dir`` can be created and written, and has room for one checkpoint."""
     output_dir = output_dir or "."  # Detectron2 then writes into the working directory
-    try:
-        os.makedirs(output_dir, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=output_dir, prefix=".write_check_"):
-            pass
-    except OSError as e:
+    reason = unwritable_reason(output_dir)
+    if reason is not None:
         raise PermissionError(
-            f"{key} {output_dir} cannot be written to ({e.strerror or e}): give a folder "
+            f"{key} {output_dir} cannot be written to ({reason}): give a folder "
             f"in a writable place, e.g. {key} ./output/run1."
-        ) from None
+        )
     need, free = checkpoint_bytes(model), shutil.disk_usage(output_dir).free
     if free < need:
         raise OSError(

@@ -2,6 +2,7 @@ from .cost import (
     backbone_cost,
     backbone_flops,
     detector_parts,
+    fixed_detections,
     model_cost,
     model_flops,
     model_flops_by_part,

@@ -9,6 +9,20 @@ from fvcore.nn import FlopCountAnalysis
 from ..utils.tracing import DetectorTracingAdapter
 
 
+def fixed_detections(cfg, count: int) -> None:
+    """Make every image keep exactly ``count`` detections, whatever the weights, so that
+    the ROI heads' cost does not follow them: score threshold 0, NMS that removes nothing
+    (IoU 1.0), ``count`` per image; the RPN keeps its POST_NMS_TOPK_TEST proposals.
+    Random weights give near-uniform scores that the usual threshold (0.05) would all
+    drop, skipping the mask head."""
+    cfg.TEST.DETECTIONS_PER_IMAGE = count
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
+    cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST = 1.0
+    cfg.MODEL.RETINANET.SCORE_THRESH_TEST = 0.0
+    cfg.MODEL.RETINANET.NMS_THRESH_TEST = 1.0
+    cfg.MODEL.RPN.NMS_THRESH = 1.0
+
+
 def _quiet(analysis):
     return analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
 

@@ -32,12 +32,12 @@ import os
 import statistics
 from typing import Any, Dict, List, Mapping, Sequence
 
+from ..depth import depth_chain, normalize_depth
 
 __all__ = [
     "aggregate_runs",
     "backbone_only",
     "claim_checks",
-    "depth_chain",
     "depth_gap_by_seed",
     "format_refinement_table",
     "format_paired_table",
@@ -83,12 +83,6 @@ def aggregate_runs(runs: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]]) ->
                         row[f"{key}_per_seed"] = values
             out.append(row)
     return out
-
-
-def depth_chain(num_flags: int) -> List[str]:
-    """FFFF -> TFFF -> ... -> TTTT for settings of ``num_flags`` letters: one more part skips
-    at each step, the backbone's stages first, then the neck and heads in their order."""
-    return ["T" * i + "F" * (num_flags - i) for i in range(num_flags + 1)]
 
 
 def _letters(depths) -> int:
@@ -215,8 +209,9 @@ def depth_gap_by_seed(
         per_seed = []
         for rows in seeds:
             ap = {r["depth"]: float(r[metric]) for r in rows}
-            ends = {"super": "F" * _letters(ap), "base": "T" * _letters(ap)} if ap else {}
-            high, low = ends.get(dearer, dearer), ends.get(cheaper, cheaper)
+            if not ap:
+                continue
+            high, low = (normalize_depth(d, _letters(ap)) for d in (dearer, cheaper))
             if high in ap and low in ap:
                 per_seed.append(ap[high] - ap[low])
         if per_seed:

@@ -10,6 +10,8 @@ their form; their number of letters is the model's (checked once its config is r
 import argparse
 from typing import Sequence
 
+from ..depth import DEPTH_ALIASES, DEPTH_LIST_WORDS
+
 
 def check_overrides(parser: argparse.ArgumentParser, opts: Sequence[str], pairs: bool = True) -> None:
     """Stops through ``parser.error`` (exit status 2) if ``opts`` holds one of the tool's
@@ -30,25 +32,22 @@ def check_overrides(parser: argparse.ArgumentParser, opts: Sequence[str], pairs:
             f"{list(opts)}")
 
 
-#: depth-argument words that stand for a list of settings
-LIST_WORDS = ("all", "mixed")
-ALIASES = ("super", "base")
 
 
 def _depth_word(text: str, lists: bool) -> str:
-    if text.lower() in ALIASES or (lists and text.lower() in LIST_WORDS):
+    if text.lower() in DEPTH_ALIASES or (lists and text.lower() in DEPTH_LIST_WORDS):
         return text.lower()
     if text and set(text.upper()) <= set("TF"):
         return text.upper()
-    if text.lower() in LIST_WORDS:
+    if text.lower() in DEPTH_LIST_WORDS:
         raise argparse.ArgumentTypeError(
             f"{text!r} names several settings; this option takes one, e.g. TTFF or 'base' "
             f"(run once per setting for several)")
     hint = ""
-    if "." in text or not text[:1].upper() in ("T", "F"):
+    if "." in text or text[:1].upper() not in ("T", "F"):
         hint = (f" If {text!r} is a config override, put the overrides after --opts, which "
                 f"ends the list of settings: ... --opts {text} VALUE.")
-    words = "'super', 'base', 'all', 'mixed'" if lists else "'super', 'base'"
+    words = ", ".join(repr(w) for w in [*DEPTH_ALIASES, *(DEPTH_LIST_WORDS if lists else ())])
     raise argparse.ArgumentTypeError(
         f"Invalid depth setting {text!r}: give one letter per adaptive part, 'T' (skip) or "
         f"'F' (run), e.g. TTFF, or {words}.{hint}")
@@ -67,6 +66,22 @@ def depth_list_argument(text: str) -> str:
 
 def check_depth_list(parser: argparse.ArgumentParser, option: str, depths) -> None:
     """'all' and 'mixed' stand alone in a list of depth settings."""
-    for word in LIST_WORDS:
+    for word in DEPTH_LIST_WORDS:
         if depths and word in depths and len(depths) > 1:
             parser.error(f"{option} {word} stands alone: give {word!r} or a list of settings")
+
+
+def positive_int_argument(what: str, example: str, how: str = "give"):
+    """An argparse type for a positive whole number: a bad one names ``what`` it counts
+    and an example, e.g. "'0' is not a positive number of detections: give e.g. ..."."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value <= 0:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a positive {what}: {how}, e.g. {example}.")
+        return value
+    parse.__name__ = what.replace(" ", "_")  # argparse names the type in its messages
+    return parse
