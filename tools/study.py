@@ -17,7 +17,9 @@ Then ``--eval-only`` evaluates its ``model_final.pth`` at every setting (the 16;
 with per-depth BN statistics (``--bn`` both). A finished run or evaluation is not redone, so
 an interrupted study continues where it stopped. The report (``study_<split>.{json,csv,md}``
 and ``study_<split>.png``) gives per recipe and setting the mean and standard deviation
-over seeds of box and mask AP, with backbone GFLOPs at 224x224 and detector latency.
+over seeds of box and mask AP, with backbone GFLOPs at 224x224, detector GFLOPs and
+latency, and each recipe's Pareto front of AP against detector GFLOPs (what it spans: the
+cost ratio of its most accurate point to its cheapest, and the AP lost between them).
 """
 import argparse
 import json
@@ -36,6 +38,8 @@ from adadet.evaluation.study_report import (
     depth_gap_by_seed,
     inversions_in_every_seed,
     paired_differences,
+    pareto_summary,
+    plot_costs,
     refinement_summary,
     runs_from_report,
     write_study,
@@ -115,6 +119,21 @@ RECIPES = {
         [*WHOLE_DETECTOR, "MODEL.ADN.DISTILL.FEATURES", STAGES,
          "MODEL.ADN.DISTILL.ALWAYS_STUDENTS", '["base"]', "MODEL.ADN.DISTILL.SUBNETS", '["mixed"]'],
     ),
+    "whole_arch": (
+        "the whole-detector architecture trained as 'sandwich': students over the backbone's "
+        "settings only, the neck and heads never skip (what the architecture alone costs)",
+        [*WHOLE_DETECTOR, "MODEL.ADN.DISTILL.FEATURES", STAGES,
+         "MODEL.ADN.DISTILL.ALWAYS_STUDENTS", '["TTTTFFF"]',
+         "MODEL.ADN.DISTILL.SUBNETS", json.dumps([d + "FFF" for d in mixed_depths(4)])],
+    ),
+    "whole_nested": (
+        "the whole-detector architecture, 'sandwich' over the backbone's settings and the "
+        "whole base-net: every iteration TTTTFFF and TTTTTTT plus one of the 14 mixed "
+        "backbone settings drawn (4 passes)",
+        [*WHOLE_DETECTOR, "MODEL.ADN.DISTILL.FEATURES", STAGES,
+         "MODEL.ADN.DISTILL.ALWAYS_STUDENTS", '["TTTTFFF","base"]',
+         "MODEL.ADN.DISTILL.SUBNETS", json.dumps([d + "FFF" for d in mixed_depths(4)])],
+    ),
     "sandwich_pooled": (
         "as 'sandwich', KL of globally pooled stage outputs, batchmean (the authors' ImageNet)",
         [*SANDWICH, "MODEL.ADN.DISTILL.POOLING", "global", "MODEL.ADN.DISTILL.REDUCTION",
@@ -145,7 +164,7 @@ def whole_detector_settings():
 
 
 #: recipe -> the depth settings it is evaluated at (default: all 16 of a backbone-only model)
-EVALUATED = {"whole": whole_detector_settings()}
+EVALUATED = {r: whole_detector_settings() for r in ("whole", "whole_arch", "whole_nested")}
 
 
 def environment(task, split):
@@ -352,6 +371,14 @@ def main(argv=None):
               f"{len(check['chain_rises'])}, dominance violations "
               f"{len(check['dominance_violations'])}/{check['dominance_pairs']}: "
               f"{'HOLDS' if check['holds'] else 'does not hold'}")
+    cost = plot_costs(rows)[0]
+    for key in dict.fromkeys(r["recipe"] for r in rows):
+        for metric in ("box_AP", "mask_AP"):
+            front = pareto_summary([r for r in rows if r["recipe"] == key], metric, cost)
+            if front["front"]:
+                print(f"[study] {key}: Pareto front of {metric.replace('_', ' ')} over {cost} "
+                      f"{' > '.join(reversed(front['front']))}: {front['cost_ratio']:.2f}x for "
+                      f"{front['ap_lost']:.1f} AP")
     for key, by_metric in inversions.items():
         print(f"[study] {key}: strictly cheaper setting ahead in every seed: " + ", ".join(
             f"{len(i['inversions'])}/{i['pairs']} {m.replace('_', ' ')} pairs"

@@ -33,6 +33,7 @@ import statistics
 from typing import Any, Dict, List, Mapping, Sequence
 
 from ..depth import depth_chain, normalize_depth
+from .depth_report import pareto_front
 
 __all__ = [
     "aggregate_runs",
@@ -41,9 +42,11 @@ __all__ = [
     "depth_gap_by_seed",
     "format_refinement_table",
     "format_paired_table",
+    "format_pareto",
     "format_study_table",
     "inversions_in_every_seed",
     "paired_differences",
+    "pareto_summary",
     "plot_study",
     "refinement_summary",
     "runs_from_report",
@@ -138,6 +141,28 @@ def claim_checks(rows: Sequence[Mapping[str, Any]], metric: str = "box_AP") -> D
     if top in mean and bottom in mean:
         result["super_minus_base"] = mean[top] - mean[bottom]
         result["super_minus_base_std"] = max(std[top], std[bottom])
+    return result
+
+
+def pareto_summary(rows: Sequence[Mapping[str, Any]], metric: str = "box_AP",
+                   cost: str = "gflops") -> Dict[str, Any]:
+    """The Pareto front of one recipe's settings (mean ``cost`` against mean ``metric``:
+    the settings that no other setting beats on both), cheapest first, and what it spans:
+    the cost ratio of its most accurate point to its cheapest, and the AP lost between
+    them. Settings without that cost are left out (an empty front if none has it)."""
+    own = [r for r in rows if f"{cost}_mean" in r and f"{metric}_mean" in r
+           and not math.isnan(r[f"{cost}_mean"])]
+    front = [own[i] for i in pareto_front([(r[f"{cost}_mean"], r[f"{metric}_mean"]) for r in own])]
+    result: Dict[str, Any] = {"metric": metric, "cost": cost,
+                              "front": [r["depth"] for r in front]}
+    if front:
+        cheapest, best = front[0], front[-1]
+        result["cost_ratio"] = best[f"{cost}_mean"] / cheapest[f"{cost}_mean"]
+        result["ap_lost"] = best[f"{metric}_mean"] - cheapest[f"{metric}_mean"]
+        result["points"] = [
+            {"depth": r["depth"], cost: r[f"{cost}_mean"], metric: r[f"{metric}_mean"],
+             **({"latency_ms": r["latency_ms_mean"]} if "latency_ms_mean" in r else {})}
+            for r in front]
     return result
 
 
@@ -260,6 +285,18 @@ def format_refinement_table(summaries: Mapping[str, Sequence[Mapping[str, Any]]]
     return "\n".join(lines)
 
 
+def format_pareto(pareto: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
+    """One line per recipe and metric: the front's settings, its cost ratio and AP lost."""
+    lines = []
+    for recipe, by_metric in pareto.items():
+        for metric, p in by_metric.items():
+            if p["front"]:
+                lines.append(
+                    f"* {recipe}, {metric.replace('_', ' ')}: {' > '.join(reversed(p['front']))}: "
+                    f"{p['cost_ratio']:.2f}x {p['cost']} for {p['ap_lost']:.1f} AP")
+    return "\n".join(lines)
+
+
 def format_study_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """A markdown table: recipe | depth | box AP | mask AP (mean ± std) | costs."""
     lines = [
@@ -283,43 +320,57 @@ def format_study_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+#: cost key -> its axis label in the study's plot
+COST_LABELS = {
+    "gflops": "detector GFLOPs (first image of the split)",
+    "backbone_gflops": "backbone GFLOPs (224x224)",
+    "latency_ms": "detector CPU latency (ms)",
+}
+
+
+def plot_costs(rows: Sequence[Mapping[str, Any]]) -> List[str]:
+    """The costs every row has, for the plot's x-axes: the detector's GFLOPs (what a whole
+    detector saves; else the backbone's), then its latency."""
+    def everywhere(key):
+        return rows and all(not math.isnan(r.get(f"{key}_mean", float("nan"))) for r in rows)
+
+    first = "gflops" if everywhere("gflops") else "backbone_gflops"
+    return [first] + (["latency_ms"] if everywhere("latency_ms") else [])
+
+
 def plot_study(rows: Sequence[Mapping[str, Any]], path: str, title: str = "") -> None:
-    """AP (mean ± std over seeds) against backbone GFLOPs, one colour per recipe (shifted a
-    little sideways, so that error bars stay apart); the chain's settings are joined and
-    labelled, the other mixed settings are unlabelled points (16 labels would overlap)."""
+    """AP (mean ± std over seeds) against each cost of :func:`plot_costs` (one row of
+    panels per cost), one colour per recipe: every setting a faint point with its error
+    bar, the recipe's Pareto front joined and labelled (128 labels would be unreadable)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     recipes = list(dict.fromkeys(r["recipe"] for r in rows))
     metrics = [m for m in METRICS if any(f"{m}_mean" in r for r in rows)]
-    figure = Figure(figsize=(6 * len(metrics), 4.8), dpi=100)
+    costs = plot_costs(rows)
+    figure = Figure(figsize=(6 * len(metrics), 4.8 * len(costs)), dpi=100)
     FigureCanvasAgg(figure)
-    axes = figure.subplots(1, len(metrics), squeeze=False)[0]
+    grid = figure.subplots(len(costs), len(metrics), squeeze=False)
     colours = [f"C{i}" for i in range(10)]
-    costs = [r["backbone_gflops_mean"] for r in rows]
-    # recipes side by side at each cost, so that their error bars do not overlap
-    step = 0.012 * (max(costs) - min(costs) or 1.0)
-    for axis, metric in zip(axes, metrics):
-        for index, (recipe, colour) in enumerate(zip(recipes, colours * 3)):
-            shift = (index - (len(recipes) - 1) / 2) * step
-            own = [r for r in rows if r["recipe"] == recipe and f"{metric}_mean" in r]
-            x = [r["backbone_gflops_mean"] + shift for r in own]
-            y = [r[f"{metric}_mean"] for r in own]
-            e = [r[f"{metric}_std"] for r in own]
-            axis.errorbar(x, y, yerr=e, fmt="o", ms=3, color=colour, alpha=0.45, capsize=2)
-            chain = [next(r for r in own if r["depth"] == d)
-                     for d in depth_chain(_letters(r["depth"] for r in own))
-                     if any(r["depth"] == d for r in own)] if own else []
-            axis.plot([r["backbone_gflops_mean"] + shift for r in chain],
-                      [r[f"{metric}_mean"] for r in chain], "-o", color=colour, label=recipe)
-            for r in chain:
-                axis.annotate(r["depth"], (r["backbone_gflops_mean"] + shift, r[f"{metric}_mean"]),
-                              textcoords="offset points", xytext=(3, -10), fontsize=7,
-                              color=colour)
-        axis.set_xlabel("backbone GFLOPs (224x224; does not depend on detections)")
-        axis.set_ylabel(f"{metric.replace('_', ' ')} (mean ± std over seeds)")
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=8)
+    for cost, axes in zip(costs, grid):
+        for axis, metric in zip(axes, metrics):
+            for recipe, colour in zip(recipes, colours * 3):
+                own = [r for r in rows if r["recipe"] == recipe and f"{metric}_mean" in r]
+                axis.errorbar([r[f"{cost}_mean"] for r in own], [r[f"{metric}_mean"] for r in own],
+                              yerr=[r[f"{metric}_std"] for r in own], fmt="o", ms=3,
+                              color=colour, alpha=0.35, capsize=2)
+                by_depth = {r["depth"]: r for r in own}
+                front = [by_depth[d] for d in pareto_summary(own, metric, cost)["front"]]
+                axis.plot([r[f"{cost}_mean"] for r in front], [r[f"{metric}_mean"] for r in front],
+                          "-o", color=colour, label=f"{recipe} (Pareto front)")
+                for r in front:
+                    axis.annotate(r["depth"], (r[f"{cost}_mean"], r[f"{metric}_mean"]),
+                                  textcoords="offset points", xytext=(3, -10), fontsize=7,
+                                  color=colour)
+            axis.set_xlabel(COST_LABELS[cost])
+            axis.set_ylabel(f"{metric.replace('_', ' ')} (mean ± std over seeds)")
+            axis.grid(alpha=0.3)
+            axis.legend(fontsize=8)
     if title:
         figure.suptitle(title, fontsize=10)
     figure.tight_layout()
@@ -370,8 +421,15 @@ def write_study(
                  for m in METRICS if all(f"{m}_mean" in r for r in rows if r["recipe"] == recipe)}
         for recipe in recipes
     }
+    cost = plot_costs(rows)[0]
+    pareto = {
+        recipe: {m: pareto_summary([r for r in rows if r["recipe"] == recipe], m, cost)
+                 for m in checks[recipe]}
+        for recipe in recipes
+    }
     with open(paths["json"], "w") as f:
-        json.dump({"info": dict(info), "rows": list(rows), "checks": checks}, f, indent=1)
+        json.dump({"info": dict(info), "rows": list(rows), "checks": checks, "pareto": pareto},
+                  f, indent=1)
     columns = list(dict.fromkeys(k for r in rows for k in r))
     with open(paths["csv"], "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
@@ -379,6 +437,8 @@ def write_study(
         writer.writerows(rows)
     with open(paths["md"], "w") as f:
         f.write(format_study_table(rows) + "\n")
+        f.write(f"\nPareto fronts ({COST_LABELS[cost]} against AP, means over seeds; "
+                "cheapest first):\n\n" + format_pareto(pareto) + "\n")
         if info.get("paired"):
             f.write("\nPaired by seed (the same initial weights and image order):\n\n")
             f.write(format_paired_table(info["paired"]) + "\n")

@@ -10,6 +10,8 @@ from adadet.evaluation.study_report import (
     claim_checks,
     depth_gap_by_seed,
     paired_differences,
+    pareto_summary,
+    plot_costs,
     write_study,
 )
 
@@ -71,6 +73,8 @@ def test_report_files(tmp_path):
     assert len(saved["rows"]) == 32
     assert "| a | FFFF | 40.0 ± 1.4 |" in open(paths["md"]).read()
     assert open(paths["png"], "rb").read(4) == b"\x89PNG"
+    pareto = saved["pareto"]["a"]["box_AP"]  # every setting's detector costs 2.0 GFLOPs here
+    assert pareto["cost"] == "gflops" and pareto["front"] == ["FFFF"] and pareto["cost_ratio"] == 1.0
 
 
 def test_refinement_summary_over_seeds():
@@ -286,3 +290,25 @@ def test_the_whole_recipe_is_the_whole_detector_config_and_its_settings_are_its_
     evaluated = layout.expand(study.EVALUATED["whole"])  # each valid, none twice
     assert {d[:4] for d in evaluated if d.endswith("FFF")} == set(all_depths(4))
     assert {"FFFFFFF", "TTTTTTT"} <= set(evaluated)
+
+
+def test_the_pareto_front_and_what_it_spans(tmp_path):
+    # each skipped part costs 1 GFLOP and 1 AP, except the mask head (the last letter),
+    # 0.5 AP: at each cost below the top the best setting skips the mask head
+    def ap(d):
+        return 40.0 - d.count("T") + (0.5 if d[-1] == "T" else 0.0)
+
+    def seed_rows(offset):
+        return [dict(r, gflops=8.0 - r["depth"].count("T")) for r in _whole_rows(ap, offset)]
+
+    rows = aggregate_runs({"whole": [seed_rows(0.0), seed_rows(1.0)]})
+    assert plot_costs(rows) == ["gflops", "latency_ms"]
+    front = pareto_summary(rows, "box_AP", "gflops")
+    assert front["front"][0] == "TTTTTTT" and front["front"][-2:] == ["FFFFFFT", "FFFFFFF"]
+    assert all(d.endswith("T") for d in front["front"][:-1])  # FFFFFFF only at the top
+    assert front["cost_ratio"] == pytest.approx(8.0 / 1.0)
+    assert front["ap_lost"] == pytest.approx(40.5 - 34.0)  # means over the seeds
+    assert [p["depth"] for p in front["points"]] == front["front"]
+    paths = write_study(rows, str(tmp_path), "study_tune", {"title": "t", "seeds": [0, 1]})
+    assert "8.00x gflops for 6.5 AP" in open(paths["md"]).read()
+    assert open(paths["png"], "rb").read(4) == b"\x89PNG"
