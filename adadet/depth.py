@@ -18,6 +18,7 @@ mandatory blocks use: no rebuild, no weight copy.
 """
 import contextlib
 import itertools
+import threading
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Un
 import torch
 import torch.nn as nn
 from torch.utils.hooks import RemovableHandle
+
+from .layers.skip_switch import depth_scope, scoped_get, scoped_set
 
 SkipFlags = Tuple[bool, ...]
 #: ``hook(module, depth)``, called at the end of :meth:`AdaptiveDepthModule.set_depth`.
@@ -167,6 +170,9 @@ class AdaptiveDepthModule(nn.Module):
     backbone, ``stage_outputs()``. ``depth_part`` names the part of the detector whose
     letters of a depth setting the module takes (:class:`DepthLayout`): every backbone
     module takes the backbone's letters; a neck or head part takes its own.
+    ``_apply_skip_flags`` writes what the forward reads through
+    :class:`~adadet.layers.SkipSwitch` objects, so that a depth chosen inside
+    :func:`using_depth` stays with the thread that chose it.
     """
 
     num_adaptive_stages: int = 4
@@ -180,7 +186,7 @@ class AdaptiveDepthModule(nn.Module):
 
     @property
     def depth(self) -> str:
-        return depth_name(self._skip_flags)
+        return depth_name(self.skip_flags)
 
     @depth.setter
     def depth(self, setting: Union[str, Sequence[bool]]) -> None:
@@ -188,11 +194,14 @@ class AdaptiveDepthModule(nn.Module):
 
     @property
     def skip_flags(self) -> SkipFlags:
-        return self._skip_flags
+        return scoped_get(self, self.__dict__["_skip_flags"])
 
     def set_depth(self, setting: Union[str, Sequence[bool]]) -> None:
+        """Run at ``setting``: from now on for every thread, or, inside
+        :func:`using_depth` (a depth scope), for this thread until the block ends."""
         flags = parse_depth(setting, self.num_adaptive_stages)
-        self._skip_flags = flags
+        if not scoped_set(self, flags) or "_skip_flags" not in self.__dict__:
+            self.__dict__["_skip_flags"] = flags
         self._apply_skip_flags(flags)
         name = depth_name(flags)
         for hook in self.depth_change_hooks:
@@ -420,19 +429,47 @@ def get_depth(model: nn.Module) -> str:
     return "".join(parts.values())
 
 
+# model -> the lock that its depth blocks hold while the model has depth-change hooks
+# (per-depth BN statistics write the BN buffers, which every thread shares)
+_HOOKED_MODEL_LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = (
+    weakref.WeakKeyDictionary()
+)
+_LOCKS_LOCK = threading.Lock()
+
+
+def _hooked_model_lock(model: nn.Module, modules: Sequence[AdaptiveDepthModule]):
+    if not any(m.depth_change_hooks for m in modules):
+        return contextlib.nullcontext()
+    model = getattr(model, "module", model)
+    with _LOCKS_LOCK:
+        lock = _HOOKED_MODEL_LOCKS.get(model)
+        if lock is None:
+            lock = _HOOKED_MODEL_LOCKS[model] = threading.RLock()
+    return lock
+
+
 @contextlib.contextmanager
 def using_depth(model: nn.Module, setting: Union[str, Sequence[bool]]) -> Iterator[str]:
-    """Run ``model`` at ``setting`` inside the block, then restore the previous setting.
+    """Run ``model`` at ``setting`` inside the block, in this thread (or asyncio task)
+    only: other threads keep running theirs, and the setting :func:`set_depth` gave stays
+    every thread's default outside such blocks. So one model (one set of weights) can
+    serve several depths from a thread pool at once.
 
     >>> with using_depth(model, "TTTT"):
     ...     outputs = model(inputs)
+
+    A model with per-depth BN statistics (:mod:`adadet.calibration.depth_bn_statistics`)
+    loads them into its BN buffers, which all threads share: its blocks run one at a
+    time (a lock per model), and a forward outside any block should not run beside them.
     """
     name, assignments = _part_flags(model, setting)
-    previous = [(m, m.skip_flags) for m, _ in assignments]
-    try:
-        for module, flags in assignments:
-            module.set_depth(flags)
-        yield name
-    finally:
-        for module, flags in previous:
-            module.set_depth(flags)
+    modules = [m for m, _ in assignments]
+    with _hooked_model_lock(model, modules), depth_scope():
+        previous = [(m, m.skip_flags) for m in modules]
+        try:
+            for module, flags in assignments:
+                module.set_depth(flags)
+            yield name
+        finally:
+            for module, flags in previous:  # the hooks' state follows the outer setting
+                module.set_depth(flags)

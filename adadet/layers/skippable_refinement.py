@@ -11,6 +11,8 @@ from typing import Callable, Optional
 import torch
 import torch.nn as nn
 
+from .skip_switch import SkipSwitch
+
 __all__ = ["SkippableRefinement", "zero_init_refinement"]
 
 _NORMS = (nn.GroupNorm, nn.LayerNorm, nn.modules.batchnorm._NormBase)
@@ -24,7 +26,15 @@ class SkippableRefinement(nn.Module):
         super().__init__()
         self.branch = branch
         self.activation = activation
-        self.skips = False
+        self.switch = SkipSwitch()
+
+    @property
+    def skips(self) -> bool:
+        return self.switch.active
+
+    @skips.setter
+    def skips(self, value: bool) -> None:
+        self.switch.active = value
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.skips:

@@ -8,18 +8,7 @@ Weights of the conv itself are shared; only the norm is switched.
 import torch.nn as nn
 from detectron2.layers import Conv2d, get_norm
 
-
-class SkipSwitch:
-    """Whether one stage currently skips. Shared by the stage and its switchable convs, so
-    switching a stage is one attribute write, whatever the number of blocks."""
-
-    __slots__ = ("active",)
-
-    def __init__(self, active: bool = False):
-        self.active = active
-
-    def __repr__(self) -> str:
-        return f"SkipSwitch(active={self.active})"
+from .skip_switch import SkipSwitch
 
 
 class SwitchableNormConv2d(Conv2d):
