@@ -22,6 +22,7 @@ import adadet  # noqa: F401  (registers the ADN backbones and heads)
 import adadet.data  # noqa: F401  (registers the embedded datasets)
 from adadet.engine.devices import launch_on_devices
 from adadet.engine.lazy_training import check_override_keys, lazy_eval_only, lazy_train
+from adadet.engine.output_lock import claim_before_setup
 from adadet.utils.command_line import check_overrides
 
 
@@ -44,6 +45,8 @@ def setup(args):
             "output/model_final.pth (or --allow-random-weights to evaluate random weights on "
             "purpose)."
         )
+    if not args.eval_only:
+        claim_before_setup(cfg.train.output_dir, "train.output_dir")  # one training run per folder
     default_setup(cfg, args)
     # adadet's own messages (depth evaluated, ...) in the console and output_dir/log.txt
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="adadet")

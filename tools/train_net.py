@@ -27,6 +27,7 @@ from adadet.config import merge_config
 from adadet.checkpoint import ADNCheckpointer
 from adadet.engine import ADNTrainer
 from adadet.engine.devices import launch_on_devices
+from adadet.engine.output_lock import claim_before_setup
 from adadet.evaluation import verify_depth_results
 from adadet.utils.command_line import check_overrides
 
@@ -49,6 +50,8 @@ def setup(args):
     if args.eval_only:
         check_eval_only(cfg, args)
     cfg.freeze()
+    if not args.eval_only:
+        claim_before_setup(cfg.OUTPUT_DIR, "OUTPUT_DIR")  # one training run per folder
     default_setup(cfg, args)
     # adadet's own messages (depth evaluated, ...) in the console and OUTPUT_DIR/log.txt
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="adadet")

@@ -24,6 +24,7 @@ from ..checkpoint import ADNCheckpointer
 from ..depth import adaptive_modules
 from ..evaluation import checked_test_depths, evaluate_depths
 from .ddp import ddp_kwargs
+from .output_lock import holding_run_folder
 from .preflight import check_run_needs
 from .train_step import ADNAMPTrainStep, ADNTrainStep
 
@@ -148,7 +149,8 @@ def lazy_train(cfg, resume: bool = False):
     )
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=resume)
     start_iter = trainer.iter + 1 if resume and checkpointer.has_checkpoint() else 0
-    trainer.train(start_iter, cfg.train.max_iter)
+    with holding_run_folder(cfg.train.output_dir, "train.output_dir"):
+        trainer.train(start_iter, cfg.train.max_iter)
     return dict(last_results)
 
 

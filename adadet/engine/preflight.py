@@ -5,9 +5,11 @@ import shutil
 from typing import Iterable
 
 import torch.nn as nn
+from detectron2.utils import comm
 
 from ..data.availability import check_datasets_available
 from ..utils.writable import unwritable_reason
+from .output_lock import check_output_dir_free
 
 #: A checkpoint holds the weights and the optimizer's state (SGD momentum or Adam's two
 #: moments: up to 2 more copies of the weights), plus a margin.
@@ -40,7 +42,10 @@ def check_output_dir(output_dir: str, key: str, model: nn.Module) -> None:
 
 def check_run_needs(model: nn.Module, datasets: Iterable[str], output_dir: str,
                     output_key: str) -> None:
-    """Every dataset the run trains or evaluates on is registered and on disk, and its
-    output folder takes a checkpoint (:func:`check_output_dir`)."""
+    """Every dataset the run trains or evaluates on is registered and on disk, its output
+    folder takes a checkpoint (:func:`check_output_dir`) and no other run writes there
+    (:mod:`~adadet.engine.output_lock`)."""
     check_datasets_available(list(dict.fromkeys(datasets)))
     check_output_dir(output_dir, output_key, model)
+    if comm.is_main_process():  # the other processes of a run are rank 0's
+        check_output_dir_free(output_dir, output_key)

@@ -38,6 +38,7 @@ from detectron2.utils.logger import setup_logger
 from ..checkpoint import ADNCheckpointer
 from ..data import CheckedDatasetMapper
 from ..data.availability import check_datasets_available
+from .output_lock import holding_run_folder
 from .preflight import check_run_needs
 from ..data.resumable_loader import ResumableTrainLoader, seed_iteration
 from ..depth import set_depth
@@ -103,7 +104,8 @@ class ADNTrainer(DefaultTrainer):
         """DefaultTrainer.train, with TEST.EXPECTED_RESULTS checked per depth
         (:func:`verify_depth_results`; Detectron2's verify_results cannot read them)."""
         try:
-            TrainerBase.train(self, self.start_iter, self.max_iter)
+            with holding_run_folder(self.cfg.OUTPUT_DIR, "OUTPUT_DIR"):
+                TrainerBase.train(self, self.start_iter, self.max_iter)
             if len(self.cfg.TEST.EXPECTED_RESULTS) and comm.is_main_process():
                 if not hasattr(self, "_last_eval_results"):
                     raise RuntimeError(
