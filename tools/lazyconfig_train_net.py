@@ -56,7 +56,8 @@ def setup(args):
 def main(args):
     cfg = setup(args)
     if args.eval_only:
-        return lazy_eval_only(cfg, resume=args.resume)
+        return lazy_eval_only(cfg, resume=args.resume,
+                              allow_random_weights=args.allow_random_weights)
     return lazy_train(cfg, resume=args.resume)
 
 
@@ -65,7 +66,8 @@ def invoke_main() -> None:
     parser.add_argument(
         "--allow-random-weights",
         action="store_true",
-        help="with --eval-only: evaluate even without train.init_checkpoint (random init)",
+        help="with --eval-only: evaluate even without train.init_checkpoint, or with weights "
+             "that leave some layers at random init (a checkpoint of another model)",
     )
     args = parser.parse_args()
     check_overrides(parser, args.opts, pairs=False)  # key=value words

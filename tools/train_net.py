@@ -77,9 +77,10 @@ def main(args):
 
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        ADNCheckpointer.from_config(cfg, model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
+        # every weight loaded, or random layers would be evaluated (unless asked for)
+        ADNCheckpointer.from_config(
+            cfg, model, save_dir=cfg.OUTPUT_DIR, require_all_weights=not args.allow_random_weights
+        ).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         res = Trainer.test(cfg, model)
         if comm.is_main_process():
             if cfg.TEST.ADN.PRECISE_BN.ENABLED:
@@ -100,7 +101,8 @@ def invoke_main() -> None:
     parser.add_argument(
         "--allow-random-weights",
         action="store_true",
-        help="with --eval-only: evaluate even without MODEL.WEIGHTS (random init)",
+        help="with --eval-only: evaluate even without MODEL.WEIGHTS, or with weights that "
+             "leave some layers at random init (a checkpoint of another model)",
     )
     args = parser.parse_args()
     check_overrides(parser, args.opts)

@@ -119,6 +119,23 @@ def _ignorable(key: str) -> bool:
     return key.endswith(_NUM_BATCHES) or is_skip_norm_key(key)
 
 
+#: a head's class predictor -> (its config key, how its output count gives the classes)
+_CLASS_PREDICTORS = {
+    "roi_heads.box_predictor.cls_score.weight": ("MODEL.ROI_HEADS.NUM_CLASSES", lambda n: n - 1),
+    "roi_heads.mask_head.predictor.weight": ("MODEL.ROI_HEADS.NUM_CLASSES", lambda n: n),
+}
+
+
+def _checkpoint_classes(shapes) -> List[tuple]:
+    """(config key, the checkpoint's value) read off class predictors of other shapes."""
+    found = {}
+    for key, checkpoint_shape, _ in shapes:
+        if key in _CLASS_PREDICTORS:
+            name, classes = _CLASS_PREDICTORS[key]
+            found.setdefault(name, classes(checkpoint_shape[0]))
+    return list(found.items())
+
+
 class ADNCheckpointer(DetectionCheckpointer):
     """Detectron2's checkpointer, aware of ADN's skip norms and strict about the backbone.
 
@@ -133,6 +150,11 @@ class ADNCheckpointer(DetectionCheckpointer):
             weights of a ``--model-ema`` run, those of the published accuracies) instead of
             ``model``; ``MODEL.ADN.LOAD_EMA`` in configs. Not for ``--resume``, which loads
             this run's own checkpoint.
+        require_all_weights: raise :class:`CheckpointMismatchError` when the checkpoint
+            leaves any weight of the model at its random initialisation (missing, or of
+            another shape, e.g. a predictor for another number of classes): what an
+            evaluation or a deployment loads (skip norms absent from the checkpoint start
+            as copies of their main norms, as always).
 
     After ``load``, ``needs_torchvision_config`` tells whether the weights were
     torchvision-style (official ADN, torchvision). A checkpointer made by
@@ -150,6 +172,7 @@ class ADNCheckpointer(DetectionCheckpointer):
         skip_norm_init: str = "copy",
         strict_backbone: bool = True,
         load_ema: bool = False,
+        require_all_weights: bool = False,
         **checkpointables,
     ):
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
@@ -158,6 +181,7 @@ class ADNCheckpointer(DetectionCheckpointer):
         self.skip_norm_init = skip_norm_init
         self.strict_backbone = strict_backbone
         self.load_ema = bool(load_ema)
+        self.require_all_weights = bool(require_all_weights)
         self.needs_torchvision_config = False
         self._cfg = None  # the config torchvision-style weights are checked against
         self._source: Optional[str] = None
@@ -357,7 +381,37 @@ class ADNCheckpointer(DetectionCheckpointer):
         if self.strict_backbone:
             self._check_backbone(incompatible, heuristics, source_shapes)
         self._init_skip_norms(incompatible)
+        if self.require_all_weights:
+            self._check_all_loaded(incompatible)
         return incompatible
+
+    def _check_all_loaded(self, incompatible) -> None:
+        """Stop if a weight of the model keeps its random initialisation."""
+        shapes = list(incompatible.incorrect_shapes)
+        reshaped = {k for k, _, _ in shapes}
+        missing = [k for k in incompatible.missing_keys
+                   if not _ignorable(k) and k not in reshaped]
+        if not (missing or shapes):
+            return
+        parts: Dict[str, int] = {}
+        for key in missing + sorted(reshaped):
+            part = ".".join(key.split(".")[:2])
+            parts[part] = parts.get(part, 0) + 1
+        lines = [f"{len(missing) + len(shapes)} weights would keep their random "
+                 f"initialisation, in {', '.join(f'{p} ({n})' for p, n in parts.items())}"]
+        if shapes:
+            shown = [f"{k}: {c} in the checkpoint, {m} in the model" for k, c, m in shapes]
+            lines.append(f"{len(shapes)} have other shapes than in the model: {first_few(shown, 3)}")
+        classes = [f"{what} {n}" for what, n in _checkpoint_classes(shapes)]
+        fix = ("give the checkpoint of this config's model (the same architecture and "
+               "number of classes)")
+        if classes:
+            fix += f"; the checkpoint's heads are for {', '.join(classes)}"
+        raise CheckpointMismatchError(
+            f"Checkpoint '{self._source}' does not hold the whole model; evaluating or "
+            "deploying it would run random layers:\n  - " + "\n  - ".join(lines)
+            + f"\nFix: {fix}; or pass --allow-random-weights to run them at random on purpose."
+        )
 
     def _resnet_prefixes(self) -> List[str]:
         """State-dict prefixes of the outermost ResNets in the model ("backbone.bottom_up.")."""

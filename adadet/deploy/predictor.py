@@ -50,11 +50,13 @@ def setup_deploy_cfg(config_file: str, opts: Sequence[str] = (), depth: Optional
 
 def build_inference_model(cfg) -> nn.Module:
     """The detector of ``cfg`` in eval mode, with ``MODEL.WEIGHTS`` loaded through
-    :class:`ADNCheckpointer` (random init, with a warning, when no weights are given)."""
+    :class:`ADNCheckpointer`, which refuses a checkpoint that leaves any weight at random
+    init (random init, with a warning, when no weights are given)."""
     model = build_model(cfg)
     model.eval()
     if cfg.MODEL.WEIGHTS:
-        ADNCheckpointer.from_config(cfg, model).load(cfg.MODEL.WEIGHTS)
+        # every weight, or the tool would run random layers
+        ADNCheckpointer.from_config(cfg, model, require_all_weights=True).load(cfg.MODEL.WEIGHTS)
     else:
         logger.warning(
             "MODEL.WEIGHTS is empty: the model is randomly initialised, so its predictions "

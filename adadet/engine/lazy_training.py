@@ -63,10 +63,12 @@ def build_lazy_model(cfg):
     return model.to(cfg.train.device)
 
 
-def lazy_checkpointer(cfg, model, **checkpointables) -> ADNCheckpointer:
+def lazy_checkpointer(cfg, model, require_all_weights: bool = False,
+                      **checkpointables) -> ADNCheckpointer:
     """The ADN checkpointer with ``cfg.adn.checkpoint``'s skip-norm and EMA choices."""
     options = dict(_section(cfg, "adn").get("checkpoint", {}))
-    return ADNCheckpointer(model, cfg.train.output_dir, **options, **checkpointables)
+    return ADNCheckpointer(model, cfg.train.output_dir, **options,
+                           require_all_weights=require_all_weights, **checkpointables)
 
 
 def lazy_test(cfg, model):
@@ -154,11 +156,14 @@ def lazy_train(cfg, resume: bool = False):
     return dict(last_results)
 
 
-def lazy_eval_only(cfg, resume: bool = False):
+def lazy_eval_only(cfg, resume: bool = False, allow_random_weights: bool = False):
     """``--eval-only``: load ``cfg.train.init_checkpoint`` (with ``resume``, the last
-    checkpoint of ``cfg.train.output_dir``) and evaluate every ``cfg.adn.test_depths``."""
+    checkpoint of ``cfg.train.output_dir``) and evaluate every ``cfg.adn.test_depths``;
+    a checkpoint that leaves weights at random init is refused unless
+    ``allow_random_weights``."""
     model = build_lazy_model(cfg)
-    lazy_checkpointer(cfg, model).resume_or_load(cfg.train.init_checkpoint, resume=resume)
+    checkpointer = lazy_checkpointer(cfg, model, require_all_weights=not allow_random_weights)
+    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=resume)
     return lazy_test(cfg, model)
 
 

@@ -31,3 +31,52 @@ def test_a_last_checkpoint_that_is_not_text_names_the_fix_and_keeps_the_checkpoi
                                               "name of this run's latest checkpoint"):
         ADNCheckpointer(model, str(tmp_path)).resume_or_load("", resume=True)
     assert (tmp_path / "model_0000009.pth").stat().st_size > 0
+
+
+def _embedded_model(**overrides):
+    from detectron2.modeling import build_model
+
+    from adn_testing import make_project_cfg
+
+    return build_model(make_project_cfg("mask_rcnn_ada_r18_embedded_cpu.yaml", **overrides))
+
+
+@pytest.fixture(scope="module")
+def embedded_checkpoint(tmp_path_factory):
+    """A whole checkpoint of the embedded demo model (3 classes)."""
+    folder = tmp_path_factory.mktemp("embedded")
+    model = _embedded_model()
+    ADNCheckpointer(model, str(folder)).save("model")
+    return model, str(folder / "model.pth")
+
+
+def test_a_whole_checkpoint_loads_when_every_weight_is_required(embedded_checkpoint):
+    model, path = embedded_checkpoint
+    other = _embedded_model()
+    ADNCheckpointer(other, require_all_weights=True).load(path)
+    for (name, a), b in zip(model.state_dict().items(), other.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_a_checkpoint_for_another_number_of_classes_names_both(embedded_checkpoint):
+    from adadet.checkpoint import CheckpointMismatchError
+
+    _, path = embedded_checkpoint
+    model = _embedded_model(MODEL__ROI_HEADS__NUM_CLASSES=5)
+    with pytest.raises(CheckpointMismatchError) as error:
+        ADNCheckpointer(model, require_all_weights=True).load(path)
+    message = str(error.value)
+    assert "roi_heads.box_predictor" in message and "roi_heads.mask_head" in message
+    assert "MODEL.ROI_HEADS.NUM_CLASSES 3" in message and "--allow-random-weights" in message
+    ADNCheckpointer(model).load(path)  # training from it (fine-tuning) stays allowed
+
+
+def test_a_checkpoint_without_the_heads_is_refused_for_evaluation(embedded_checkpoint, tmp_path):
+    from adadet.checkpoint import CheckpointMismatchError
+
+    model, _ = embedded_checkpoint
+    backbone_only = {k: v for k, v in model.state_dict().items() if k.startswith("backbone.")}
+    path = tmp_path / "backbone.pth"
+    torch.save({"model": backbone_only}, path)
+    with pytest.raises(CheckpointMismatchError, match=r"proposal_generator\.rpn_head \(\d+\)"):
+        ADNCheckpointer(_embedded_model(), require_all_weights=True).load(str(path))
