@@ -83,7 +83,8 @@ def parse_args(argv=None):
                         help="depth settings of the latency table, or 'all' (default: the "
                              "config's TEST.ADN.DEPTHS, e.g. FFFF TFFF TTFF TTTF TTTT)")
     parser.add_argument("--detections", type=int, default=100,
-                        help="boxes kept per image (score threshold 0; default 100)")
+                        help="boxes kept per image, whatever the weights (score threshold 0, "
+                             "no NMS: adadet.evaluation.fixed_detections; default 100)")
     parser.add_argument("--detector-flops", choices=("trace", "derive"), default="trace",
                         help="trace: fvcore traces the whole detector at every depth (slow); "
                              "derive: traces FFFF only and swaps in each depth's backbone "
