@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
 import adadet  # noqa: E402
+from adadet.utils.command_line import positive_int_argument  # noqa: E402
 from adadet.depth import mixed_depths  # noqa: E402
 from adadet.engine import SelfDistillationModel  # noqa: E402
 from adadet.evaluation import backbone_cost, model_cost  # noqa: E402
@@ -82,7 +83,8 @@ def parse_args(argv=None):
     parser.add_argument("--depths", nargs="+", default=None,
                         help="depth settings of the latency table, or 'all' (default: the "
                              "config's TEST.ADN.DEPTHS, e.g. FFFF TFFF TTFF TTTF TTTT)")
-    parser.add_argument("--detections", type=int, default=100,
+    parser.add_argument("--detections", default=100,
+                        type=positive_int_argument("number of detections", "--detections 100"),
                         help="boxes kept per image, whatever the weights (score threshold 0, "
                              "no NMS: adadet.evaluation.fixed_detections; default 100)")
     parser.add_argument("--detector-flops", choices=("trace", "derive"), default="trace",

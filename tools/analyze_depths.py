@@ -48,7 +48,7 @@ from adadet.utils.command_line import (
 
 count_argument = positive_int_argument("number of detections", "--detections 100")
 pixels_argument = positive_int_argument(
-    "number of pixels", "--input-size 800 1333", "give the detector input as H W")
+    "number of pixels", "--input-size 800 1333", "give the detector input as H W,")
 
 
 def parse_args(argv=None):

@@ -73,7 +73,8 @@ def check_depth_list(parser: argparse.ArgumentParser, option: str, depths) -> No
 
 def positive_int_argument(what: str, example: str, how: str = "give"):
     """An argparse type for a positive whole number: a bad one names ``what`` it counts
-    and an example, e.g. "'0' is not a positive number of detections: give e.g. ..."."""
+    and an example, e.g. "'0' is not a positive number of detections: give e.g. ..."
+    (``how`` replaces "give", e.g. "give the image as H W,")."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -81,7 +82,7 @@ def positive_int_argument(what: str, example: str, how: str = "give"):
             value = None
         if value is None or value <= 0:
             raise argparse.ArgumentTypeError(
-                f"{text!r} is not a positive {what}: {how}, e.g. {example}.")
+                f"{text!r} is not a positive {what}: {how} e.g. {example}.")
         return value
     parse.__name__ = what.replace(" ", "_")  # argparse names the type in its messages
     return parse
