@@ -9,8 +9,10 @@ fine-tuning changes their shapes); errors that name the file and the fix (:mod:`
 saving, so a run killed while saving keeps a ``last_checkpoint`` that names a complete file.
 """
 import contextlib
+import errno
 import glob
 import os
+import shutil
 import tempfile
 from typing import Dict, List, Optional
 from urllib.parse import urlparse
@@ -27,6 +29,7 @@ from .errors import (
     CheckpointError,
     CheckpointMismatchError,
     CheckpointNotFoundError,
+    CheckpointWriteError,
     SkipNormsMissingError,
     check_skip_norm_init,
     no_state_dict_error,
@@ -119,6 +122,17 @@ def _ignorable(key: str) -> bool:
     return key.endswith(_NUM_BATCHES) or is_skip_norm_key(key)
 
 
+def _out_of_space(error: BaseException) -> bool:
+    """Whether a failed write ran out of disk: ENOSPC / EDQUOT, or torch's zip writer
+    reporting the short write it got (``[enforce fail at inline_container.cc] ...
+    unexpected pos``, ``file write failed``)."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(error)
+    return "No space left" in text or (
+        "inline_container" in text and ("unexpected pos" in text or "write failed" in text))
+
+
 #: a head's class predictor -> (its config key, how its output count gives the classes)
 _CLASS_PREDICTORS = {
     "roi_heads.box_predictor.cls_score.weight": ("MODEL.ROI_HEADS.NUM_CLASSES", lambda n: n - 1),
@@ -196,6 +210,26 @@ class ADNCheckpointer(DetectionCheckpointer):
         checkpointer = cls(model, save_dir, **kwargs)
         checkpointer._cfg = cfg
         return checkpointer
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def save(self, name: str, **kwargs) -> None:
+        """fvcore's, written atomically (:func:`atomic_open`); a write that fails for want
+        of disk space says so, and what to do, instead of torch's stream-writer error."""
+        try:
+            super().save(name, **kwargs)
+        except (OSError, RuntimeError) as e:
+            if not _out_of_space(e):
+                raise
+            free = shutil.disk_usage(self.save_dir).free if os.path.isdir(self.save_dir) else 0
+            raise CheckpointWriteError(
+                f"The checkpoint {name}.pth could not be written to {self.save_dir}: the disk "
+                f"is full ({free / 2**20:.0f} MiB free; {type(e).__name__}: {str(e)[:120]}). "
+                "Nothing already saved changed: checkpoints are written to a temporary file and "
+                "renamed into place only when complete, and the temporary was removed. Free "
+                "some space, or give the run's output folder on another disk, then continue "
+                "with --resume from its last checkpoint."
+            ) from None
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ SKIP_NORM_INIT_POLICIES = ("copy", "error")
 
 
 class CheckpointError(RuntimeError):
-    """Base class: a checkpoint could not be loaded into the model."""
+    """Base class: a checkpoint could not be loaded into the model, or written."""
 
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
@@ -33,6 +33,10 @@ class CheckpointReadError(CheckpointError):
 
 class CheckpointFormatError(CheckpointError, ValueError):
     """The file was read but holds no state dict adadet knows how to load."""
+
+
+class CheckpointWriteError(CheckpointError, OSError):
+    """A checkpoint could not be written (the disk is full); nothing saved before changed."""
 
 
 class CheckpointMismatchError(CheckpointError, ValueError):

@@ -5,7 +5,7 @@ import urllib.error
 import pytest
 import torch
 
-from adadet.checkpoint import ADNCheckpointer, CheckpointError
+from adadet.checkpoint import ADNCheckpointer, CheckpointError, CheckpointWriteError
 
 
 def test_weights_that_cannot_be_downloaded_say_what_to_give_instead(monkeypatch):
@@ -80,3 +80,25 @@ def test_a_checkpoint_without_the_heads_is_refused_for_evaluation(embedded_check
     torch.save({"model": backbone_only}, path)
     with pytest.raises(CheckpointMismatchError, match=r"proposal_generator\.rpn_head \(\d+\)"):
         ADNCheckpointer(_embedded_model(), require_all_weights=True).load(str(path))
+
+
+def test_a_full_disk_at_a_save_says_so_and_leaves_the_last_checkpoint_whole(
+        embedded_checkpoint, tmp_path, monkeypatch):
+    model, _ = embedded_checkpoint
+    checkpointer = ADNCheckpointer(model, str(tmp_path))
+    checkpointer.save("model_0000009")
+    before = (tmp_path / "model_0000009.pth").read_bytes()
+    real_save = torch.save
+
+    def save_until_the_disk_is_full(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1984 vs 1900")
+
+    monkeypatch.setattr(torch, "save", save_until_the_disk_is_full)
+    with pytest.raises(CheckpointWriteError, match=r"model_0000019\.pth could not be written .* the disk is full") as error:
+        checkpointer.save("model_0000019")
+    assert "--resume" in str(error.value) and "Nothing already saved changed" in str(error.value)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last_checkpoint", "model_0000009.pth"]
+    assert (tmp_path / "model_0000009.pth").read_bytes() == before
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000009.pth"
