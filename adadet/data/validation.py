@@ -279,6 +279,30 @@ def register_checked_coco_instances(
     )
 
 
+def check_instance_masks(dataset_dicts: List[dict], names) -> None:
+    """For a model that learns masks: every object it trains on (``iscrowd`` 0, as
+    Detectron2's mapper keeps) has a segmentation. Detectron2 drops an empty
+    ``"segmentation": []`` while loading, and a batch whose objects lack masks then stops
+    the first step that meets it with ``Cannot find field 'gt_masks'``, maybe deep into
+    training; checked over the whole data set before the first iteration instead."""
+    lacking, total, files = 0, 0, []
+    for record in dataset_dicts:
+        objects = [a for a in record.get("annotations", ()) if a.get("iscrowd", 0) == 0]
+        missing = sum(1 for a in objects if not a.get("segmentation"))
+        total += len(objects)
+        if missing:
+            lacking += missing
+            files.append(os.path.basename(record.get("file_name", "?")))
+    if lacking:
+        raise DatasetError(
+            f"{', '.join(names)}: {lacking} of {total} annotations (in {len(files)} images, e.g. "
+            f"{first_few(files, 3)}) have no 'segmentation' (absent or an empty list), and the "
+            "model learns a mask for every object. Fix: give those annotations polygons or RLE "
+            "masks, or remove them; or train boxes only (MODEL.MASK_ON False; a LazyConfig: a "
+            "model without mask head and dataloader.train.mapper.use_instance_mask=False)."
+        )
+
+
 # --------------------------------------------------------------------------- images
 
 

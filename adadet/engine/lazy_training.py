@@ -21,6 +21,7 @@ from detectron2.utils.registry import locate
 from omegaconf import DictConfig, ListConfig
 
 from ..checkpoint import ADNCheckpointer
+from ..data.validation import check_instance_masks
 from ..depth import adaptive_modules
 from ..evaluation import checked_test_depths, evaluate_depths
 from .ddp import ddp_kwargs
@@ -105,6 +106,23 @@ def _test_depths(cfg, model):
     return checked_test_depths(model, _section(cfg, "adn").test_depths, "adn.test_depths")
 
 
+def _build_train_loader(loader_cfg):
+    """``instantiate(cfg.dataloader.train)``, its dataset built first and checked against
+    what its mapper makes of it (a mask for every object, for a mapper that keeps masks),
+    before any iteration; then passed in built, so that it is loaded once."""
+    mapper = loader_cfg.get("mapper")
+    if not (isinstance(loader_cfg.get("dataset"), DictConfig) and mapper is not None
+            and mapper.get("use_instance_mask", False)):
+        return instantiate(loader_cfg)
+    names = loader_cfg.dataset.get("names", "dataloader.train.dataset")
+    dataset = instantiate(loader_cfg.dataset)
+    check_instance_masks(dataset, [names] if isinstance(names, str) else list(names))
+    target = loader_cfg._target_
+    target = locate(target) if isinstance(target, str) else target
+    kwargs = {k: instantiate(v) for k, v in loader_cfg.items() if k not in ("_target_", "dataset")}
+    return target(dataset=dataset, **kwargs)
+
+
 def lazy_train(cfg, resume: bool = False):
     """Train ``cfg.model`` with self-distillation (``cfg.adn.distill``), as Detectron2's
     ``lazyconfig_train_net.do_train``: with ``resume`` from the last checkpoint of
@@ -117,7 +135,7 @@ def lazy_train(cfg, resume: bool = False):
     check_run_needs(model, _dataset_names(cfg), cfg.train.output_dir, "train.output_dir")
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
-    train_loader = instantiate(cfg.dataloader.train)
+    train_loader = _build_train_loader(cfg.dataloader.train)
 
     cfg.adn.distill.detector = model
     training_model = instantiate(cfg.adn.distill)

@@ -37,6 +37,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import ADNCheckpointer
 from ..data import CheckedDatasetMapper
+from ..data.validation import check_instance_masks
 from ..data.availability import check_datasets_available
 from .output_lock import holding_run_folder
 from .preflight import check_run_needs
@@ -177,9 +178,7 @@ class ADNTrainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg):
         mapper = CheckedDatasetMapper(cfg, True)
-        if not cfg.DATALOADER.EXACT_RESUME:
-            return build_detection_train_loader(cfg, mapper=mapper)
-        if cfg.SEED < 0:
+        if cfg.DATALOADER.EXACT_RESUME and cfg.SEED < 0:
             raise ValueError(
                 "DATALOADER.EXACT_RESUME needs a fixed SEED (>= 0): the batches are computed "
                 f"from it, and SEED {cfg.SEED} draws a new one per run. Set e.g. SEED 0."
@@ -192,6 +191,10 @@ class ADNTrainer(DefaultTrainer):
             ),
             proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
         )
+        if mapper.use_instance_mask:
+            check_instance_masks(dataset_dicts, cfg.DATASETS.TRAIN)
+        if not cfg.DATALOADER.EXACT_RESUME:
+            return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset_dicts)
         return ResumableTrainLoader(
             dataset_dicts,
             mapper,
