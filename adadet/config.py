@@ -5,11 +5,12 @@ import os
 import re
 from typing import Optional, Sequence
 
+import yaml
 from detectron2.config import CfgNode as CN
 
 from adadet.depth import DEFAULT_EVAL_CHAIN
 
-__all__ = ["add_adn_config", "merge_config", "FLOAT_KEY_RANGES"]
+__all__ = ["add_adn_config", "check_yacs_config_file", "merge_config", "FLOAT_KEY_RANGES"]
 
 #: Float keys with a range, for the message when one is written as an integer.
 FLOAT_KEY_RANGES = {
@@ -45,11 +46,38 @@ def _float_given_int(error: ValueError, where: str) -> Optional[ValueError]:
     )
 
 
+#: the top-level keys of a LazyConfig (Python, or saved as YAML by LazyConfig.save)
+LAZY_CONFIG_KEYS = ("model", "train", "dataloader", "optimizer")
+
+
+def check_yacs_config_file(config_file: str) -> None:
+    """A YAML config of Detectron2's yacs system, not a LazyConfig (a ``.py`` file or the
+    ``config.yaml`` a lazy run saves), which yacs would report as a YAML syntax error or
+    an unknown key: ValueError naming the tool that reads it."""
+    lazy = config_file.endswith(".py")
+    if not lazy and os.path.isfile(config_file):
+        try:
+            with open(config_file) as f:
+                top = yaml.safe_load(f)
+        except (yaml.YAMLError, UnicodeDecodeError):
+            top = None  # yacs reports its own syntax errors
+        lazy = isinstance(top, dict) and "MODEL" not in top and any(
+            k in top for k in LAZY_CONFIG_KEYS)
+    if lazy:
+        raise ValueError(
+            f"{config_file} is a LazyConfig (Detectron2's Python config system: model, train, "
+            "dataloader ...), and this tool reads YAML configs of the yacs system (MODEL, "
+            f"SOLVER, ...). Train or evaluate it with tools/lazyconfig_train_net.py "
+            f"--config-file {config_file}, or give a YAML config such as configs/*.yaml."
+        )
+
+
 def merge_config(cfg, config_file: Optional[str] = None, opts: Sequence[str] = ()) -> None:
     """``cfg.merge_from_file(config_file)`` then ``cfg.merge_from_list(opts)``; a float key
     given an integer (``MODEL.ADN.DISTILL.TEMPERATURE 1``) raises a ValueError naming the
     key and the fix instead of yacs' type mismatch."""
     if config_file:
+        check_yacs_config_file(config_file)
         try:
             cfg.merge_from_file(config_file)
         except ValueError as e:

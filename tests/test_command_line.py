@@ -94,3 +94,28 @@ def test_set_depth_names_what_it_was_given_instead_of_a_model():
     exported = torch.jit.script(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="exported at, so its depth cannot change: export the setting"):
         adadet.set_depth(exported, "TTTT")
+
+
+def test_each_training_tool_names_the_other_for_the_other_config_system(tmp_path):
+    """train_net.py on a LazyConfig (.py, or the config.yaml a lazy run saves) and
+    lazyconfig_train_net.py on a yacs YAML say which tool reads that file."""
+    import argparse
+
+    from detectron2.config import get_cfg
+
+    from adadet import add_adn_config
+    from adadet.config import merge_config
+    from adn_testing import ROOT, load_tool
+
+    lazy = ROOT / "configs" / "lazy" / "mask_rcnn_ada_r18_embedded_cpu.py"
+    saved = tmp_path / "config.yaml"  # what LazyConfig.save writes: its lower-case sections
+    saved.write_text("model:\n  _target_: detectron2.modeling.GeneralizedRCNN\ntrain:\n  max_iter: 4\n")
+    for path in (lazy, saved):
+        cfg = get_cfg()
+        add_adn_config(cfg)
+        with pytest.raises(ValueError, match=r"is a LazyConfig .* tools/lazyconfig_train_net.py"):
+            merge_config(cfg, str(path))
+    yacs = ROOT / "configs" / "mask_rcnn_ada_r18_embedded_cpu.yaml"
+    tool = load_tool("lazyconfig_train_net")
+    with pytest.raises(SystemExit, match=r"is a YAML config of Detectron2's yacs .* tools/train_net.py"):
+        tool.load_config(argparse.Namespace(config_file=str(yacs), opts=[]))

@@ -29,6 +29,12 @@ from adadet.utils.command_line import check_overrides
 def load_config(args):
     """The config file, then the ``key=value`` overrides (Detectron2's syntax)."""
     cfg = LazyConfig.load(args.config_file)
+    if "train" not in cfg and "MODEL" in cfg:
+        sys.exit(
+            f"error: {args.config_file} is a YAML config of Detectron2's yacs system (MODEL, "
+            "SOLVER, ...), and this tool reads LazyConfigs (model, train, dataloader ...). Train "
+            f"or evaluate it with tools/train_net.py --config-file {args.config_file}, or give a "
+            "LazyConfig such as configs/lazy/*.py.")
     try:
         check_override_keys(cfg, args.opts)  # Detectron2 would add a misspelt key silently
         return LazyConfig.apply_overrides(cfg, args.opts)
