@@ -8,6 +8,7 @@ which would leave a half-loaded backbone running; head weights keep Detectron2's
 fine-tuning changes their shapes); errors that name the file and the fix (:mod:`.errors`); and atomic
 saving, so a run killed while saving keeps a ``last_checkpoint`` that names a complete file.
 """
+import collections
 import contextlib
 import errno
 import glob
@@ -427,10 +428,7 @@ class ADNCheckpointer(DetectionCheckpointer):
                    if not _ignorable(k) and k not in reshaped]
         if not (missing or shapes):
             return
-        parts: Dict[str, int] = {}
-        for key in missing + sorted(reshaped):
-            part = ".".join(key.split(".")[:2])
-            parts[part] = parts.get(part, 0) + 1
+        parts = collections.Counter(".".join(k.split(".")[:2]) for k in missing + sorted(reshaped))
         lines = [f"{len(missing) + len(shapes)} weights would keep their random "
                  f"initialisation, in {', '.join(f'{p} ({n})' for p, n in parts.items())}"]
         if shapes:

@@ -84,8 +84,9 @@ def holding_run_folder(output_dir: str, key: str):
 
 
 def check_output_dir_free(output_dir: str, key: str) -> None:
-    """Raise :class:`OutputFolderInUse` if another process trains in ``output_dir``."""
-    with holding_output_dir(output_dir, key):
+    """Raise :class:`OutputFolderInUse` if another process trains in ``output_dir`` (on the
+    main process of a run: :func:`holding_run_folder`)."""
+    with holding_run_folder(output_dir, key):
         pass
 
 
@@ -94,11 +95,7 @@ def claim_before_setup(output_dir: str, key: str) -> None:
     ``log.txt`` into the folder: the main process holds its lock to the end of the process,
     and exits with the message (status 1) if another run holds it, so that nothing of that
     run is overwritten."""
-    from detectron2.utils import comm
-
-    if not comm.is_main_process():
-        return
-    held = holding_output_dir(output_dir, key)
+    held = holding_run_folder(output_dir, key)
     try:
         held.__enter__()
     except OutputFolderInUse as e:

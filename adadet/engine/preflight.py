@@ -5,7 +5,6 @@ import shutil
 from typing import Iterable
 
 import torch.nn as nn
-from detectron2.utils import comm
 
 from ..data.availability import check_datasets_available
 from ..utils.writable import unwritable_reason
@@ -47,5 +46,4 @@ def check_run_needs(model: nn.Module, datasets: Iterable[str], output_dir: str,
     (:mod:`~adadet.engine.output_lock`)."""
     check_datasets_available(list(dict.fromkeys(datasets)))
     check_output_dir(output_dir, output_key, model)
-    if comm.is_main_process():  # the other processes of a run are rank 0's
-        check_output_dir_free(output_dir, output_key)
+    check_output_dir_free(output_dir, output_key)

@@ -66,16 +66,17 @@ def test_every_study_recipe_is_a_valid_config():
     base = _load("mask_rcnn_ada_r18_polygons_cpu.yaml")
     base.MODEL.DEVICE = "cpu"
     detector = build_model(base)
-    architectures = {}  # the whole-detector recipes build their own detector (7 letters)
+
+    def architecture(cfg):
+        return cfg.MODEL.BACKBONE.NAME, cfg.MODEL.RPN.HEAD_NAME, cfg.MODEL.ROI_MASK_HEAD.NAME
+
+    detectors = {architecture(base): detector}  # the whole-detector recipes build their own
     for name, (_, overrides) in recipes.items():
         cfg = base.clone()
         cfg.merge_from_list(overrides)
-        arch = (cfg.MODEL.BACKBONE.NAME, cfg.MODEL.RPN.HEAD_NAME, cfg.MODEL.ROI_MASK_HEAD.NAME)
-        if arch not in architectures:
-            architectures[arch] = detector if arch == (
-                base.MODEL.BACKBONE.NAME, base.MODEL.RPN.HEAD_NAME, base.MODEL.ROI_MASK_HEAD.NAME
-            ) else build_model(cfg)
-        wrapper = SelfDistillationModel.from_config(cfg, architectures[arch])
+        if architecture(cfg) not in detectors:
+            detectors[architecture(cfg)] = build_model(cfg)
+        wrapper = SelfDistillationModel.from_config(cfg, detectors[architecture(cfg)])
         assert wrapper.students_for_iteration(0), name
     sandwich = base.clone()
     sandwich.merge_from_list(recipes["sandwich"][1])
